@@ -1,0 +1,71 @@
+/*
+ * rawmux_epoll.c -- splitting epoll events; epoll_pwait2 where libc lacks it.
+ *
+ * Man pages: epoll(7), epoll_create1(2), epoll_ctl(2), epoll_wait(2)
+ *            (which also documents epoll_pwait and epoll_pwait2).
+ * Kernel:    epoll_create1(2) -> fs/eventpoll.c: do_epoll_create()
+ *            epoll_ctl(2)     -> fs/eventpoll.c: do_epoll_ctl() -> ep_insert()
+ *                                / ep_modify() / ep_remove(); ep_insert()
+ *                                hooks ep_poll_callback() onto the file's wait
+ *                                queue via ep_ptable_queue_proc()
+ *            epoll_wait(2)    -> fs/eventpoll.c: do_epoll_wait() -> ep_poll()
+ *                                -> ep_send_events() (copies ready events to
+ *                                user space; there is no shared mapping)
+ *            epoll_pwait(2), epoll_pwait2(2) -> do_epoll_pwait(), with the
+ *                                signal mask swapped in by set_user_sigmask()
+ *
+ * epoll_create1, epoll_ctl, epoll_wait and epoll_pwait are libc's, called
+ * directly.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <signal.h>
+#include <stdint.h>
+#include <sys/epoll.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+/* epoll_pwait2 (Linux 5.11) takes a timespec instead of milliseconds.
+ * glibc wraps it from 2.35; before that, or on another libc, make the
+ * system call ourselves.  A kernel older than 5.11 answers ENOSYS. */
+#if !(defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 35)))
+static int epoll_pwait2(int epfd, struct epoll_event *events, int maxevents,
+                        const struct timespec *timeout, const sigset_t *sigmask)
+{
+#ifdef SYS_epoll_pwait2
+    /* The kernel's sigset is _NSIG bits, not libc's 1024-bit sigset_t. */
+    return (int)syscall(SYS_epoll_pwait2, epfd, events, maxevents, timeout,
+                        sigmask, (size_t)(_NSIG / 8));
+#else
+    (void)epfd; (void)events; (void)maxevents; (void)timeout; (void)sigmask;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
+#endif
+
+static void rawmux_epoll_split(const struct epoll_event *events, int n,
+                               int *fds, uint32_t *revents)
+{
+    int i;
+
+    for (i = 0; i < n; i++) {
+        fds[i] = events[i].data.fd;
+        revents[i] = events[i].events;
+    }
+}
+
+static int rawmux_epoll_wait_split(int epfd, struct epoll_event *events,
+                                   int maxevents, int timeout,
+                                   int *fds, uint32_t *revents)
+{
+    int n = epoll_wait(epfd, events, maxevents, timeout);
+
+    /* errno is left as epoll_wait set it: the split touches no libc. */
+    if (n > 0)
+        rawmux_epoll_split(events, n, fds, revents);
+    return n;
+}

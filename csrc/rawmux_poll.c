@@ -1,0 +1,33 @@
+/*
+ * rawmux_poll.c -- compaction of poll(2) results.
+ *
+ * Man pages: poll(2), ppoll(2).
+ * Kernel:    poll(2)  -> fs/select.c: __x64_sys_poll() -> do_sys_poll()
+ *                        -> do_poll() -> do_pollfd() -> vfs_poll() on each
+ *                        entry, poll_schedule_timeout()
+ *            ppoll(2) -> fs/select.c: __x64_sys_ppoll() -> do_sys_poll(),
+ *                        with the signal mask swapped in by set_user_sigmask()
+ *
+ * poll(2) and ppoll(2) are libc's, called directly.  The kernel copies the
+ * whole pollfd array in and the revents back out on every call (O(n) both
+ * ways, however few fds are ready); the helper here at least spares Python
+ * the same O(n) walk, handing it only the indices that matter.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <poll.h>
+#include <stddef.h>
+
+static size_t rawmux_poll_collect(const struct pollfd *fds, nfds_t nfds,
+                                  int *indices, size_t cap)
+{
+    size_t count = 0;
+    nfds_t i;
+
+    for (i = 0; i < nfds && count < cap; i++) {
+        if (fds[i].revents != 0)
+            indices[count++] = (int)i;
+    }
+    return count;
+}

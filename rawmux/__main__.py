@@ -1,0 +1,5 @@
+import sys
+
+from rawmux.cli import main
+
+sys.exit(main())

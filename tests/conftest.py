@@ -1,0 +1,153 @@
+"""Fixtures shared by the whole suite.
+
+Every test runs under ``no_fd_leaks``: the set of open file descriptors
+(``/proc/self/fd``) must be the same after the test as before it.
+"""
+
+import contextlib
+import gc
+import os
+import signal
+import socket
+import threading
+
+import pytest
+
+from rawmux import ffi, lib
+
+
+def open_fds():
+    """The fds open in this process, with what each points at."""
+    fds = {}
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            fds[int(name)] = os.readlink(f"/proc/self/fd/{name}")
+        except FileNotFoundError:   # the fd listdir itself had open
+            pass
+    return fds
+
+
+@pytest.fixture(autouse=True)
+def no_fd_leaks():
+    before = open_fds()
+    yield
+    gc.collect()    # objects the test dropped close their fds when collected
+    after = open_fds()
+    leaked = {fd: what for fd, what in after.items() if before.get(fd) != what}
+    assert not leaked, f"test leaked file descriptors: {leaked}"
+
+
+class Resources:
+    """Sockets and pipes made for one test, all closed when it ends.
+
+    ``close(x)`` closes one early (a hung-up peer) and forgets it, so that the
+    cleanup never closes an fd number the kernel has since handed to someone
+    else.
+    """
+
+    def __init__(self):
+        self._open = []     # sockets and raw fds
+
+    def socketpair(self):
+        pair = socket.socketpair()
+        self._open.extend(pair)
+        return pair
+
+    def pipe(self):
+        r, w = os.pipe()
+        self._open.extend((r, w))
+        return r, w
+
+    def closed_fd(self):
+        """An fd number that is not open (closed just now)."""
+        r, w = os.pipe()
+        os.close(r)
+        os.close(w)
+        return r
+
+    def close(self, x):
+        self._open.remove(x)
+        if isinstance(x, int):
+            os.close(x)
+        else:
+            x.close()
+
+    def close_all(self):
+        while self._open:
+            self.close(self._open[-1])
+
+
+@pytest.fixture
+def res():
+    resources = Resources()
+    yield resources
+    resources.close_all()
+
+
+def fill_send_buffer(sock):
+    """Write into ``sock`` until the kernel takes no more: it stops being
+    writable while the peer does not read."""
+    sock.setblocking(False)
+    chunk = b"x" * 65536
+    while True:
+        try:
+            sock.send(chunk)
+        except BlockingIOError:
+            return
+
+
+def ready_states(res):
+    """One fd in each readiness state the issue names, plus a few more.
+
+    Returns {name: fd}.  Every mechanism must agree with the stdlib on all of
+    them.
+    """
+    states = {}
+    a, b = res.socketpair()
+    b.send(b"ping")
+    states["socket readable"] = a.fileno()          # and writable
+    c, _d = res.socketpair()
+    states["socket writable"] = c.fileno()          # nothing to read
+    e, f = res.socketpair()
+    fill_send_buffer(e)
+    states["socket idle"] = e.fileno()              # buffer full, no data
+    g, h = res.socketpair()
+    res.close(h)
+    states["socket hung up"] = g.fileno()           # peer closed: EOF, HUP
+    r, w = res.pipe()
+    states["pipe idle"] = r                         # empty, never writable
+    states["pipe writable"] = w
+    r2, w2 = res.pipe()
+    os.write(w2, b"x")
+    res.close(w2)
+    states["pipe hung up"] = r2                     # data, then EOF + HUP
+    return states
+
+
+@contextlib.contextmanager
+def pending_signal(signum):
+    """Make ``signum`` pending on this thread while blocked.
+
+    Yields the list of signals the Python handler has seen.  On exit the
+    signal is unblocked (delivering it if still pending) and the old handler
+    and mask come back.
+    """
+    seen = []
+    old_handler = signal.signal(signum, lambda sig, frame: seen.append(sig))
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signum})
+    try:
+        signal.pthread_kill(threading.get_ident(), signum)
+        assert signum in signal.sigpending()
+        yield seen
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
+        signal.signal(signum, old_handler)
+
+
+def sigset(*signals):
+    """A sigset_t holding ``signals``, for pselect/ppoll/epoll_pwait."""
+    s = ffi.new("sigset_t *")
+    assert lib.sigemptyset(s) == 0
+    for sig in signals:
+        assert lib.sigaddset(s, sig) == 0
+    return s
