@@ -25,9 +25,12 @@ def test_readme_gives_two_commands_and_ci_runs_the_test_one_verbatim():
     assert tests in ci
 
 
-def test_demo_agrees_with_stdlib():
+def test_demo_agrees_with_stdlib(tmp_path):
+    # cwd elsewhere: "-m" puts the cwd first on sys.path, and the source tree
+    # holds no compiled extension.
     run = subprocess.run([sys.executable, "-m", "rawmux", "demo"],
-                         capture_output=True, text=True, timeout=60)
+                         capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path)
     assert run.returncode == 0, run.stderr
     assert "all three bindings agree" in run.stdout
     assert run.stdout.count("same") == 4
