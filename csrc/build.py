@@ -71,7 +71,10 @@ ffibuilder.cdef("\n".join(_read(h) for h in HEADERS))
 _compile, _link = _compile_args()
 ffibuilder.set_source(
     "rawmux._rawmux",
-    "\n".join(f'#include "{c}"' for c in SOURCES)
+    # The flags go into the generated source: setuptools rebuilds only when
+    # a source changed, and a switch of RAWMUX_SANITIZE must rebuild too.
+    f"/* compiled with: {' '.join(_compile)} */\n"
+    + "\n".join(f'#include "{c}"' for c in SOURCES)
     + "\n#include <limits.h>  /* PIPE_BUF */\n#include <signal.h>\n",
     include_dirs=[os.path.relpath(HERE)],
     depends=[os.path.relpath(os.path.join(HERE, f)) for f in HEADERS + SOURCES],
