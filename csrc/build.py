@@ -34,6 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FAMILIES = ["types", "select", "poll", "epoll"]
 HEADERS = [f"rawmux_{name}.h" for name in FAMILIES]
 SOURCES = [f"rawmux_{name}.c" for name in FAMILIES if name != "types"]
+DEPENDS = HEADERS + SOURCES + ["rawmux_clock.c"]
 
 
 def _read(name):
@@ -77,7 +78,7 @@ ffibuilder.set_source(
     + "\n".join(f'#include "{c}"' for c in SOURCES)
     + "\n#include <limits.h>  /* PIPE_BUF */\n#include <signal.h>\n",
     include_dirs=[os.path.relpath(HERE)],
-    depends=[os.path.relpath(os.path.join(HERE, f)) for f in HEADERS + SOURCES],
+    depends=[os.path.relpath(os.path.join(HERE, f)) for f in DEPENDS],
     extra_compile_args=_compile,
     extra_link_args=_link,
 )

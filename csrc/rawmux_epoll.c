@@ -28,6 +28,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "rawmux_clock.c"
+
 /* epoll_pwait2 (Linux 5.11) takes a timespec instead of milliseconds.
  * glibc wraps it from 2.35; before that, or on another libc, make the
  * system call ourselves.  A kernel older than 5.11 answers ENOSYS. */
@@ -64,8 +66,38 @@ static int rawmux_epoll_wait_split(int epfd, struct epoll_event *events,
 {
     int n = epoll_wait(epfd, events, maxevents, timeout);
 
-    /* errno is left as epoll_wait set it: the split touches no libc. */
-    if (n > 0)
-        rawmux_epoll_split(events, n, fds, revents);
+    if (n < 0)
+        return -errno;
+    rawmux_epoll_split(events, n, fds, revents);
     return n;
+}
+
+struct rawmux_epoll_waiter {
+    int                 epfd;
+    int                 maxevents;
+    struct epoll_event *events;
+    int                *ready_fds;
+    uint32_t           *ready_events;
+    long long           started_ns;
+};
+
+static int rawmux_epoll_waiter_wait(struct rawmux_epoll_waiter *w,
+                                    int timeout_ms)
+{
+    if (timeout_ms > 0)
+        w->started_ns = rawmux_monotonic_ns();
+    return rawmux_epoll_wait_split(w->epfd, w->events, w->maxevents,
+                                   timeout_ms < 0 ? -1 : timeout_ms,
+                                   w->ready_fds, w->ready_events);
+}
+
+static int rawmux_epoll_ctl(int epfd, int op, int fd, uint32_t events)
+{
+    /* Zeroed: EPOLL_CTL_DEL ignores the struct, but kernels before 2.6.9
+     * wanted a valid pointer, and no stack garbage should reach the kernel. */
+    struct epoll_event ev = { 0 };
+
+    ev.events = events;
+    ev.data.fd = fd;
+    return epoll_ctl(epfd, op, fd, &ev) < 0 ? -errno : 0;
 }

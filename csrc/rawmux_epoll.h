@@ -65,8 +65,31 @@ int epoll_pwait2(int epfd, struct epoll_event *events, int maxevents,
 void rawmux_epoll_split(const struct epoll_event *events, int n,
                         int *fds, uint32_t *revents);
 
-/* epoll_wait(2), then rawmux_epoll_split() of what it returned.  Same return
- * value and errno as epoll_wait(2). */
+/* epoll_wait(2), then rawmux_epoll_split() of what it returned.  Returns
+ * the number of events, or -errno (errno is set too). */
 int rawmux_epoll_wait_split(int epfd, struct epoll_event *events,
                             int maxevents, int timeout,
                             int *fds, uint32_t *revents);
+
+/* ---- rawmux's wait calls (rawmux_epoll.c) --------------------------------
+ * The native API's state, allocated once: the event buffer the kernel
+ * writes into, and the split arrays, all maxevents long. */
+struct rawmux_epoll_waiter {
+    int                 epfd;
+    int                 maxevents;
+    struct epoll_event *events;
+    int                *ready_fds;
+    uint32_t           *ready_events;
+    long long           started_ns;   /* CLOCK_MONOTONIC at the last wait
+                                         with a timeout > 0: the deadline
+                                         after EINTR */
+    ...;
+};
+
+/* epoll_wait(2) and the split.  Returns the number of events or -errno
+ * (errno set too).  timeout_ms < 0 blocks. */
+int rawmux_epoll_waiter_wait(struct rawmux_epoll_waiter *w, int timeout_ms);
+
+/* epoll_ctl(2) with data.fd = fd, without a struct to allocate: 0 or -errno
+ * (errno set too).  For EPOLL_CTL_DEL, events is ignored. */
+int rawmux_epoll_ctl(int epfd, int op, int fd, uint32_t events);

@@ -16,8 +16,12 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
+#include <errno.h>
 #include <poll.h>
 #include <stddef.h>
+#include <stdint.h>
+
+#include "rawmux_clock.c"
 
 static size_t rawmux_poll_collect(const struct pollfd *fds, nfds_t nfds,
                                   int *indices, size_t cap)
@@ -28,6 +32,41 @@ static size_t rawmux_poll_collect(const struct pollfd *fds, nfds_t nfds,
     for (i = 0; i < nfds && count < cap; i++) {
         if (fds[i].revents != 0)
             indices[count++] = (int)i;
+    }
+    return count;
+}
+
+struct rawmux_poll_waiter {
+    struct pollfd *fds;
+    nfds_t         nfds;
+    nfds_t         cap;
+    int           *ready_fds;
+    uint32_t      *ready_events;
+    long long      started_ns;
+};
+
+static int rawmux_poll_waiter_wait(struct rawmux_poll_waiter *w,
+                                   int timeout_ms)
+{
+    nfds_t i;
+    int n, count = 0;
+
+    if (w->nfds > w->cap) {
+        errno = EINVAL;
+        return -EINVAL;
+    }
+    if (timeout_ms > 0)
+        w->started_ns = rawmux_monotonic_ns();
+    n = poll(w->fds, w->nfds, timeout_ms < 0 ? -1 : timeout_ms);
+    if (n < 0)
+        return -errno;
+    /* poll(2) counts the entries with revents != 0: stop at the last one. */
+    for (i = 0; i < w->nfds && count < n; i++) {
+        if (w->fds[i].revents != 0) {
+            w->ready_fds[count] = w->fds[i].fd;
+            w->ready_events[count] = (uint16_t)w->fds[i].revents;
+            count++;
+        }
     }
     return count;
 }

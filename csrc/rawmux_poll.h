@@ -42,3 +42,22 @@ int ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *tmo_p,
 
 size_t rawmux_poll_collect(const struct pollfd *fds, nfds_t nfds,
                            int *indices, size_t cap);
+
+/* ---- rawmux's wait call (rawmux_poll.c) ----------------------------------
+ * The native API's state: a pollfd array the Python layer owns and grows,
+ * and two arrays of the same capacity for the compacted answer. */
+struct rawmux_poll_waiter {
+    struct pollfd *fds;
+    nfds_t         nfds;          /* entries in use */
+    nfds_t         cap;           /* capacity of all three arrays */
+    int           *ready_fds;
+    uint32_t      *ready_events;  /* revents, as unsigned */
+    long long      started_ns;    /* CLOCK_MONOTONIC at the last wait with a
+                                     timeout > 0: the deadline after EINTR */
+    ...;
+};
+
+/* poll(2) on w->fds[0..nfds), then compaction.  Returns the number of ready
+ * entries, in array order, or -errno (errno set too); -EINVAL if nfds > cap.
+ * timeout_ms < 0 blocks. */
+int rawmux_poll_waiter_wait(struct rawmux_poll_waiter *w, int timeout_ms);

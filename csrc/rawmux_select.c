@@ -21,7 +21,11 @@
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <string.h>
 #include <sys/select.h>
+
+#include "rawmux_clock.c"
 
 static int rawmux_fd_in_range(int fd)
 {
@@ -106,4 +110,129 @@ static size_t rawmux_fdset_to_array(const fd_set *set, int nfds, int *out,
         }
     }
     return count;
+}
+
+/* ---- wait calls ---------------------------------------------------------- */
+
+#define RAWMUX_SELECT_READ   1u
+#define RAWMUX_SELECT_WRITE  2u
+#define RAWMUX_SELECT_EXCEPT 4u
+
+enum { RAWMUX_FDSET_WORDS = FD_SETSIZE / (sizeof(unsigned long) * CHAR_BIT) };
+
+struct rawmux_select_waiter {
+    fd_set    want[3];
+    fd_set    got[3];
+    int      *ready_fds;
+    uint32_t *ready_events;
+    long long started_ns;
+};
+
+static const unsigned long *rawmux_words(const fd_set *set)
+{
+    return (const unsigned long *)(const void *)set;
+}
+
+static struct timeval *rawmux_timeval(long long timeout_us, struct timeval *tv)
+{
+    if (timeout_us < 0)
+        return NULL;            /* block */
+    tv->tv_sec = (time_t)(timeout_us / 1000000);
+    tv->tv_usec = (suseconds_t)(timeout_us % 1000000);
+    return tv;
+}
+
+static int rawmux_select_waiter_wait(struct rawmux_select_waiter *w,
+                                     long long timeout_us)
+{
+    enum { BITS = sizeof(unsigned long) * CHAR_BIT };
+    struct timeval tv;
+    int nwords = RAWMUX_FDSET_WORDS, i, n, count = 0;
+
+    /* nfds: one past the highest fd of interest.  The kernel scans (and
+     * copies) only that many bits, so keep it tight. */
+    while (nwords > 0 && (rawmux_words(&w->want[0])[nwords - 1]
+                          | rawmux_words(&w->want[1])[nwords - 1]
+                          | rawmux_words(&w->want[2])[nwords - 1]) == 0)
+        nwords--;
+    int nfds = 0;
+    if (nwords > 0) {
+        unsigned long top = rawmux_words(&w->want[0])[nwords - 1]
+                            | rawmux_words(&w->want[1])[nwords - 1]
+                            | rawmux_words(&w->want[2])[nwords - 1];
+        nfds = (nwords - 1) * BITS + (BITS - __builtin_clzl(top));
+    }
+
+    if (timeout_us > 0)
+        w->started_ns = rawmux_monotonic_ns();
+    memcpy(w->got, w->want, sizeof w->got);
+    n = select(nfds, &w->got[0], &w->got[1], &w->got[2],
+               rawmux_timeval(timeout_us, &tv));
+    if (n < 0)
+        return -errno;
+    for (i = 0; i < nwords && n > 0; i++) {
+        unsigned long r = rawmux_words(&w->got[0])[i];
+        unsigned long wr = rawmux_words(&w->got[1])[i];
+        unsigned long x = rawmux_words(&w->got[2])[i];
+        unsigned long any = r | wr | x;
+        while (any != 0) {
+            int bit = __builtin_ctzl(any);
+            w->ready_fds[count] = i * BITS + bit;
+            w->ready_events[count] =
+                (uint32_t)(((r >> bit) & 1u) * RAWMUX_SELECT_READ
+                           | ((wr >> bit) & 1u) * RAWMUX_SELECT_WRITE
+                           | ((x >> bit) & 1u) * RAWMUX_SELECT_EXCEPT);
+            count++;
+            any &= any - 1;
+        }
+    }
+    return count;
+}
+
+static int rawmux_select_positions(const int *fds, size_t total, size_t nr,
+                                   size_t nw, size_t nx, long long timeout_us,
+                                   int *out)
+{
+    const size_t counts[3] = { nr, nw, nx };
+    fd_set sets[3];
+    struct timeval tv;
+    const int *list = fds;
+    int *pos = out + 3;
+    int nfds = 0, n, k;
+    size_t i, base = 0;
+
+    if (nr > FD_SETSIZE || nw > FD_SETSIZE || nx > FD_SETSIZE
+            || nr + nw + nx != total) {
+        errno = EINVAL;
+        return -EINVAL;
+    }
+    for (k = 0; k < 3; k++) {
+        FD_ZERO(&sets[k]);
+        for (i = 0; i < counts[k]; i++) {
+            if (!rawmux_fd_in_range(list[i]))
+                return -EINVAL;
+            FD_SET(list[i], &sets[k]);
+            if (list[i] >= nfds)
+                nfds = list[i] + 1;
+        }
+        list += counts[k];
+    }
+    n = select(nfds, &sets[0], &sets[1], &sets[2],
+               rawmux_timeval(timeout_us, &tv));
+    if (n < 0)
+        return -errno;
+    list = fds;
+    for (k = 0; k < 3; k++) {
+        int found = 0;
+        for (i = 0; i < counts[k]; i++) {
+            if (FD_ISSET(list[i], &sets[k])) {
+                *pos++ = (int)(base + i);
+                found++;
+            }
+        }
+        out[k] = found;
+        list += counts[k];
+        base += counts[k];
+    }
+    return n;
 }

@@ -41,3 +41,45 @@ int rawmux_fdset_from_array(fd_set *set, const int *fds, size_t n);
 /* Write the fds below nfds that are set in *set, in increasing order, into
  * out[0..cap).  Returns how many were written. */
 size_t rawmux_fdset_to_array(const fd_set *set, int nfds, int *out, size_t cap);
+
+/* ---- rawmux's wait calls (rawmux_select.c) ------------------------------
+ * One cffi call per wait, no allocation: the Python layer's select() and
+ * its native Select object are thin over these.  Both return a count, or
+ * -errno (errno is set too): a Python signal handler that runs between the
+ * call and a read of ffi.errno could overwrite ffi.errno, a return value it
+ * cannot touch.  timeout_us < 0 blocks. */
+
+#define RAWMUX_SELECT_READ ...
+#define RAWMUX_SELECT_WRITE ...
+#define RAWMUX_SELECT_EXCEPT ...
+
+/* The native API's state, allocated once: interest sets kept between calls
+ * (select(2) overwrites its arguments, so each wait copies want into got),
+ * and where to put the ready fds merged from the three result sets. */
+struct rawmux_select_waiter {
+    fd_set    want[3];           /* read, write, except interest */
+    fd_set    got[3];            /* select(2)'s answer */
+    int      *ready_fds;         /* FD_SETSIZE entries */
+    uint32_t *ready_events;      /* FD_SETSIZE entries: RAWMUX_SELECT_* bits */
+    long long started_ns;        /* CLOCK_MONOTONIC at the last wait with a
+                                    timeout > 0: the deadline after EINTR */
+    ...;
+};
+
+/* select(2) on the waiter's interest sets (nfds computed from them).
+ * Returns the number of distinct ready fds, in increasing fd order, in
+ * ready_fds/ready_events, or -errno. */
+int rawmux_select_waiter_wait(struct rawmux_select_waiter *w,
+                              long long timeout_us);
+
+/* For the select module's select(rlist, wlist, xlist): fds holds the three
+ * lists' fds one after another (nr, nw, nx of them; total, the length of
+ * fds, must equal their sum).  Reports positions in fds, not fd numbers, so
+ * the caller can hand back its own objects, in input order, duplicates kept.
+ * out must hold 3 + 3 * FD_SETSIZE ints: out[0..2] get the three counts, then
+ * come the ready positions of each list in turn.  Returns select(2)'s count,
+ * or -errno; -EINVAL without calling select(2) if the counts do not add up,
+ * a list is longer than FD_SETSIZE or an fd is out of range. */
+int rawmux_select_positions(const int *fds, size_t total, size_t nr,
+                            size_t nw, size_t nx, long long timeout_us,
+                            int *out);

@@ -1,0 +1,34 @@
+"""Arrays that C writes into and Python reads from.
+
+Results (ready fds, their events, select's positions) live in
+``array.array`` objects: indexing and slicing one costs a fraction of doing
+the same to a cffi cdata array.  C gets a pointer to the same memory through
+``ffi.from_buffer``; while that cdata lives the array's buffer is exported, so
+the array cannot be resized under C's feet.
+"""
+
+from array import array
+
+from rawmux._rawmux import ffi
+
+assert array("i").itemsize == ffi.sizeof("int")
+assert array("I").itemsize == ffi.sizeof("uint32_t")
+
+
+def int_array(n):
+    """(array('i') of n zeros, its ``int *`` for C)."""
+    a = array("i", bytes(n * ffi.sizeof("int")))
+    return a, ffi.from_buffer("int[]", a)
+
+
+def uint32_array(n):
+    """(array('I') of n zeros, its ``uint32_t *`` for C)."""
+    a = array("I", bytes(n * ffi.sizeof("uint32_t")))
+    return a, ffi.from_buffer("uint32_t[]", a)
+
+
+def pairs(fds, events, n):
+    """[(fds[i], events[i]) for i < n]: what the stdlib's poll methods return."""
+    if n == 1:                  # the common case, without two slices
+        return [(fds[0], events[0])]
+    return list(zip(fds[:n], events[:n])) if n else []

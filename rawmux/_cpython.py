@@ -1,0 +1,193 @@
+"""CPython's argument conversions and PEP 475 retries, reproduced.
+
+The stdlib ``select`` module converts its arguments with a handful of C
+helpers from CPython's core; each function here is one of them, named in its
+docstring, with the same exception types and messages (checked against
+CPython 3.11 by the compatibility tests).  They sit on the slow paths: the
+common cases (an int fd, an int or None timeout) are handled inline by the
+callers.
+"""
+
+import errno as _errno
+import math
+import operator
+import os
+import time
+
+INT_MIN, INT_MAX = -2**31, 2**31 - 1
+_PYTIME_MIN, _PYTIME_MAX = -2**63, 2**63 - 1     # _PyTime_t: int64 nanoseconds
+
+CLOSED_EPOLL = "I/O operation on closed epoll object"
+
+
+def as_c_int(value):
+    """``_PyLong_AsInt`` for an int ``value``."""
+    if INT_MIN <= value <= INT_MAX:
+        return int(value)
+    raise OverflowError("Python int too large to convert to C int")
+
+
+def index_as_c_int(value):
+    """Argument Clinic's ``int`` converter: ``__index__``, then C int range."""
+    return as_c_int(operator.index(value))
+
+
+def as_fd(obj):
+    """``PyObject_AsFileDescriptor``: an int, or an object whose ``fileno()``
+    returns one; never negative."""
+    if isinstance(obj, int):
+        fd = as_c_int(obj)
+    else:
+        try:
+            fileno = obj.fileno
+        except AttributeError:
+            raise TypeError("argument must be an int, or have a fileno() "
+                            "method.") from None
+        value = fileno()
+        if not isinstance(value, int):
+            raise TypeError("fileno() returned a non-integer")
+        fd = as_c_int(value)
+    if fd < 0:
+        raise ValueError(f"file descriptor cannot be a negative integer ({fd})")
+    return fd
+
+
+def as_unsigned_short(value):
+    """Argument Clinic's ``unsigned short`` converter (poll event masks)."""
+    if not isinstance(value, int):
+        raise TypeError("an integer is required")
+    if value < 0:
+        raise ValueError("value must be positive")
+    if value >= 2**64:
+        raise OverflowError("Python int too large to convert to C unsigned long")
+    if value > 0xFFFF:
+        raise OverflowError("Python int too large for C unsigned short")
+    return int(value)
+
+
+def as_unsigned_int_mask(value):
+    """Argument Clinic's ``unsigned int(bitwise=True)`` converter (epoll event
+    masks): any integer, reduced modulo 2**32."""
+    return operator.index(value) & 0xFFFFFFFF
+
+
+def _round_up(x):
+    """``_PyTime_ROUND_UP`` (what ``_PyTime_ROUND_TIMEOUT`` means): away
+    from zero, so that a timeout is never shortened."""
+    return math.ceil(x) if x >= 0 else math.floor(x)
+
+
+def _div_round_up(ns, unit):
+    """``_PyTime_Divide`` with ``_PyTime_ROUND_UP``."""
+    q, r = divmod(abs(ns), unit)
+    q += r != 0
+    return q if ns >= 0 else -q
+
+
+def _div_ceiling(ns, unit):
+    """``_PyTime_Divide`` with ``_PyTime_ROUND_CEILING``."""
+    return -(-ns // unit)
+
+
+def timeout_ns(obj, unit_ns, type_error):
+    """``_PyTime_FromSecondsObject`` (unit_ns=10**9) or
+    ``_PyTime_FromMillisecondsObject`` (10**6) with ``_PyTime_ROUND_TIMEOUT``.
+
+    The select module replaces any TypeError by ``type_error``.
+    """
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            raise ValueError("Invalid value NaN (not a number)")
+        d = obj * float(unit_ns)
+        if math.isinf(d) or not _PYTIME_MIN <= _round_up(d) <= _PYTIME_MAX:
+            raise OverflowError("timestamp out of range for platform time_t")
+        return _round_up(d)
+    try:
+        value = operator.index(obj)
+    except TypeError:
+        raise TypeError(type_error) from None
+    ns = value * unit_ns
+    if not _PYTIME_MIN <= ns <= _PYTIME_MAX:
+        raise OverflowError("timestamp too large to convert to C _PyTime_t")
+    return ns
+
+
+def select_timeout_us(obj):
+    """select.select()'s timeout: seconds to whole microseconds, rounded up;
+    None -> -1 (block)."""
+    if obj is None:
+        return -1
+    ns = timeout_ns(obj, 10**9, "timeout must be a float or None")
+    us = _div_round_up(ns, 1000)
+    if us < 0:          # tv_sec < 0 after a floor division by 10**6
+        raise ValueError("timeout must be non-negative")
+    return us
+
+
+def poll_timeout_ms(obj):
+    """poll.poll()'s timeout: milliseconds, rounded away from zero; None or
+    negative -> -1 (block).  Returns (ms, ns): ns is None when there is no
+    deadline to keep across EINTR."""
+    if obj is None:
+        return -1, None
+    ns = timeout_ns(obj, 10**6, "timeout must be an integer or None")
+    ms = _div_round_up(ns, 10**6)
+    if not INT_MIN <= ms <= INT_MAX:
+        raise OverflowError("timeout is too large")
+    if ms < 0:
+        return -1, None
+    return ms, ns if ns >= 0 else None
+
+
+def epoll_timeout_ms(obj):
+    """epoll.poll()'s timeout: seconds to milliseconds, rounded up; None or
+    negative -> -1 (block).  Returns (ms, ns) as poll_timeout_ms does."""
+    if obj is None:
+        return -1, None
+    ns = timeout_ns(obj, 10**9, "timeout must be an integer or None")
+    ms = _div_ceiling(ns, 10**6)
+    if not INT_MIN <= ms <= INT_MAX:
+        raise OverflowError("timeout is too large")
+    if ms < 0:
+        return -1, None
+    return ms, ns if ns >= 0 else None
+
+
+def us_ceiling(ns):
+    """``_PyTime_AsTimeval_clamp(..., _PyTime_ROUND_CEILING)``, in µs."""
+    return _div_ceiling(ns, 1000)
+
+
+def oserror(errno):
+    """``PyErr_SetFromErrno``: OSError's constructor picks the subclass
+    (FileExistsError, PermissionError, ...)."""
+    return OSError(errno, os.strerror(errno))
+
+
+_EINTR = -_errno.EINTR
+
+
+def retry_eintr(wait, waiter, n, timeout, timeout_ns, unit_ns):
+    """PEP 475 for the C wait helpers, which return -errno.
+
+    ``wait(waiter, timeout)`` returned ``n``.  While it is -EINTR, the signal
+    handlers have already run (an exception raised by one has propagated out
+    of the wait): wait again with what is left of ``timeout_ns``, counted
+    from ``waiter.started_ns`` (recorded in C by every wait with a timeout
+    above 0) and rounded up to the syscall's unit, ``unit_ns``.  Without a
+    deadline (``timeout_ns`` None, 0 or negative) retry with the same
+    timeout.  Any other error becomes an OSError.
+    """
+    deadline = None
+    if timeout_ns is not None and timeout_ns > 0:
+        deadline = waiter.started_ns + timeout_ns
+    while n == _EINTR:
+        if deadline is not None:
+            left = deadline - time.monotonic_ns()
+            if left < 0:
+                return 0
+            timeout = -(-left // unit_ns)
+        n = wait(waiter, timeout)
+    if n < 0:
+        raise oserror(-n)
+    return n

@@ -1,0 +1,329 @@
+"""epoll(7): the stdlib-compatible ``epoll`` and the native ``Epoll``.
+
+Some facts about epoll
+======================
+
+* The interest list lives in the kernel.  epoll_ctl(2) adds, changes or
+  removes one entry (fs/eventpoll.c: do_epoll_ctl() -> ep_insert(), which
+  hooks ep_poll_callback() onto the file's wait queue); epoll_wait(2) only
+  looks at the *ready list* that those callbacks fill (ep_poll() ->
+  ep_send_events()).  A wait costs O(ready), not O(watched): this is the
+  whole point, and the experiments measure it.
+
+* Entries are keyed on (fd number, open file description), and the kernel
+  drops an entry only when the *file* is released.  Close an fd that a dup()
+  or a forked child still holds and the entry lives on: events keep coming
+  under the closed number and EPOLL_CTL_DEL on it fails with EBADF.  Always
+  unregister before close().  (trio's _io_epoll.py tells this story well.)
+
+* Events are copied to user space by ep_send_events(); there is no shared
+  ring.  ``data`` is 64 opaque bits the kernel hands back; rawmux, like
+  CPython, stores the fd in it.
+
+* EPOLLHUP and EPOLLERR are always reported.  EPOLLET (edge-triggered)
+  reports a change once: read until EAGAIN or the rest waits forever.
+  EPOLLONESHOT disarms the entry after one event until EPOLL_CTL_MOD.
+  EPOLLEXCLUSIVE (wake one of several waiters) is allowed only with ADD and
+  never with ONESHOT; MOD of an exclusive entry is EINVAL.  Regular files are
+  always ready and so refused (EPERM); so is the epoll fd itself (EINVAL).
+
+* ``struct epoll_event`` is packed on x86-64 (12 bytes): C code that takes
+  the address of its ``data`` member gets an unaligned pointer.
+
+* The timeout is in milliseconds; CPython takes seconds and rounds up.
+  maxevents must be positive (EINVAL otherwise); the kernel returns at most
+  that many and leaves the rest ready for the next call.  EINTR is retried
+  with the remaining time (PEP 475).
+
+The native ``Epoll`` preallocates its event buffer and splits the events in
+C into ``ready_fds``/``ready_events`` arrays: a wait allocates nothing.
+"""
+
+import os
+
+from rawmux import _cpython
+from rawmux._arrays import int_array, pairs, uint32_array
+from rawmux._cpython import retry_eintr
+from rawmux._rawmux import ffi, lib
+
+_ctl = lib.rawmux_epoll_ctl
+_waiter_wait = lib.rawmux_epoll_waiter_wait
+_MS = 1000000
+_ADD, _MOD, _DEL = lib.EPOLL_CTL_ADD, lib.EPOLL_CTL_MOD, lib.EPOLL_CTL_DEL
+_DEFAULT_MASK = lib.EPOLLIN | lib.EPOLLPRI | lib.EPOLLOUT
+_DEFAULT_MAXEVENTS = lib.FD_SETSIZE - 1          # CPython's maxevents=-1
+# A larger maxevents is honoured up to this many events per call; the kernel
+# keeps the rest ready for the next call (ep_send_events() stops at the
+# buffer's end), so nothing is lost, and no call can ask for gigabytes.
+MAX_BUFFERED_EVENTS = 65536
+
+
+def _epoll_create():
+    fd = lib.epoll_create1(lib.EPOLL_CLOEXEC)
+    if fd < 0:
+        raise _cpython.oserror(ffi.errno)
+    return fd
+
+
+def _as_fd(fd):
+    if type(fd) is int and 0 <= fd <= _cpython.INT_MAX:
+        return fd
+    return _cpython.as_fd(fd)
+
+
+def _as_mask(mask):
+    if type(mask) is int and 0 <= mask <= 0xFFFFFFFF:
+        return mask
+    return _cpython.as_unsigned_int_mask(mask)
+
+
+class _EventBuffer:
+    """A waiter for one epoll fd with its event buffer and split arrays."""
+
+    __slots__ = ("waiter", "fds", "events", "capacity", "maxevents", "_keep")
+
+    def __init__(self, epfd, capacity):
+        w = self.waiter = ffi.new("struct rawmux_epoll_waiter *")
+        buffer = ffi.new("struct epoll_event[]", capacity)
+        self.fds, fds_ptr = int_array(capacity)
+        self.events, events_ptr = uint32_array(capacity)
+        w.epfd, w.maxevents = epfd, capacity
+        w.events, w.ready_fds, w.ready_events = buffer, fds_ptr, events_ptr
+        self._keep = buffer, fds_ptr, events_ptr   # what the waiter points at
+        self.capacity = self.maxevents = capacity
+
+    def set_maxevents(self, maxevents):
+        if maxevents != self.maxevents:
+            self.waiter.maxevents = self.maxevents = maxevents
+
+
+# ---- the stdlib-compatible epoll --------------------------------------------
+
+class epoll:
+    """select.epoll(sizehint=-1, flags=0): an edge- and level-triggered I/O
+    event notification object, as the stdlib's."""
+
+    __slots__ = ("_epfd", "_free", "__weakref__")
+
+    def __init__(self, sizehint=-1, flags=0):
+        self._epfd = -1
+        sizehint = _cpython.index_as_c_int(sizehint)
+        flags = _cpython.index_as_c_int(flags)
+        if sizehint != -1 and sizehint <= 0:
+            raise ValueError("negative sizehint")
+        if flags and flags != lib.EPOLL_CLOEXEC:
+            raise OSError("invalid flags")
+        self._init(-1)
+
+    def _init(self, fd):
+        # fromfd(-1) creates a new instance, as CPython's does.
+        self._epfd = _epoll_create() if fd == -1 else fd
+        # Event buffers not in use.  A poll() pops one (atomic under the GIL)
+        # so that two threads polling one object never share a buffer.
+        self._free = []
+
+    @classmethod
+    def fromfd(cls, fd, /):
+        """Create an epoll object from a file descriptor, taking ownership."""
+        fd = _cpython.index_as_c_int(fd)
+        self = cls.__new__(cls)
+        self._epfd = -1
+        self._init(fd)
+        return self
+
+    def __del__(self):
+        if getattr(self, "_epfd", -1) >= 0:
+            try:
+                self.close()
+            except OSError:
+                pass
+
+    def close(self):
+        """Close the epoll file descriptor; further operations raise
+        ValueError.  Closing twice is harmless."""
+        fd = self._epfd
+        if fd >= 0:
+            self._epfd = -1
+            os.close(fd)
+
+    @property
+    def closed(self):
+        """True if the epoll object is closed."""
+        return self._epfd < 0
+
+    def _check_open(self):
+        if self._epfd < 0:
+            raise ValueError(_cpython.CLOSED_EPOLL)
+
+    def fileno(self):
+        """Return the epoll control file descriptor."""
+        self._check_open()
+        return self._epfd
+
+    def __enter__(self):
+        self._check_open()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def register(self, fd, eventmask=_DEFAULT_MASK):
+        """Register a file descriptor (or an object with fileno()) for the
+        events in eventmask (default EPOLLIN | EPOLLPRI | EPOLLOUT)."""
+        fd = _as_fd(fd)
+        eventmask = _as_mask(eventmask)
+        self._check_open()
+        err = _ctl(self._epfd, _ADD, fd, eventmask)
+        if err:
+            raise _cpython.oserror(-err)
+
+    def modify(self, fd, eventmask):
+        """Change the event mask of a registered file descriptor."""
+        fd = _as_fd(fd)
+        eventmask = _as_mask(eventmask)
+        self._check_open()
+        err = _ctl(self._epfd, _MOD, fd, eventmask)
+        if err:
+            raise _cpython.oserror(-err)
+
+    def unregister(self, fd):
+        """Remove a registered file descriptor."""
+        fd = _as_fd(fd)
+        self._check_open()
+        err = _ctl(self._epfd, _DEL, fd, 0)
+        if err:
+            raise _cpython.oserror(-err)
+
+    def poll(self, timeout=None, maxevents=-1):
+        """Wait for events; timeout in seconds (None or negative blocks).
+        Returns a list of (fd, events)."""
+        if type(maxevents) is not int or not -1 <= maxevents <= 0x7FFFFFFF:
+            maxevents = _cpython.index_as_c_int(maxevents)
+        epfd = self._epfd
+        if epfd < 0:
+            raise ValueError(_cpython.CLOSED_EPOLL)
+        if timeout is None:
+            ms, ns = -1, None
+        elif type(timeout) is int and 0 <= timeout <= 2147483:
+            ms, ns = timeout * 1000, timeout * 1000000000
+        else:
+            ms, ns = _cpython.epoll_timeout_ms(timeout)
+        if maxevents == -1:
+            maxevents = _DEFAULT_MAXEVENTS
+        elif maxevents < 1:
+            raise ValueError(
+                f"maxevents must be greater than 0, got {maxevents}")
+        elif maxevents > MAX_BUFFERED_EVENTS:
+            maxevents = MAX_BUFFERED_EVENTS
+        free = self._free
+        try:
+            buf = free.pop()
+        except IndexError:
+            buf = _EventBuffer(epfd, _DEFAULT_MAXEVENTS)
+        try:
+            if maxevents > buf.capacity:
+                buf = _EventBuffer(epfd, maxevents)
+            buf.set_maxevents(maxevents)
+            n = _waiter_wait(buf.waiter, ms)
+            if n < 0:
+                n = retry_eintr(_waiter_wait, buf.waiter, n, ms, ns, _MS)
+            return pairs(buf.fds, buf.events, n)
+        finally:
+            free.append(buf)
+
+
+# ---- the native API ----------------------------------------------------------
+
+class Epoll:
+    """Native epoll: an epoll fd and a preallocated event buffer.
+
+    ``wait(timeout_ms)`` returns the number of events; ``ready_fds[i]`` and
+    ``ready_events[i]`` for i < n hold them, split from the packed structs in
+    C.  Nothing is allocated per wait::
+
+        with Epoll() as ep:
+            ep.register(sock.fileno(), EPOLLIN)
+            n = ep.wait(1000)
+            for i in range(n):
+                fd, events = ep.ready_fds[i], ep.ready_events[i]
+    """
+
+    __slots__ = ("_waiter", "_buffer", "ready_fds", "ready_events", "nready",
+                 "maxevents")
+
+    def __init__(self, maxevents=1024):
+        self._waiter = None
+        if type(maxevents) is not int or not 1 <= maxevents <= 0x7FFFFFFF:
+            raise ValueError(f"maxevents must be a positive C int, "
+                             f"got {maxevents!r}")
+        buf = self._buffer = _EventBuffer(_epoll_create(), maxevents)
+        self._waiter = buf.waiter
+        self.ready_fds, self.ready_events = buf.fds, buf.events
+        self.maxevents = maxevents
+        self.nready = 0
+
+    def fileno(self):
+        if self._waiter.epfd < 0:
+            raise ValueError(_cpython.CLOSED_EPOLL)
+        return self._waiter.epfd
+
+    @property
+    def closed(self):
+        return self._waiter is None or self._waiter.epfd < 0
+
+    def close(self):
+        w = self._waiter
+        if w is not None and w.epfd >= 0:
+            fd, w.epfd = w.epfd, -1
+            os.close(fd)
+
+    def __del__(self):
+        try:
+            self.close()
+        except OSError:
+            pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _ctl(self, op, fd, events):
+        if type(fd) is not int or not 0 <= fd <= _cpython.INT_MAX:
+            raise ValueError(f"bad file descriptor {fd!r}")
+        if type(events) is not int or not 0 <= events <= 0xFFFFFFFF:
+            raise ValueError(f"bad event mask {events!r}")
+        err = _ctl(self._waiter.epfd, op, fd, events)
+        if err:
+            if self._waiter.epfd < 0:
+                raise ValueError(_cpython.CLOSED_EPOLL)
+            raise _cpython.oserror(-err)
+
+    def register(self, fd, events=lib.EPOLLIN):
+        """EPOLL_CTL_ADD; FileExistsError if already registered."""
+        self._ctl(_ADD, fd, events)
+
+    def modify(self, fd, events):
+        """EPOLL_CTL_MOD; FileNotFoundError if not registered."""
+        self._ctl(_MOD, fd, events)
+
+    def unregister(self, fd):
+        """EPOLL_CTL_DEL; FileNotFoundError if not registered."""
+        self._ctl(_DEL, fd, 0)
+
+    def wait(self, timeout_ms=-1):
+        """epoll_wait(2); timeout in milliseconds, negative blocks.  Returns
+        the number of events (also kept in ``nready``)."""
+        n = _waiter_wait(self._waiter, timeout_ms)
+        if n < 0:
+            if self._waiter.epfd < 0:
+                raise ValueError(_cpython.CLOSED_EPOLL)
+            n = retry_eintr(_waiter_wait, self._waiter, n, timeout_ms,
+                            timeout_ms * _MS, _MS)
+        self.nready = n
+        return n
+
+    def ready(self):
+        """[(fd, events), ...] for the last wait."""
+        return pairs(self.ready_fds, self.ready_events, self.nready)

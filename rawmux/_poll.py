@@ -1,0 +1,251 @@
+"""poll(2): the stdlib-compatible ``poll()`` object and the native ``PollArray``.
+
+Some facts about poll
+=====================
+
+* poll(2) takes an array of ``struct pollfd {int fd; short events; short
+  revents;}``: no bitmap, so no FD_SETSIZE limit and no cost for a high fd
+  number.  The kernel still copies the whole array in and the revents back
+  out on every call (fs/select.c: do_sys_poll()) and calls every file's poll
+  method (do_poll() -> do_pollfd() -> vfs_poll()): O(n) per call in the
+  number watched, however few are ready.
+
+* POLLERR, POLLHUP and POLLNVAL are reported whether asked for or not.  A
+  closed fd is not an error of the call, as in select(2): its entry comes
+  back as POLLNVAL.  A negative fd is skipped (revents 0), a documented way
+  to switch one entry off without rebuilding the array.
+
+* POLLHUP on a socket means both directions are shut; a peer that only shut
+  its write side shows as POLLIN (reading returns 0) and, if asked for, as
+  POLLRDHUP.  Pipes report POLLHUP once every writer has closed.
+
+* The timeout is in milliseconds; a negative one blocks.  CPython rounds a
+  fractional value away from zero (0.5 -> 1 ms, -0.5 -> block).  EINTR is
+  retried with the remaining time (PEP 475).
+
+* CPython's poll object keeps a dict fd -> mask and rebuilds its array only
+  when the dict changed; results come back in dict (registration) order.
+  rawmux's compatible object does the same, and compacts the answer in C.
+  Two threads may not poll one object at once (RuntimeError), since they
+  would share the array.
+
+The native ``PollArray`` keeps the array itself as its state: register
+appends, unregister moves the last entry into the hole (O(1), so order is
+not registration order), and a wait allocates nothing.
+"""
+
+import errno as _errno
+
+from rawmux import _cpython
+from rawmux._arrays import int_array, pairs, uint32_array
+from rawmux._cpython import retry_eintr
+from rawmux._rawmux import ffi, lib
+
+_waiter_wait = lib.rawmux_poll_waiter_wait
+_MS = 1000000
+_DEFAULT_MASK = lib.POLLIN | lib.POLLPRI | lib.POLLOUT
+
+
+def _as_fd(fd):
+    if type(fd) is int and 0 <= fd <= _cpython.INT_MAX:
+        return fd
+    return _cpython.as_fd(fd)
+
+
+def _as_mask(mask):
+    if type(mask) is int and 0 <= mask <= 0xFFFF:
+        return mask
+    return _cpython.as_unsigned_short(mask)
+
+
+def _as_short(mask):
+    """The (short)(unsigned short) cast CPython stores into pollfd.events."""
+    return mask - 0x10000 if mask > 0x7FFF else mask
+
+
+def _arrays(capacity):
+    """A waiter, the pollfd array it points at, and its ready_fds and
+    ready_events arrays, all ``capacity`` long.  The last item holds the
+    cdata the waiter points into: the waiter's pointers do not keep them
+    alive."""
+    w = ffi.new("struct rawmux_poll_waiter *")
+    fds = ffi.new("struct pollfd[]", capacity)
+    ready_fds, fds_ptr = int_array(capacity)
+    ready_events, events_ptr = uint32_array(capacity)
+    w.fds, w.cap = fds, capacity
+    w.ready_fds, w.ready_events = fds_ptr, events_ptr
+    return w, fds, ready_fds, ready_events, (fds, fds_ptr, events_ptr)
+
+
+
+# ---- the stdlib-compatible poll object --------------------------------------
+
+class PollObject:
+    """What ``rawmux.poll()`` returns: the stdlib's ``select.poll`` object."""
+
+    __slots__ = ("_masks", "_dirty", "_waiter", "_keep", "_ready_fds",
+                 "_ready_events", "_idle")
+
+    def __new__(cls, *args, **kwargs):
+        raise TypeError("cannot create 'select.poll' instances")
+
+    @classmethod
+    def _create(cls):
+        self = object.__new__(cls)
+        self._masks = {}
+        self._dirty = True
+        self._idle = [True]     # popped while a poll() runs: an atomic flag
+        return self
+
+    def register(self, fd, eventmask=_DEFAULT_MASK, /):
+        """Register a file descriptor (or an object with fileno()) with an
+        event mask (default POLLIN | POLLPRI | POLLOUT); overwrites."""
+        fd = _as_fd(fd)
+        self._masks[fd] = _as_mask(eventmask)
+        self._dirty = True
+
+    def modify(self, fd, eventmask, /):
+        """Change the event mask of a registered file descriptor."""
+        fd = _as_fd(fd)
+        eventmask = _as_mask(eventmask)
+        if fd not in self._masks:
+            raise _cpython.oserror(_errno.ENOENT)
+        self._masks[fd] = eventmask
+        self._dirty = True
+
+    def unregister(self, fd, /):
+        """Remove a file descriptor; KeyError if it is not registered."""
+        del self._masks[_as_fd(fd)]
+        self._dirty = True
+
+    def _rebuild(self):
+        masks = self._masks
+        w, fds, self._ready_fds, self._ready_events, self._keep = _arrays(
+            max(1, len(masks)))
+        for i, (fd, mask) in enumerate(masks.items()):
+            fds[i].fd = fd
+            fds[i].events = _as_short(mask)
+        w.nfds = len(masks)
+        self._waiter = w
+        self._dirty = False
+
+    def poll(self, timeout=None, /, **no_keywords):
+        """Poll the registered fds; timeout in milliseconds (None or negative
+        blocks).  Returns a list of (fd, revents) for the ready ones."""
+        if no_keywords:
+            raise TypeError("poll.poll() takes no keyword arguments")
+        if timeout is None:
+            ms, ns = -1, None
+        elif type(timeout) is int and 0 <= timeout <= _cpython.INT_MAX:
+            ms, ns = timeout, timeout * 1000000
+        else:
+            ms, ns = _cpython.poll_timeout_ms(timeout)
+        idle = self._idle
+        try:
+            idle.pop()
+        except IndexError:
+            raise RuntimeError("concurrent poll() invocation") from None
+        try:
+            if self._dirty:
+                self._rebuild()
+            n = _waiter_wait(self._waiter, ms)
+            if n < 0:
+                n = retry_eintr(_waiter_wait, self._waiter, n, ms, ns, _MS)
+            return pairs(self._ready_fds, self._ready_events, n)
+        finally:
+            idle.append(True)
+
+
+def poll():
+    """Return a polling object, like the stdlib's ``select.poll()``."""
+    return PollObject._create()
+
+
+# ---- the native API ----------------------------------------------------------
+
+class PollArray:
+    """Native poll(2): a ``struct pollfd`` array kept in C memory.
+
+    ``register(fd, events)`` appends (or updates), ``unregister(fd)`` moves the
+    last entry into the hole.  ``wait(timeout_ms)`` returns the number of
+    ready entries; ``ready_fds[i]``/``ready_events[i]`` for i < n describe
+    them, in array order.  Nothing is allocated per wait::
+
+        pa = PollArray()
+        pa.register(sock.fileno(), POLLIN)
+        n = pa.wait(0)
+        for i in range(n):
+            fd, revents = pa.ready_fds[i], pa.ready_events[i]
+    """
+
+    __slots__ = ("_waiter", "_keep", "_index", "fds", "ready_fds",
+                 "ready_events", "nready")
+
+    def __init__(self, capacity=64):
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self._index = {}            # fd -> position in the array
+        self.nready = 0
+        self._grow(capacity)
+
+    def _grow(self, capacity):
+        old = getattr(self, "_waiter", None)
+        w, self.fds, self.ready_fds, self.ready_events, self._keep = _arrays(
+            capacity)
+        if old is not None:
+            ffi.memmove(w.fds, old.fds, old.nfds * ffi.sizeof("struct pollfd"))
+            w.nfds = old.nfds
+        self._waiter = w
+
+    def register(self, fd, events=lib.POLLIN):
+        """Watch ``fd`` for ``events`` (a POLL* mask); re-registering updates
+        the mask."""
+        if type(fd) is not int or not 0 <= fd <= _cpython.INT_MAX:
+            raise ValueError(f"bad file descriptor {fd!r}")
+        events = _as_short(_as_mask(events))
+        i = self._index.get(fd)
+        if i is None:
+            w = self._waiter
+            if w.nfds == w.cap:
+                self._grow(2 * w.cap)
+                w = self._waiter
+            i = w.nfds
+            w.fds[i].fd = fd
+            w.nfds = i + 1
+            self._index[fd] = i
+        self.fds[i].events = events
+
+    def modify(self, fd, events):
+        """Change the mask of a registered fd; KeyError if it is not."""
+        self.fds[self._index[fd]].events = _as_short(_as_mask(events))
+
+    def unregister(self, fd):
+        """Stop watching ``fd``; KeyError if it is not registered."""
+        i = self._index.pop(fd)
+        w = self._waiter
+        last = w.nfds - 1
+        if i != last:
+            w.fds[i].fd = moved = w.fds[last].fd
+            w.fds[i].events = w.fds[last].events
+            self._index[moved] = i
+        w.nfds = last
+
+    def __len__(self):
+        return len(self._index)
+
+    def __contains__(self, fd):
+        return fd in self._index
+
+    def wait(self, timeout_ms=-1):
+        """poll(2); timeout in milliseconds, negative blocks.  Returns the
+        number of ready entries (also kept in ``nready``)."""
+        n = _waiter_wait(self._waiter, timeout_ms)
+        if n < 0:
+            n = retry_eintr(_waiter_wait, self._waiter, n, timeout_ms,
+                            timeout_ms * _MS, _MS)
+        self.nready = n
+        return n
+
+    def ready(self):
+        """[(fd, revents), ...] for the last wait."""
+        return pairs(self.ready_fds, self.ready_events, self.nready)

@@ -1,0 +1,293 @@
+"""select(2): the stdlib-compatible ``select()`` and the native ``FdSet``/``Select``.
+
+Some facts about select
+=======================
+
+* An ``fd_set`` is a fixed bitmap of FD_SETSIZE = 1024 bits (128 bytes) in
+  glibc.  ``FD_SET(fd)`` with fd >= 1024 writes past it: undefined behaviour,
+  and the classic select() memory-corruption bug.  The limit is the struct's,
+  not the kernel's -- fs/select.c's core_sys_select() takes any nfds up to
+  RLIMIT_NOFILE -- but every libc caller is bound by it.  rawmux checks every
+  fd before it touches a set (csrc/rawmux_select.c), and so does CPython.
+
+* select(2) overwrites its three sets with the answer, and on Linux the
+  timeout with the time not slept.  Every call must therefore rebuild or copy
+  the interest sets: the kernel copies nfds bits in, scans every fd below
+  nfds (do_select() calls each file's poll method), and copies the bits out.
+  The cost is O(nfds) per call however few fds are ready, and nfds is the
+  *highest* fd plus one, not the number watched: one fd numbered 1000 costs
+  like a thousand.
+
+* Readiness is three bits: readable, writable, "exceptional" (urgent TCP
+  data, POLLPRI).  A hung-up or errored socket reports readable (and
+  writable): the read then returns 0 or the error.  A closed fd is EBADF for
+  the whole call, with no way to tell which one.
+
+* Timeouts have microsecond resolution; CPython rounds them *up* so a loop
+  never wakes early and spins.  A signal interrupts the call with EINTR;
+  since PEP 475 the call is retried with the remaining time, and an
+  exception raised by a signal handler propagates instead.
+
+The stdlib-compatible ``select()`` reproduces CPython 3.11's results and
+errors (same objects, input order, duplicates kept).  The native ``Select``
+keeps its three interest sets in C memory between calls and compacts the
+answer in C: a wait allocates nothing and Python touches only ready fds.
+"""
+
+import collections.abc
+import errno as _errno
+import time
+from operator import index as operator_index
+
+from rawmux import _cpython
+from rawmux._arrays import int_array, pairs, uint32_array
+from rawmux._cpython import retry_eintr
+from rawmux._rawmux import ffi, lib
+
+FD_SETSIZE = lib.FD_SETSIZE
+_positions = lib.rawmux_select_positions
+_waiter_wait = lib.rawmux_select_waiter_wait
+_EINTR = -_errno.EINTR
+_EINVAL = -_errno.EINVAL
+
+
+# ---- the stdlib-compatible select() ---------------------------------------
+
+def _fds_of(seq, objs, fds):
+    """CPython's seq2set(): convert one of the three arguments, appending to
+    ``objs`` and ``fds``; raise what CPython raises, in the same order."""
+    if type(seq) is not list and type(seq) is not tuple:
+        try:
+            seq = list(seq)
+        except TypeError:
+            raise TypeError("arguments 1-3 must be sequences") from None
+    # Index the live sequence: a fileno() call may shrink or grow the list,
+    # and CPython reads whatever is there at each step.
+    i = count = 0
+    while i < len(seq):
+        obj = seq[i]
+        fd = _cpython.as_fd(obj)
+        if fd >= FD_SETSIZE:
+            raise ValueError("filedescriptor out of range in select()")
+        if count >= FD_SETSIZE:
+            raise ValueError("too many file descriptors in select()")
+        objs.append(obj)
+        fds.append(fd)
+        count += 1
+        i += 1
+    return count
+
+
+def _position_buffer():
+    return int_array(3 + 3 * FD_SETSIZE)
+
+
+# Buffers for select()'s answer.  A call pops one and puts it back: list.pop
+# and list.append are atomic under the GIL, so threads never share one.
+_free_buffers = [_position_buffer()]
+
+
+def select(rlist, wlist, xlist, timeout=None, /):
+    """Wait until one or more file descriptors are ready for some kind of I/O.
+
+    The same call as the stdlib's ``select.select``: three sequences of ints
+    or objects with ``fileno()``, a timeout in seconds (None blocks), and
+    three new lists of the caller's objects that are ready.
+    """
+    if timeout is None:
+        timeout_us = -1
+    elif type(timeout) is int and 0 <= timeout < 9223372036:
+        timeout_us = timeout * 1000000
+    else:
+        timeout_us = _cpython.select_timeout_us(timeout)
+    start = time.monotonic_ns() if timeout_us > 0 else 0
+    try:
+        buf = _free_buffers.pop()
+    except IndexError:
+        buf = _position_buffer()
+    out, out_ptr = buf
+    try:
+        # Fast path: lists or tuples of plain ints, what selectors and most
+        # loops pass.  The copy is a snapshot, so that the answer maps back
+        # to these objects even if another thread changes the caller's lists
+        # meanwhile; cffi converts it to a C array during the call and
+        # refuses anything that is not an int.  A refusal, or a bad fd found
+        # in C, sends the call down the exact path.
+        n = _EINVAL
+        if type(rlist) in _SEQUENCES and type(wlist) in _SEQUENCES \
+                and type(xlist) in _SEQUENCES:
+            objs = fds = [*rlist, *wlist, *xlist]
+            counts = len(objs), len(rlist), len(wlist), len(xlist)
+            try:
+                n = _positions(objs, *counts, timeout_us, out_ptr)
+            except (TypeError, OverflowError):
+                pass
+        if n == _EINVAL:
+            objs, fds = [], []
+            nr = _fds_of(rlist, objs, fds)
+            nw = _fds_of(wlist, objs, fds)
+            nx = _fds_of(xlist, objs, fds)
+            counts = len(fds), nr, nw, nx
+            n = _positions(fds, *counts, timeout_us, out_ptr)
+        if n < 0 and _select_failed(n, fds, counts, timeout_us, start,
+                                    out_ptr):
+            return [], [], []
+        return (_pick(objs, out, 3, out[0]),
+                _pick(objs, out, 3 + out[0], out[1]),
+                _pick(objs, out, 3 + out[0] + out[1], out[2]))
+    finally:
+        _free_buffers.append(buf)
+
+
+_SEQUENCES = frozenset((list, tuple))
+
+
+def _pick(objs, positions, first, count):
+    """The objects at positions[first:first + count], as a new list."""
+    if count == 0:
+        return []
+    if count == 1:
+        return [objs[positions[first]]]
+    return [objs[i] for i in positions[first:first + count]]
+
+
+def _select_failed(n, fds, counts, timeout_us, start, out_ptr):
+    """select() after EINTR (PEP 475) or a failed syscall.  Returns True if
+    the timeout ran out (nothing is ready)."""
+    deadline = start + timeout_us * 1000 if timeout_us > 0 else None
+    while n == _EINTR:
+        # The signal handlers have run by now (an exception from one has
+        # propagated); retry with what is left of the timeout.
+        if deadline is not None:
+            left = deadline - time.monotonic_ns()
+            if left < 0:
+                return True
+            timeout_us = _cpython.us_ceiling(left)
+        n = _positions(fds, *counts, timeout_us, out_ptr)
+    if n < 0:
+        raise _cpython.oserror(-n)
+    return False
+
+
+# ---- the native API ----------------------------------------------------------
+
+class FdSet(collections.abc.MutableSet):
+    """A set of fds kept in a C ``fd_set`` (``.cdata`` is the ``fd_set *``).
+
+    Works like a Python set of ints, but only 0 <= fd < FD_SETSIZE fit:
+    adding another raises ValueError and leaves the set unchanged.
+    ``FdSet()`` owns its memory; an FdSet of a ``Select`` views one of its
+    interest sets.
+    """
+
+    __slots__ = ("cdata", "_owner")
+
+    def __init__(self, fds=(), *, _view=None, _owner=None):
+        if _view is None:
+            self.cdata = ffi.new("fd_set *")
+            self._owner = None
+        else:
+            self.cdata = _view
+            self._owner = _owner        # keeps the viewed memory alive
+        for fd in fds:
+            self.add(fd)
+
+    @classmethod
+    def _from_iterable(cls, it):
+        return cls(it)
+
+    def add(self, fd):
+        if lib.rawmux_fd_set(_in_int_range(fd), self.cdata) < 0:
+            raise ValueError(f"fd {fd} out of range for select(): "
+                             f"0 <= fd < {FD_SETSIZE}")
+
+    def discard(self, fd):
+        if type(fd) is int and 0 <= fd < FD_SETSIZE:
+            lib.rawmux_fd_clr(fd, self.cdata)
+
+    def remove(self, fd):
+        if fd not in self:
+            raise KeyError(fd)
+        lib.rawmux_fd_clr(fd, self.cdata)
+
+    def clear(self):
+        lib.rawmux_fd_zero(self.cdata)
+
+    def __contains__(self, fd):
+        return (type(fd) is int and 0 <= fd < FD_SETSIZE
+                and lib.rawmux_fd_isset(fd, self.cdata) == 1)
+
+    def _members(self):
+        out = ffi.new("int[]", FD_SETSIZE)
+        return ffi.unpack(out, lib.rawmux_fdset_to_array(
+            self.cdata, FD_SETSIZE, out, FD_SETSIZE))
+
+    def __iter__(self):
+        return iter(self._members())
+
+    def __len__(self):
+        return len(self._members())
+
+    @property
+    def nfds(self):
+        """One past the highest fd in the set: select(2)'s first argument."""
+        members = self._members()
+        return members[-1] + 1 if members else 0
+
+    def __repr__(self):
+        return f"FdSet({self._members()})"
+
+
+def _in_int_range(fd):
+    """An int fd for a C int parameter: out-of-range values become -1, which
+    the C helpers refuse, so the caller's message covers both."""
+    fd = operator_index(fd)
+    return fd if _cpython.INT_MIN <= fd <= _cpython.INT_MAX else -1
+
+
+class Select:
+    """Native select(2): interest sets in C memory, no allocation per wait.
+
+    ``read``, ``write`` and ``exc`` are FdSets; fill them, then ``wait()``.
+    It returns how many distinct fds are ready; ``ready_fds[i]`` and
+    ``ready_events[i]`` (``READ | WRITE | EXCEPT`` bits) for i < n describe
+    them, in increasing fd order::
+
+        s = Select()
+        s.read.add(sock.fileno())
+        n = s.wait(timeout_us=0)
+        for i in range(n):
+            fd, ev = s.ready_fds[i], s.ready_events[i]
+    """
+
+    READ = lib.RAWMUX_SELECT_READ
+    WRITE = lib.RAWMUX_SELECT_WRITE
+    EXCEPT = lib.RAWMUX_SELECT_EXCEPT
+
+    __slots__ = ("_waiter", "_keep", "read", "write", "exc", "ready_fds",
+                 "ready_events", "nready")
+
+    def __init__(self):
+        w = self._waiter = ffi.new("struct rawmux_select_waiter *")
+        self.read = FdSet(_view=w.want + 0, _owner=w)
+        self.write = FdSet(_view=w.want + 1, _owner=w)
+        self.exc = FdSet(_view=w.want + 2, _owner=w)
+        self.ready_fds, fds_ptr = int_array(FD_SETSIZE)
+        self.ready_events, events_ptr = uint32_array(FD_SETSIZE)
+        w.ready_fds, w.ready_events = fds_ptr, events_ptr
+        self._keep = fds_ptr, events_ptr     # the waiter's pointers don't
+        self.nready = 0
+
+    def wait(self, timeout_us=-1):
+        """select(2) on the interest sets; timeout in microseconds, negative
+        blocks.  Returns the number of ready fds (also kept in ``nready``)."""
+        n = _waiter_wait(self._waiter, timeout_us)
+        if n < 0:
+            n = retry_eintr(_waiter_wait, self._waiter, n, timeout_us,
+                            timeout_us * 1000, 1000)
+        self.nready = n
+        return n
+
+    def ready(self):
+        """[(fd, events), ...] for the last wait."""
+        return pairs(self.ready_fds, self.ready_events, self.nready)

@@ -1,0 +1,382 @@
+"""Bad input: rawmux raises what CPython's select module raises, type and message.
+
+Every case runs twice, once against the stdlib ``select`` module and once
+against ``rawmux``, on the same sockets; the two outcomes (the result, or the
+exception's type, errno and message) must be equal.
+"""
+
+import decimal
+import fractions
+import os
+import select as stdlib_select
+import socket
+
+import pytest
+
+import rawmux
+
+
+class Index:
+    """Has __index__ but is not an int."""
+
+    def __index__(self):
+        return 0
+
+
+class FileNo:
+    def __init__(self, value):
+        self.value = value
+
+    def fileno(self):
+        return self.value
+
+
+class FileNoRaises:
+    def fileno(self):
+        raise RuntimeError("fileno failed")
+
+
+class FileNoAttributeError:
+    @property
+    def fileno(self):
+        raise AttributeError("inner")
+
+
+class FileNoKeyError:
+    @property
+    def fileno(self):
+        raise KeyError("inner")
+
+
+class ClearsList:
+    """fileno() empties the list being converted: must not crash."""
+
+    def __init__(self, target, fd):
+        self.target, self.fd = target, fd
+
+    def fileno(self):
+        self.target.clear()
+        return self.fd
+
+
+class GrowsList:
+    def __init__(self, target, fd):
+        self.target, self.fd = target, fd
+
+    def fileno(self):
+        if len(self.target) < 4:
+            self.target.append(self.fd)
+        return self.fd
+
+
+@pytest.fixture
+def env(res):
+    """Sockets the cases use: a is writable only, b is readable and writable."""
+    a, peer = res.socketpair()
+    b, b_peer = res.socketpair()
+    b_peer.send(b"x")
+    return {"a": a, "b": b, "peer": peer, "closed": res.closed_fd}
+
+
+def normalize(value):
+    """Results made comparable across the two runs: the cases build fresh
+    helper objects for each module, so objects compare by what they are."""
+    if isinstance(value, (list, tuple)):
+        return type(value)(normalize(v) for v in value)
+    if isinstance(value, socket.socket):
+        return ("socket", value.fileno())
+    if isinstance(value, (FileNo, ClearsList, GrowsList)):
+        return (type(value).__name__, getattr(value, "value", None))
+    return value
+
+
+def outcome(call):
+    try:
+        return "returned", normalize(call())
+    except Exception as exc:        # noqa: BLE001 -- we compare them
+        return type(exc).__name__, getattr(exc, "errno", None), str(exc)
+
+
+def select_cases():
+    cases = {}
+    for name, timeout in {
+        "none": None, "zero": 0, "float": 0.0, "negative zero": -0.0,
+        "tiny": 1e-10, "tiny negative": -1e-10, "negative int": -1,
+        "negative float": -0.5, "nan": float("nan"), "inf": float("inf"),
+        "-inf": float("-inf"), "huge float": 1e10, "huge int": 2**63,
+        "int just fits": 9223372036, "int too big": 9223372037,
+        "str": "1", "index": Index(), "decimal": decimal.Decimal("0.001"),
+        "fraction": fractions.Fraction(1, 1000), "bool": True,
+        "edge float": 9223372036.854775807, "lower edge": -9223372036.854776,
+    }.items():
+        cases[f"timeout {name}"] = (
+            lambda m, e, t=timeout: m.select([], [e["a"]], [], t))
+    for name, args in {
+        "non-sequence rlist": lambda e: (1, [], []),
+        "non-sequence wlist": lambda e: ([], 1, []),
+        "non-sequence xlist": lambda e: ([], [], None),
+        "string": lambda e: ("ab", [], []),
+        "no fileno": lambda e: ([object()], [], []),
+        "float fd": lambda e: ([1.0], [], []),
+        "index fd": lambda e: ([Index()], [], []),
+        "negative fd": lambda e: ([-1], [], []),
+        "negative fd -5": lambda e: ([e["a"], -5], [], []),
+        "fd 1024": lambda e: ([1024], [], []),
+        "fd 2**31": lambda e: ([2**31], [], []),
+        "fd -2**31-1": lambda e: ([-2**31 - 1], [], []),
+        "fd 2**40": lambda e: ([2**40], [], []),
+        "fileno non-int": lambda e: ([FileNo("1")], [], []),
+        "fileno negative": lambda e: ([FileNo(-3)], [], []),
+        "fileno huge": lambda e: ([FileNo(2**40)], [], []),
+        "fileno 1024": lambda e: ([FileNo(1024)], [], []),
+        "fileno raises": lambda e: ([FileNoRaises()], [], []),
+        "fileno AttributeError": lambda e: ([FileNoAttributeError()], [], []),
+        "fileno KeyError": lambda e: ([FileNoKeyError()], [], []),
+        "too many": lambda e: ([e["a"]] * 1025, [], [], 0),
+        "exactly FD_SETSIZE": lambda e: ([e["a"]] * 1024, [e["b"]] * 1024,
+                                         [], 0),
+        "timeout checked first": lambda e: ([-1], [], [], "x"),
+        "rlist checked before wlist": lambda e: ([], [-1], [1024]),
+        "set": lambda e: ({e["b"]}, [], [], 0),
+        "dict": lambda e: ({e["b"]: 1}, [], [], 0),
+        "generator": lambda e: ((x for x in [e["b"]]), [], [], 0),
+        "list subclass": lambda e: (type("L", (list,), {})([e["b"]]), [],
+                                    [], 0),
+        "mixed objects and ints": lambda e: (
+            [e["b"], e["b"].fileno(), e["a"]], [e["a"], e["b"]], [e["a"]],
+            0),
+        "duplicates": lambda e: ([e["b"]] * 3, [e["b"], e["a"]] * 2, [], 0),
+        "bool fd": lambda e: ([], [FileNo(True), True], [], 0),
+        "closed fd": lambda e: ([e["closed"]()], [], [], 0),
+    }.items():
+        cases[f"select {name}"] = (
+            lambda m, e, args=args: m.select(*args(e)))
+
+    def clears(m, e):
+        lst = []
+        lst.extend([ClearsList(lst, e["b"].fileno()), e["a"], e["a"]])
+        return m.select([], lst, [], 0)
+
+    def grows(m, e):
+        lst = []
+        lst.append(GrowsList(lst, e["a"].fileno()))
+        return m.select([], lst, [], 0)
+
+    def new_lists(m, e):
+        lst = [e["b"]]
+        r, _, _ = m.select(lst, [], [], 0)
+        return r == lst and r is not lst
+    cases["select list cleared by fileno()"] = clears
+    cases["select list grown by fileno()"] = grows
+    cases["select returns new lists"] = new_lists
+    return cases
+
+
+def poll_cases():
+    def with_poll(body):
+        def case(m, e):
+            p = m.poll()
+            p.register(e["a"], m.POLLOUT)
+            return body(m, e, p)
+        return case
+
+    cases = {}
+    for name, timeout in {
+        "none": None, "zero": 0, "negative": -1, "negative 5": -5,
+        "half": 0.5, "negative half": -0.5, "one and a half": 1.5,
+        "INT_MAX": 2**31 - 1, "INT_MAX+1": 2**31, "INT_MIN": -2**31,
+        "INT_MIN-1": -2**31 - 1, "2**63": 2**63, "-2**63-1": -2**63 - 1,
+        "huge float": 1e300, "nan": float("nan"), "inf": float("inf"),
+        "str": "1", "index": Index(), "decimal": decimal.Decimal("1"),
+        "tiny": 1e-7, "too many ms": 9.3e12,
+    }.items():
+        cases[f"poll timeout {name}"] = with_poll(
+            lambda m, e, p, t=timeout: p.poll(t))
+    for name, mask in {
+        "-1": -1, "0": 0, "1 << 16": 1 << 16, "2**31": 2**31,
+        "2**64": 2**64, "2**64 - 1": 2**64 - 1, "float": 1.0, "str": "1",
+        "index": Index(), "bool": True, "-2**40": -2**40,
+    }.items():
+        cases[f"poll register mask {name}"] = with_poll(
+            lambda m, e, p, k=mask: (p.register(e["b"], k), p.poll(0)))
+        cases[f"poll modify mask {name}"] = with_poll(
+            lambda m, e, p, k=mask: (p.modify(e["a"], k), p.poll(0)))
+    cases.update({
+        "poll default mask": with_poll(
+            lambda m, e, p: (p.register(e["b"]), p.poll(0))),
+        "poll re-register overwrites": with_poll(
+            lambda m, e, p: (p.register(e["b"], m.POLLIN),
+                             p.register(e["b"], m.POLLOUT), p.poll(0))),
+        "poll order is registration order": with_poll(
+            lambda m, e, p: (p.register(e["b"]), p.unregister(e["a"]),
+                             p.register(e["a"]), p.poll(0))),
+        "poll modify unknown": with_poll(
+            lambda m, e, p: p.modify(e["b"], m.POLLIN)),
+        "poll modify unknown with bad mask": with_poll(
+            lambda m, e, p: p.modify(e["b"], -1)),
+        "poll unregister unknown": with_poll(
+            lambda m, e, p: p.unregister(e["b"])),
+        "poll unregister twice": with_poll(
+            lambda m, e, p: (p.unregister(e["a"]), p.unregister(e["a"]))),
+        "poll register -1": with_poll(lambda m, e, p: p.register(-1)),
+        "poll register str": with_poll(lambda m, e, p: p.register("x")),
+        "poll register float": with_poll(lambda m, e, p: p.register(1.0)),
+        "poll register 2**31": with_poll(lambda m, e, p: p.register(2**31)),
+        "poll register fileno non-int": with_poll(
+            lambda m, e, p: p.register(FileNo(None))),
+        "poll closed fd is POLLNVAL": with_poll(
+            lambda m, e, p: (p.register(e["closed"]()), p.poll(0))),
+        "poll takes no keywords": with_poll(
+            lambda m, e, p: p.poll(timeout=0)),
+        "poll type cannot be instantiated": (
+            lambda m, e: type(m.poll())()),
+    })
+    return cases
+
+
+def epoll_cases():
+    def with_epoll(body):
+        def case(m, e):
+            with m.epoll() as ep:
+                ep.register(e["a"], m.EPOLLOUT)
+                return body(m, e, ep)
+        return case
+
+    def closed_epoll(body):
+        def case(m, e):
+            ep = m.epoll()
+            ep.close()
+            return body(m, e, ep)
+        return case
+
+    cases = {}
+    for name, timeout in {
+        "none": None, "zero": 0, "negative": -1, "tiny negative": -1e-7,
+        "tiny": 1e-7, "1.5 ms": 0.0015, "INT_MAX ms": 2147483.647,
+        "INT_MAX+1 ms": 2147483.648, "INT_MIN ms": -2147483.648,
+        "INT_MIN-1 ms": -2147483.649, "2**63": 2**63, "nan": float("nan"),
+        "inf": float("inf"), "str": "1", "index": Index(),
+        "decimal": decimal.Decimal("1"), "huge float": 9.3e9,
+    }.items():
+        cases[f"epoll timeout {name}"] = with_epoll(
+            lambda m, e, ep, t=timeout: ep.poll(t))
+    for name, maxevents in {
+        "-1": -1, "0": 0, "1": 1, "-2": -2, "2**31": 2**31, "float": 1.0,
+        "str": "1", "index": Index(),
+    }.items():
+        cases[f"epoll maxevents {name}"] = with_epoll(
+            lambda m, e, ep, k=maxevents: ep.poll(0, k))
+    for name, mask in {
+        "-1": -1, "0": 0, "2**32": 2**32, "2**40": 2**40, "float": 1.0,
+        "str": "1", "index": Index(), "bool": True, "-2**40": -2**40,
+        "EXCLUSIVE|ONESHOT": (rawmux.EPOLLEXCLUSIVE | rawmux.EPOLLONESHOT
+                              | rawmux.EPOLLIN),
+    }.items():
+        cases[f"epoll register mask {name}"] = with_epoll(
+            lambda m, e, ep, k=mask: (ep.register(e["b"], k), ep.poll(0)))
+        cases[f"epoll modify mask {name}"] = with_epoll(
+            lambda m, e, ep, k=mask: (ep.modify(e["a"], k), ep.poll(0)))
+    for args in [(), (0,), (-1,), (-2,), (1,), (5, 0), (5, 1),
+                 (-1, rawmux.EPOLL_CLOEXEC), (-1, -1), (2**31,), (1.0,),
+                 ("1",), (None,)]:
+        cases[f"epoll{args}"] = (
+            lambda m, e, a=args: (lambda ep: (ep.close(), ep.closed))(
+                m.epoll(*a)))
+    cases.update({
+        "epoll keywords": lambda m, e: m.epoll(sizehint=5, flags=0).close(),
+        "epoll register twice": with_epoll(
+            lambda m, e, ep: ep.register(e["a"])),
+        "epoll modify unknown": with_epoll(
+            lambda m, e, ep: ep.modify(e["b"], m.EPOLLIN)),
+        "epoll unregister unknown": with_epoll(
+            lambda m, e, ep: ep.unregister(e["b"])),
+        "epoll register closed fd": with_epoll(
+            lambda m, e, ep: ep.register(e["closed"]())),
+        "epoll register itself": with_epoll(
+            lambda m, e, ep: ep.register(ep.fileno())),
+        "epoll register -1": with_epoll(lambda m, e, ep: ep.register(-1)),
+        "epoll register keywords": with_epoll(
+            lambda m, e, ep: (ep.register(fd=e["b"], eventmask=m.EPOLLIN),
+                              ep.poll(0))),
+        "epoll exclusive then modify": with_epoll(
+            lambda m, e, ep: (ep.register(e["b"], m.EPOLLIN
+                                          | m.EPOLLEXCLUSIVE),
+                              ep.modify(e["b"], m.EPOLLIN))),
+        "epoll exclusive poll": with_epoll(
+            lambda m, e, ep: (ep.register(e["b"], m.EPOLLIN
+                                          | m.EPOLLEXCLUSIVE), ep.poll(0))),
+        "epoll events unsigned": with_epoll(
+            lambda m, e, ep: (ep.modify(e["a"], m.EPOLLOUT | m.EPOLLET),
+                              ep.poll(0))),
+        "epoll poll keywords": with_epoll(
+            lambda m, e, ep: ep.poll(timeout=0, maxevents=1)),
+        "epoll close twice": closed_epoll(lambda m, e, ep: ep.close()),
+        "epoll closed": closed_epoll(lambda m, e, ep: ep.closed),
+        "epoll closed poll": closed_epoll(lambda m, e, ep: ep.poll(0)),
+        "epoll closed poll bad timeout": closed_epoll(
+            lambda m, e, ep: ep.poll("x")),
+        "epoll closed poll bad maxevents": closed_epoll(
+            lambda m, e, ep: ep.poll(0, "x")),
+        "epoll closed register": closed_epoll(
+            lambda m, e, ep: ep.register(e["a"])),
+        "epoll closed register bad fd": closed_epoll(
+            lambda m, e, ep: ep.register("x")),
+        "epoll closed modify": closed_epoll(
+            lambda m, e, ep: ep.modify(e["a"], 1)),
+        "epoll closed unregister": closed_epoll(
+            lambda m, e, ep: ep.unregister(e["a"])),
+        "epoll closed fileno": closed_epoll(lambda m, e, ep: ep.fileno()),
+        "epoll closed enter": closed_epoll(lambda m, e, ep: ep.__enter__()),
+        "epoll fromfd -1 makes a new one": (
+            lambda m, e: (lambda ep: (ep.closed, ep.close()))(
+                m.epoll.fromfd(-1))),
+        "epoll fromfd str": lambda m, e: m.epoll.fromfd("x"),
+    })
+    return cases
+
+
+CASES = {**select_cases(), **poll_cases(), **epoll_cases()}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_same_outcome_as_stdlib(name, env):
+    case = CASES[name]
+    want = outcome(lambda: case(stdlib_select, env))
+    got = outcome(lambda: case(rawmux, env))
+    assert got == want
+
+
+def test_module_level_names():
+    assert rawmux.error is OSError is stdlib_select.error
+    assert rawmux.PIPE_BUF == stdlib_select.PIPE_BUF
+    for name in dir(stdlib_select):
+        if name.startswith(("POLL", "EPOLL")):
+            assert getattr(rawmux, name) == getattr(stdlib_select, name), name
+
+
+def test_epoll_is_always_cloexec():
+    for flags in (0, rawmux.EPOLL_CLOEXEC):
+        with rawmux.epoll(flags=flags) as ep:
+            assert not os.get_inheritable(ep.fileno())
+
+
+def test_epoll_fromfd_takes_ownership():
+    fd = rawmux.lib.epoll_create1(0)
+    ep = rawmux.epoll.fromfd(fd)
+    assert ep.fileno() == fd and not ep.closed
+    ep.close()
+    with pytest.raises(OSError):
+        os.fstat(fd)
+
+
+def test_import_as_select_drop_in(res):
+    import rawmux as select     # the point of the compatible API
+    a, b = res.socketpair()
+    b.send(b"x")
+    assert select.select([a], [], [], 0) == ([a], [], [])
+    p = select.poll()
+    p.register(a, select.POLLIN)
+    assert p.poll(0) == [(a.fileno(), select.POLLIN)]
+    with select.epoll() as ep:
+        ep.register(a, select.EPOLLIN)
+        assert ep.poll(0) == [(a.fileno(), select.EPOLLIN)]

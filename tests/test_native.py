@@ -1,0 +1,259 @@
+"""The native API: FdSet/Select, PollArray, Epoll -- and resource hygiene of
+every rawmux object (the autouse fixture fails a test that leaks an fd)."""
+
+import gc
+import os
+import select as stdlib
+import threading
+import time
+
+import pytest
+from hypothesis import given, strategies as st
+
+import rawmux
+from rawmux import FD_SETSIZE, FdSet
+
+
+# ---- FdSet ------------------------------------------------------------------
+
+@given(st.lists(st.integers(0, FD_SETSIZE - 1)),
+       st.lists(st.integers(0, FD_SETSIZE - 1)))
+def test_fdset_behaves_like_a_set(adds, removes):
+    s, model = FdSet(), set()
+    for fd in adds:
+        s.add(fd)
+        model.add(fd)
+    for fd in removes:
+        s.discard(fd)
+        model.discard(fd)
+    assert set(s) == model and list(s) == sorted(model)
+    assert len(s) == len(model)
+    assert s.nfds == (max(model) + 1 if model else 0)
+    assert all(fd in s for fd in model)
+    assert (s | {1}) == (model | {1}) and (s & {1, 2}) == (model & {1, 2})
+
+
+@pytest.mark.parametrize("bad", [-1, FD_SETSIZE, FD_SETSIZE * 4, 2**31 - 1,
+                                 2**31, -2**40])
+def test_fdset_refuses_out_of_range_and_keeps_its_contents(bad):
+    s = FdSet([0, 5, 1023])
+    before = bytes(rawmux.ffi.buffer(s.cdata))
+    with pytest.raises(ValueError, match="out of range"):
+        s.add(bad)
+    s.discard(bad)
+    assert bad not in s
+    with pytest.raises(KeyError):
+        s.remove(bad)
+    assert bytes(rawmux.ffi.buffer(s.cdata)) == before
+
+
+def test_fdset_refuses_non_integers():
+    with pytest.raises(TypeError):
+        FdSet().add(1.0)
+    with pytest.raises(TypeError):
+        FdSet().add("3")
+
+
+def test_select_native_reports_fds_in_order_with_event_bits(res):
+    (a, peer_a), (b, _) = res.socketpair(), res.socketpair()
+    peer_a.send(b"x")
+    s = rawmux.Select()
+    for fd in (a.fileno(), b.fileno()):
+        s.read.add(fd)
+        s.write.add(fd)
+    n = s.wait(0)
+    assert n == 2 and s.nready == 2
+    assert s.ready() == [(a.fileno(), s.READ | s.WRITE),
+                         (b.fileno(), s.WRITE)]
+    assert list(s.ready_fds[:n]) == [a.fileno(), b.fileno()]
+    # The interest sets survive the call (select(2) overwrote only copies).
+    assert set(s.read) == {a.fileno(), b.fileno()}
+    s.write.clear()
+    assert s.wait(0) == 1 and s.ready() == [(a.fileno(), s.READ)]
+
+
+def test_select_native_empty_sets_and_closed_fd(res):
+    s = rawmux.Select()
+    assert s.wait(0) == 0 and s.ready() == []
+    s.read.add(res.closed_fd())
+    with pytest.raises(OSError) as info:
+        s.wait(0)
+    assert info.value.errno == 9
+
+
+# ---- PollArray --------------------------------------------------------------
+
+def test_pollarray_grows_and_swap_removes(res):
+    pa = rawmux.PollArray(capacity=2)
+    pairs = [res.socketpair() for _ in range(9)]
+    for a, _ in pairs:
+        pa.register(a.fileno(), rawmux.POLLOUT)
+    assert len(pa) == 9
+    assert pa.wait(0) == 9
+    for a, _ in pairs[::2]:
+        pa.unregister(a.fileno())
+    left = {a.fileno() for a, _ in pairs[1::2]}
+    assert pa.wait(0) == len(left)
+    assert {fd for fd, ev in pa.ready()} == left
+    assert all(ev == rawmux.POLLOUT for _, ev in pa.ready())
+    a = pairs[1][0]
+    pa.modify(a.fileno(), rawmux.POLLIN)
+    assert a.fileno() not in {fd for fd, _ in (pa.ready() if pa.wait(0)
+                                               else [])}
+    with pytest.raises(KeyError):
+        pa.unregister(pairs[0][0].fileno())
+    with pytest.raises(KeyError):
+        pa.modify(pairs[0][0].fileno(), rawmux.POLLIN)
+
+
+def test_pollarray_reports_closed_fd_as_pollnval(res):
+    pa = rawmux.PollArray()
+    fd = res.closed_fd()
+    pa.register(fd, rawmux.POLLIN)
+    assert pa.wait(0) == 1 and pa.ready() == [(fd, rawmux.POLLNVAL)]
+
+
+@pytest.mark.parametrize("fd, events", [(-1, 1), (2**31, 1), (1.5, 1),
+                                        (3, -1), (3, 1 << 16)])
+def test_pollarray_refuses_bad_input(fd, events):
+    pa = rawmux.PollArray()
+    with pytest.raises((ValueError, TypeError, OverflowError)):
+        pa.register(fd, events)
+    assert len(pa) == 0
+
+
+def test_pollarray_capacity_must_be_positive():
+    with pytest.raises(ValueError):
+        rawmux.PollArray(0)
+
+
+# ---- Epoll ------------------------------------------------------------------
+
+def test_epoll_native_register_wait_errors(res, tmp_path):
+    a, peer = res.socketpair()
+    with rawmux.Epoll(maxevents=4) as ep:
+        assert not os.get_inheritable(ep.fileno())
+        ep.register(a.fileno(), rawmux.EPOLLIN | rawmux.EPOLLOUT)
+        assert ep.wait(0) == 1 and ep.ready() == [(a.fileno(),
+                                                   rawmux.EPOLLOUT)]
+        with pytest.raises(FileExistsError):
+            ep.register(a.fileno())
+        with open(tmp_path / "f", "w") as f:
+            with pytest.raises(PermissionError):
+                ep.register(f.fileno())
+        ep.modify(a.fileno(), rawmux.EPOLLIN)
+        assert ep.wait(0) == 0
+        peer.send(b"x")
+        assert ep.wait(-1) == 1 and ep.ready_events[0] == rawmux.EPOLLIN
+        ep.unregister(a.fileno())
+        with pytest.raises(FileNotFoundError):
+            ep.unregister(a.fileno())
+        with pytest.raises(ValueError):
+            ep.register(-1)
+    assert ep.closed
+    with pytest.raises(ValueError, match="closed epoll"):
+        ep.wait(0)
+    with pytest.raises(ValueError, match="closed epoll"):
+        ep.register(a.fileno())
+    ep.close()                              # idempotent
+
+
+def test_epoll_native_maxevents_bounds_each_wait(res):
+    pairs = [res.socketpair() for _ in range(5)]
+    with rawmux.Epoll(maxevents=2) as ep:
+        for a, _ in pairs:
+            ep.register(a.fileno(), rawmux.EPOLLOUT)
+        seen = set()
+        for _ in range(3):
+            n = ep.wait(0)
+            assert n <= 2
+            seen.update(ep.ready_fds[:n])
+        assert len(seen) >= 4       # the kernel rotates through the ready list
+    with pytest.raises(ValueError):
+        rawmux.Epoll(maxevents=0)
+
+
+def test_epoll_et_reports_once_native_and_compat(res):
+    a, peer = res.socketpair()
+    peer.send(b"x")
+    with rawmux.Epoll() as ep, rawmux.epoll() as eq:
+        ep.register(a.fileno(), rawmux.EPOLLIN | rawmux.EPOLLET)
+        eq.register(a, rawmux.EPOLLIN | rawmux.EPOLLET)
+        assert ep.wait(0) == 1 and ep.wait(0) == 0
+        assert eq.poll(0) == [(a.fileno(), rawmux.EPOLLIN)]
+        assert eq.poll(0) == []
+
+
+# ---- threads ----------------------------------------------------------------
+
+@pytest.mark.parametrize("module", [stdlib, rawmux], ids=["stdlib", "rawmux"])
+def test_concurrent_poll_is_refused(res, module):
+    r, w = res.pipe()
+    p = module.poll()
+    p.register(r, module.POLLIN)
+    results = []
+    thread = threading.Thread(target=lambda: results.append(p.poll(10_000)))
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while True:     # until the thread is inside poll(): bounded
+            try:
+                p.poll(0)
+            except RuntimeError as exc:
+                assert str(exc) == "concurrent poll() invocation"
+                break
+            assert time.monotonic() < deadline
+    finally:
+        os.write(w, b"x")
+        thread.join(10)
+    assert results == [[(r, module.POLLIN)]]
+
+
+def test_threads_polling_one_epoll_get_their_own_buffers(res):
+    a, peer = res.socketpair()
+    peer.send(b"x")
+    ep = rawmux.epoll()
+    ep.register(a, rawmux.EPOLLIN)
+    out = []
+
+    def worker():
+        for _ in range(200):
+            out.append(ep.poll(0))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    ep.close()
+    assert out == [[(a.fileno(), rawmux.EPOLLIN)]] * 800
+
+
+# ---- no leaks ---------------------------------------------------------------
+
+def test_unclosed_objects_release_their_fds_when_collected():
+    for _ in range(3):
+        rawmux.epoll()
+        rawmux.Epoll()
+        ep = rawmux.epoll()
+        ep.fileno()
+        del ep
+    gc.collect()        # the autouse fixture checks /proc/self/fd
+
+
+def test_failed_constructors_leave_no_fd():
+    with pytest.raises(OSError):
+        rawmux.epoll(5, 1)
+    with pytest.raises(ValueError):
+        rawmux.epoll(0)
+    with pytest.raises(ValueError):
+        rawmux.Epoll(maxevents=-1)
+
+
+def test_errors_leave_no_fd(res):
+    with pytest.raises(OSError):
+        rawmux.select([res.closed_fd()], [], [], 0)
+    a, _ = res.socketpair()
+    with rawmux.epoll() as ep:
+        with pytest.raises(FileNotFoundError):
+            ep.unregister(a)

@@ -1,0 +1,128 @@
+"""PEP 475: a signal whose handler returns does not shorten a wait; a
+handler that raises stops it.  SIGALRM every 50 ms during a 300 ms wait on an
+fd that never becomes ready, for every mechanism and both APIs (and the
+stdlib, as the control)."""
+
+import os
+import select as stdlib
+import signal
+import time
+
+import pytest
+
+import rawmux
+
+WAIT_S = 0.3
+TICK_S = 0.05
+
+
+def waits(idle_fd):
+    """{name: wait()} -> each blocks WAIT_S on idle_fd, returns what is
+    ready."""
+    def stdlib_poll():
+        p = stdlib.poll()
+        p.register(idle_fd, stdlib.POLLIN)
+        return p.poll(WAIT_S * 1000)
+
+    def compat_poll():
+        p = rawmux.poll()
+        p.register(idle_fd, rawmux.POLLIN)
+        return p.poll(WAIT_S * 1000)
+
+    def stdlib_epoll():
+        with stdlib.epoll() as ep:
+            ep.register(idle_fd, stdlib.EPOLLIN)
+            return ep.poll(WAIT_S)
+
+    def compat_epoll():
+        with rawmux.epoll() as ep:
+            ep.register(idle_fd, rawmux.EPOLLIN)
+            return ep.poll(WAIT_S)
+
+    def native_select():
+        s = rawmux.Select()
+        s.read.add(idle_fd)
+        return s.wait(int(WAIT_S * 1e6))
+
+    def native_poll():
+        pa = rawmux.PollArray()
+        pa.register(idle_fd, rawmux.POLLIN)
+        return pa.wait(int(WAIT_S * 1000))
+
+    def native_epoll():
+        with rawmux.Epoll() as ep:
+            ep.register(idle_fd, rawmux.EPOLLIN)
+            return ep.wait(int(WAIT_S * 1000))
+
+    return {
+        "stdlib select": lambda: stdlib.select([idle_fd], [], [], WAIT_S),
+        "compat select": lambda: rawmux.select([idle_fd], [], [], WAIT_S),
+        "stdlib poll": stdlib_poll, "compat poll": compat_poll,
+        "stdlib epoll": stdlib_epoll, "compat epoll": compat_epoll,
+        "native select": native_select, "native poll": native_poll,
+        "native epoll": native_epoll,
+    }
+
+
+NAMES = sorted(waits(0))
+NOTHING = {"stdlib select": ([], [], []), "compat select": ([], [], []),
+           "native select": 0, "native poll": 0, "native epoll": 0}
+
+
+class Boom(Exception):
+    pass
+
+
+@pytest.fixture
+def alarm():
+    """Start SIGALRM every TICK_S with a given handler; always stopped."""
+    old = signal.getsignal(signal.SIGALRM)
+
+    def start(handler):
+        signal.signal(signal.SIGALRM, handler)
+        signal.setitimer(signal.ITIMER_REAL, TICK_S, TICK_S)
+
+    yield start
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, old)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_handler_that_returns_does_not_shorten_the_wait(res, alarm, name):
+    idle, _writer = res.pipe()
+    wait = waits(idle)[name]
+    ticks = []
+    alarm(lambda signum, frame: ticks.append(time.monotonic()))
+    start = time.monotonic()
+    result = wait()
+    elapsed = time.monotonic() - start
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    assert result == NOTHING.get(name, [])
+    assert len(ticks) >= 3                  # the wait really was interrupted
+    assert elapsed >= WAIT_S
+    assert elapsed < WAIT_S + 2             # and not restarted from scratch
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_handler_that_raises_stops_the_wait(res, alarm, name):
+    idle, _writer = res.pipe()
+    wait = waits(idle)[name]
+
+    def handler(signum, frame):
+        raise Boom
+
+    alarm(handler)
+    start = time.monotonic()
+    with pytest.raises(Boom):
+        wait()
+    assert time.monotonic() - start < WAIT_S
+
+
+def test_waits_run_to_their_timeout_without_signals(res):
+    """A wait with nothing to do returns at its timeout: the EINTR loop does
+    not spin or stop early without a signal."""
+    idle, _w = res.pipe()
+    for name, wait in waits(idle).items():
+        start = time.monotonic()
+        assert wait() == NOTHING.get(name, []), name
+        assert time.monotonic() - start >= WAIT_S, name
