@@ -78,16 +78,16 @@ struct rawmux_epoll_waiter {
     struct epoll_event *events;
     int                *ready_fds;
     uint32_t           *ready_events;
+    int                 timeout;
     long long           started_ns;
 };
 
-static int rawmux_epoll_waiter_wait(struct rawmux_epoll_waiter *w,
-                                    int timeout_ms)
+static int rawmux_epoll_waiter_wait(struct rawmux_epoll_waiter *w)
 {
-    if (timeout_ms > 0)
+    if (w->timeout > 0)
         w->started_ns = rawmux_monotonic_ns();
     return rawmux_epoll_wait_split(w->epfd, w->events, w->maxevents,
-                                   timeout_ms < 0 ? -1 : timeout_ms,
+                                   w->timeout < 0 ? -1 : w->timeout,
                                    w->ready_fds, w->ready_events);
 }
 

@@ -80,15 +80,17 @@ struct rawmux_epoll_waiter {
     struct epoll_event *events;
     int                *ready_fds;
     uint32_t           *ready_events;
+    int                 timeout;      /* milliseconds; negative blocks */
     long long           started_ns;   /* CLOCK_MONOTONIC at the last wait
                                          with a timeout > 0: the deadline
                                          after EINTR */
     ...;
 };
 
-/* epoll_wait(2) and the split.  Returns the number of events or -errno
- * (errno set too).  timeout_ms < 0 blocks. */
-int rawmux_epoll_waiter_wait(struct rawmux_epoll_waiter *w, int timeout_ms);
+/* epoll_wait(2) with w->timeout, and the split.  Returns the number of
+ * events or -errno (errno set too).  One argument: cffi calls it without an
+ * argument tuple. */
+int rawmux_epoll_waiter_wait(struct rawmux_epoll_waiter *w);
 
 /* epoll_ctl(2) with data.fd = fd, without a struct to allocate: 0 or -errno
  * (errno set too).  For EPOLL_CTL_DEL, events is ignored. */

@@ -42,11 +42,11 @@ struct rawmux_poll_waiter {
     nfds_t         cap;
     int           *ready_fds;
     uint32_t      *ready_events;
+    int            timeout;
     long long      started_ns;
 };
 
-static int rawmux_poll_waiter_wait(struct rawmux_poll_waiter *w,
-                                   int timeout_ms)
+static int rawmux_poll_waiter_wait(struct rawmux_poll_waiter *w)
 {
     nfds_t i;
     int n, count = 0;
@@ -55,9 +55,9 @@ static int rawmux_poll_waiter_wait(struct rawmux_poll_waiter *w,
         errno = EINVAL;
         return -EINVAL;
     }
-    if (timeout_ms > 0)
+    if (w->timeout > 0)
         w->started_ns = rawmux_monotonic_ns();
-    n = poll(w->fds, w->nfds, timeout_ms < 0 ? -1 : timeout_ms);
+    n = poll(w->fds, w->nfds, w->timeout < 0 ? -1 : w->timeout);
     if (n < 0)
         return -errno;
     /* poll(2) counts the entries with revents != 0: stop at the last one. */

@@ -52,12 +52,14 @@ struct rawmux_poll_waiter {
     nfds_t         cap;           /* capacity of all three arrays */
     int           *ready_fds;
     uint32_t      *ready_events;  /* revents, as unsigned */
+    int            timeout;       /* milliseconds; negative blocks */
     long long      started_ns;    /* CLOCK_MONOTONIC at the last wait with a
                                      timeout > 0: the deadline after EINTR */
     ...;
 };
 
-/* poll(2) on w->fds[0..nfds), then compaction.  Returns the number of ready
- * entries, in array order, or -errno (errno set too); -EINVAL if nfds > cap.
- * timeout_ms < 0 blocks. */
-int rawmux_poll_waiter_wait(struct rawmux_poll_waiter *w, int timeout_ms);
+/* poll(2) on w->fds[0..nfds) with w->timeout, then compaction.  Returns the
+ * number of ready entries, in array order, or -errno (errno set too);
+ * -EINVAL if nfds > cap.  One argument: cffi calls it without an argument
+ * tuple. */
+int rawmux_poll_waiter_wait(struct rawmux_poll_waiter *w);

@@ -125,6 +125,7 @@ struct rawmux_select_waiter {
     fd_set    got[3];
     int      *ready_fds;
     uint32_t *ready_events;
+    long long timeout;
     long long started_ns;
 };
 
@@ -142,8 +143,7 @@ static struct timeval *rawmux_timeval(long long timeout_us, struct timeval *tv)
     return tv;
 }
 
-static int rawmux_select_waiter_wait(struct rawmux_select_waiter *w,
-                                     long long timeout_us)
+static int rawmux_select_waiter_wait(struct rawmux_select_waiter *w)
 {
     enum { BITS = sizeof(unsigned long) * CHAR_BIT };
     struct timeval tv;
@@ -163,11 +163,11 @@ static int rawmux_select_waiter_wait(struct rawmux_select_waiter *w,
         nfds = (nwords - 1) * BITS + (BITS - __builtin_clzl(top));
     }
 
-    if (timeout_us > 0)
+    if (w->timeout > 0)
         w->started_ns = rawmux_monotonic_ns();
     memcpy(w->got, w->want, sizeof w->got);
     n = select(nfds, &w->got[0], &w->got[1], &w->got[2],
-               rawmux_timeval(timeout_us, &tv));
+               rawmux_timeval(w->timeout, &tv));
     if (n < 0)
         return -errno;
     for (i = 0; i < nwords && n > 0; i++) {

@@ -61,16 +61,17 @@ struct rawmux_select_waiter {
     fd_set    got[3];            /* select(2)'s answer */
     int      *ready_fds;         /* FD_SETSIZE entries */
     uint32_t *ready_events;      /* FD_SETSIZE entries: RAWMUX_SELECT_* bits */
+    long long timeout;           /* microseconds; negative blocks */
     long long started_ns;        /* CLOCK_MONOTONIC at the last wait with a
                                     timeout > 0: the deadline after EINTR */
     ...;
 };
 
-/* select(2) on the waiter's interest sets (nfds computed from them).
- * Returns the number of distinct ready fds, in increasing fd order, in
- * ready_fds/ready_events, or -errno. */
-int rawmux_select_waiter_wait(struct rawmux_select_waiter *w,
-                              long long timeout_us);
+/* select(2) on the waiter's interest sets (nfds computed from them) with
+ * its timeout.  Returns the number of distinct ready fds, in increasing fd
+ * order, in ready_fds/ready_events, or -errno.  One argument, so that cffi
+ * calls it without building an argument tuple. */
+int rawmux_select_waiter_wait(struct rawmux_select_waiter *w);
 
 /* For the select module's select(rlist, wlist, xlist): fds holds the three
  * lists' fds one after another (nr, nw, nx of them; total, the length of

@@ -167,27 +167,32 @@ def oserror(errno):
 _EINTR = -_errno.EINTR
 
 
-def retry_eintr(wait, waiter, n, timeout, timeout_ns, unit_ns):
+def retry_eintr(wait, waiter, n, timeout_ns, unit_ns):
     """PEP 475 for the C wait helpers, which return -errno.
 
-    ``wait(waiter, timeout)`` returned ``n``.  While it is -EINTR, the signal
-    handlers have already run (an exception raised by one has propagated out
-    of the wait): wait again with what is left of ``timeout_ns``, counted
-    from ``waiter.started_ns`` (recorded in C by every wait with a timeout
-    above 0) and rounded up to the syscall's unit, ``unit_ns``.  Without a
+    ``wait(waiter)`` returned ``n``.  While it is -EINTR, the signal handlers
+    have already run (an exception raised by one has propagated out of the
+    wait): wait again with what is left of ``timeout_ns``, counted from
+    ``waiter.started_ns`` (recorded in C by every wait with a timeout above
+    0) and rounded up to the syscall's unit, ``unit_ns``.  Without a
     deadline (``timeout_ns`` None, 0 or negative) retry with the same
-    timeout.  Any other error becomes an OSError.
+    timeout.  ``waiter.timeout`` is as it was on return.  Any other error
+    becomes an OSError.
     """
     deadline = None
     if timeout_ns is not None and timeout_ns > 0:
         deadline = waiter.started_ns + timeout_ns
-    while n == _EINTR:
-        if deadline is not None:
-            left = deadline - time.monotonic_ns()
-            if left < 0:
-                return 0
-            timeout = -(-left // unit_ns)
-        n = wait(waiter, timeout)
+    original = waiter.timeout
+    try:
+        while n == _EINTR:
+            if deadline is not None:
+                left = deadline - time.monotonic_ns()
+                if left < 0:
+                    return 0
+                waiter.timeout = -(-left // unit_ns)
+            n = wait(waiter)
+    finally:
+        waiter.timeout = original
     if n < 0:
         raise oserror(-n)
     return n

@@ -80,21 +80,19 @@ def _as_mask(mask):
 class _EventBuffer:
     """A waiter for one epoll fd with its event buffer and split arrays."""
 
-    __slots__ = ("waiter", "fds", "events", "capacity", "maxevents", "_keep")
+    __slots__ = ("waiter", "fds", "events", "capacity", "maxevents",
+                 "timeout", "_keep")
 
     def __init__(self, epfd, capacity):
         w = self.waiter = ffi.new("struct rawmux_epoll_waiter *")
         buffer = ffi.new("struct epoll_event[]", capacity)
         self.fds, fds_ptr = int_array(capacity)
         self.events, events_ptr = uint32_array(capacity)
-        w.epfd, w.maxevents = epfd, capacity
+        w.epfd, w.maxevents, w.timeout = epfd, capacity, -1
         w.events, w.ready_fds, w.ready_events = buffer, fds_ptr, events_ptr
         self._keep = buffer, fds_ptr, events_ptr   # what the waiter points at
         self.capacity = self.maxevents = capacity
-
-    def set_maxevents(self, maxevents):
-        if maxevents != self.maxevents:
-            self.waiter.maxevents = self.maxevents = maxevents
+        self.timeout = -1       # maxevents and timeout mirror the waiter's
 
 
 # ---- the stdlib-compatible epoll --------------------------------------------
@@ -223,10 +221,21 @@ class epoll:
         try:
             if maxevents > buf.capacity:
                 buf = _EventBuffer(epfd, maxevents)
-            buf.set_maxevents(maxevents)
-            n = _waiter_wait(buf.waiter, ms)
-            if n < 0:
-                n = retry_eintr(_waiter_wait, buf.waiter, n, ms, ns, _MS)
+            w = buf.waiter
+            # Write the waiter's fields only when they change: comparing
+            # with the mirrors is cheaper than writing a cdata field.
+            if maxevents != buf.maxevents:
+                w.maxevents = buf.maxevents = maxevents
+            if ms != buf.timeout:
+                w.timeout = buf.timeout = ms
+            n = _waiter_wait(w)
+            if n == 1:          # the common case: no slicing
+                return [(buf.fds[0], buf.events[0])]
+            if n > 0:
+                return list(zip(buf.fds[:n], buf.events[:n]))
+            if n == 0:
+                return []
+            n = retry_eintr(_waiter_wait, w, n, ns, _MS)
             return pairs(buf.fds, buf.events, n)
         finally:
             free.append(buf)
@@ -315,12 +324,15 @@ class Epoll:
     def wait(self, timeout_ms=-1):
         """epoll_wait(2); timeout in milliseconds, negative blocks.  Returns
         the number of events (also kept in ``nready``)."""
-        n = _waiter_wait(self._waiter, timeout_ms)
+        buf = self._buffer
+        if timeout_ms != buf.timeout:
+            buf.waiter.timeout = buf.timeout = timeout_ms
+        n = _waiter_wait(self._waiter)
         if n < 0:
             if self._waiter.epfd < 0:
                 raise ValueError(_cpython.CLOSED_EPOLL)
-            n = retry_eintr(_waiter_wait, self._waiter, n, timeout_ms,
-                            timeout_ms * _MS, _MS)
+            n = retry_eintr(_waiter_wait, self._waiter, n, timeout_ms * _MS,
+                            _MS)
         self.nready = n
         return n
 

@@ -83,8 +83,8 @@ def _arrays(capacity):
 class PollObject:
     """What ``rawmux.poll()`` returns: the stdlib's ``select.poll`` object."""
 
-    __slots__ = ("_masks", "_dirty", "_waiter", "_keep", "_ready_fds",
-                 "_ready_events", "_idle")
+    __slots__ = ("_masks", "_dirty", "_waiter", "_timeout", "_keep",
+                 "_ready_fds", "_ready_events", "_idle")
 
     def __new__(cls, *args, **kwargs):
         raise TypeError("cannot create 'select.poll' instances")
@@ -126,6 +126,7 @@ class PollObject:
             fds[i].fd = fd
             fds[i].events = _as_short(mask)
         w.nfds = len(masks)
+        w.timeout = self._timeout = 0
         self._waiter = w
         self._dirty = False
 
@@ -148,9 +149,14 @@ class PollObject:
         try:
             if self._dirty:
                 self._rebuild()
-            n = _waiter_wait(self._waiter, ms)
+            w = self._waiter
+            if ms != self._timeout:
+                w.timeout = self._timeout = ms
+            n = _waiter_wait(w)
+            if n == 1:          # the common case: no slicing
+                return [(self._ready_fds[0], self._ready_events[0])]
             if n < 0:
-                n = retry_eintr(_waiter_wait, self._waiter, n, ms, ns, _MS)
+                n = retry_eintr(_waiter_wait, w, n, ns, _MS)
             return pairs(self._ready_fds, self._ready_events, n)
         finally:
             idle.append(True)
@@ -178,8 +184,8 @@ class PollArray:
             fd, revents = pa.ready_fds[i], pa.ready_events[i]
     """
 
-    __slots__ = ("_waiter", "_keep", "_index", "fds", "ready_fds",
-                 "ready_events", "nready")
+    __slots__ = ("_waiter", "_timeout", "_keep", "_index", "fds",
+                 "ready_fds", "ready_events", "nready")
 
     def __init__(self, capacity=64):
         if capacity < 1:
@@ -195,6 +201,7 @@ class PollArray:
         if old is not None:
             ffi.memmove(w.fds, old.fds, old.nfds * ffi.sizeof("struct pollfd"))
             w.nfds = old.nfds
+        w.timeout = self._timeout = -1
         self._waiter = w
 
     def register(self, fd, events=lib.POLLIN):
@@ -239,10 +246,12 @@ class PollArray:
     def wait(self, timeout_ms=-1):
         """poll(2); timeout in milliseconds, negative blocks.  Returns the
         number of ready entries (also kept in ``nready``)."""
-        n = _waiter_wait(self._waiter, timeout_ms)
+        w = self._waiter
+        if timeout_ms != self._timeout:
+            w.timeout = self._timeout = timeout_ms
+        n = _waiter_wait(w)
         if n < 0:
-            n = retry_eintr(_waiter_wait, self._waiter, n, timeout_ms,
-                            timeout_ms * _MS, _MS)
+            n = retry_eintr(_waiter_wait, w, n, timeout_ms * _MS, _MS)
         self.nready = n
         return n
 

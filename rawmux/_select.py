@@ -114,12 +114,14 @@ def select(rlist, wlist, xlist, timeout=None, /):
         # refuses anything that is not an int.  A refusal, or a bad fd found
         # in C, sends the call down the exact path.
         n = _EINVAL
-        if type(rlist) in _SEQUENCES and type(wlist) in _SEQUENCES \
-                and type(xlist) in _SEQUENCES:
+        tr, tw, tx = type(rlist), type(wlist), type(xlist)
+        if ((tr is list or tr is tuple) and (tw is list or tw is tuple)
+                and (tx is list or tx is tuple)):
             objs = fds = [*rlist, *wlist, *xlist]
-            counts = len(objs), len(rlist), len(wlist), len(xlist)
+            nr, nw, nx = len(rlist), len(wlist), len(xlist)
             try:
-                n = _positions(objs, *counts, timeout_us, out_ptr)
+                n = _positions(objs, len(objs), nr, nw, nx, timeout_us,
+                               out_ptr)
             except (TypeError, OverflowError):
                 pass
         if n == _EINVAL:
@@ -127,19 +129,16 @@ def select(rlist, wlist, xlist, timeout=None, /):
             nr = _fds_of(rlist, objs, fds)
             nw = _fds_of(wlist, objs, fds)
             nx = _fds_of(xlist, objs, fds)
-            counts = len(fds), nr, nw, nx
-            n = _positions(fds, *counts, timeout_us, out_ptr)
-        if n < 0 and _select_failed(n, fds, counts, timeout_us, start,
-                                    out_ptr):
+            n = _positions(fds, len(fds), nr, nw, nx, timeout_us, out_ptr)
+        if n < 0 and _select_failed(n, fds, (len(fds), nr, nw, nx),
+                                    timeout_us, start, out_ptr):
             return [], [], []
-        return (_pick(objs, out, 3, out[0]),
-                _pick(objs, out, 3 + out[0], out[1]),
-                _pick(objs, out, 3 + out[0] + out[1], out[2]))
+        nr, nw, nx = out[0], out[1], out[2]
+        return ([objs[out[3]]] if nr == 1 else _pick(objs, out, 3, nr),
+                [] if not nw else _pick(objs, out, 3 + nr, nw),
+                [] if not nx else _pick(objs, out, 3 + nr + nw, nx))
     finally:
         _free_buffers.append(buf)
-
-
-_SEQUENCES = frozenset((list, tuple))
 
 
 def _pick(objs, positions, first, count):
@@ -264,8 +263,8 @@ class Select:
     WRITE = lib.RAWMUX_SELECT_WRITE
     EXCEPT = lib.RAWMUX_SELECT_EXCEPT
 
-    __slots__ = ("_waiter", "_keep", "read", "write", "exc", "ready_fds",
-                 "ready_events", "nready")
+    __slots__ = ("_waiter", "_timeout", "_keep", "read", "write", "exc",
+                 "ready_fds", "ready_events", "nready")
 
     def __init__(self):
         w = self._waiter = ffi.new("struct rawmux_select_waiter *")
@@ -276,15 +275,18 @@ class Select:
         self.ready_events, events_ptr = uint32_array(FD_SETSIZE)
         w.ready_fds, w.ready_events = fds_ptr, events_ptr
         self._keep = fds_ptr, events_ptr     # the waiter's pointers don't
+        w.timeout = self._timeout = -1
         self.nready = 0
 
     def wait(self, timeout_us=-1):
         """select(2) on the interest sets; timeout in microseconds, negative
         blocks.  Returns the number of ready fds (also kept in ``nready``)."""
-        n = _waiter_wait(self._waiter, timeout_us)
+        w = self._waiter
+        if timeout_us != self._timeout:
+            w.timeout = self._timeout = timeout_us
+        n = _waiter_wait(w)
         if n < 0:
-            n = retry_eintr(_waiter_wait, self._waiter, n, timeout_us,
-                            timeout_us * 1000, 1000)
+            n = retry_eintr(_waiter_wait, w, n, timeout_us * 1000, 1000)
         self.nready = n
         return n
 
