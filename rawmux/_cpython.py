@@ -35,6 +35,8 @@ def index_as_c_int(value):
 def as_fd(obj):
     """``PyObject_AsFileDescriptor``: an int, or an object whose ``fileno()``
     returns one; never negative."""
+    if type(obj) is int and 0 <= obj <= INT_MAX:     # the common case
+        return obj
     if isinstance(obj, int):
         fd = as_c_int(obj)
     else:
@@ -124,33 +126,31 @@ def select_timeout_us(obj):
     return us
 
 
-def poll_timeout_ms(obj):
-    """poll.poll()'s timeout: milliseconds, rounded away from zero; None or
-    negative -> -1 (block).  Returns (ms, ns): ns is None when there is no
-    deadline to keep across EINTR."""
+def _ms_timeout(obj, unit_ns, rounding):
+    """A timeout in ``unit_ns`` units to whole milliseconds with ``rounding``
+    (``_PyTime_AsMilliseconds``); None or negative -> -1 (block).  Returns
+    (ms, ns): ns is None when there is no deadline to keep across EINTR."""
     if obj is None:
         return -1, None
-    ns = timeout_ns(obj, 10**6, "timeout must be an integer or None")
-    ms = _div_round_up(ns, 10**6)
+    ns = timeout_ns(obj, unit_ns, "timeout must be an integer or None")
+    ms = rounding(ns, 10**6)
     if not INT_MIN <= ms <= INT_MAX:
         raise OverflowError("timeout is too large")
     if ms < 0:
         return -1, None
     return ms, ns if ns >= 0 else None
+
+
+def poll_timeout_ms(obj):
+    """poll.poll()'s timeout: milliseconds, rounded away from zero
+    (0.5 -> 1, -0.5 -> block)."""
+    return _ms_timeout(obj, 10**6, _div_round_up)
 
 
 def epoll_timeout_ms(obj):
-    """epoll.poll()'s timeout: seconds to milliseconds, rounded up; None or
-    negative -> -1 (block).  Returns (ms, ns) as poll_timeout_ms does."""
-    if obj is None:
-        return -1, None
-    ns = timeout_ns(obj, 10**9, "timeout must be an integer or None")
-    ms = _div_ceiling(ns, 10**6)
-    if not INT_MIN <= ms <= INT_MAX:
-        raise OverflowError("timeout is too large")
-    if ms < 0:
-        return -1, None
-    return ms, ns if ns >= 0 else None
+    """epoll.poll()'s timeout: seconds to milliseconds, rounded towards
+    +infinity (-1e-7 -> 0, not block)."""
+    return _ms_timeout(obj, 10**9, _div_ceiling)
 
 
 def us_ceiling(ns):

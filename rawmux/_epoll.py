@@ -65,12 +65,6 @@ def _epoll_create():
     return fd
 
 
-def _as_fd(fd):
-    if type(fd) is int and 0 <= fd <= _cpython.INT_MAX:
-        return fd
-    return _cpython.as_fd(fd)
-
-
 def _as_mask(mask):
     if type(mask) is int and 0 <= mask <= 0xFFFFFFFF:
         return mask
@@ -168,7 +162,7 @@ class epoll:
     def register(self, fd, eventmask=_DEFAULT_MASK):
         """Register a file descriptor (or an object with fileno()) for the
         events in eventmask (default EPOLLIN | EPOLLPRI | EPOLLOUT)."""
-        fd = _as_fd(fd)
+        fd = _cpython.as_fd(fd)
         eventmask = _as_mask(eventmask)
         self._check_open()
         err = _ctl(self._epfd, _ADD, fd, eventmask)
@@ -177,7 +171,7 @@ class epoll:
 
     def modify(self, fd, eventmask):
         """Change the event mask of a registered file descriptor."""
-        fd = _as_fd(fd)
+        fd = _cpython.as_fd(fd)
         eventmask = _as_mask(eventmask)
         self._check_open()
         err = _ctl(self._epfd, _MOD, fd, eventmask)
@@ -186,7 +180,7 @@ class epoll:
 
     def unregister(self, fd):
         """Remove a registered file descriptor."""
-        fd = _as_fd(fd)
+        fd = _cpython.as_fd(fd)
         self._check_open()
         err = _ctl(self._epfd, _DEL, fd, 0)
         if err:

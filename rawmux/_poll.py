@@ -46,12 +46,6 @@ _MS = 1000000
 _DEFAULT_MASK = lib.POLLIN | lib.POLLPRI | lib.POLLOUT
 
 
-def _as_fd(fd):
-    if type(fd) is int and 0 <= fd <= _cpython.INT_MAX:
-        return fd
-    return _cpython.as_fd(fd)
-
-
 def _as_mask(mask):
     if type(mask) is int and 0 <= mask <= 0xFFFF:
         return mask
@@ -100,13 +94,13 @@ class PollObject:
     def register(self, fd, eventmask=_DEFAULT_MASK, /):
         """Register a file descriptor (or an object with fileno()) with an
         event mask (default POLLIN | POLLPRI | POLLOUT); overwrites."""
-        fd = _as_fd(fd)
+        fd = _cpython.as_fd(fd)
         self._masks[fd] = _as_mask(eventmask)
         self._dirty = True
 
     def modify(self, fd, eventmask, /):
         """Change the event mask of a registered file descriptor."""
-        fd = _as_fd(fd)
+        fd = _cpython.as_fd(fd)
         eventmask = _as_mask(eventmask)
         if fd not in self._masks:
             raise _cpython.oserror(_errno.ENOENT)
@@ -115,7 +109,7 @@ class PollObject:
 
     def unregister(self, fd, /):
         """Remove a file descriptor; KeyError if it is not registered."""
-        del self._masks[_as_fd(fd)]
+        del self._masks[_cpython.as_fd(fd)]
         self._dirty = True
 
     def _rebuild(self):
