@@ -189,12 +189,14 @@ class PollArray:
         self._grow(capacity)
 
     def _grow(self, capacity):
+        w, fds, ready_fds, ready_events, keep = _arrays(capacity)
         old = getattr(self, "_waiter", None)
-        w, self.fds, self.ready_fds, self.ready_events, self._keep = _arrays(
-            capacity)
         if old is not None:
-            ffi.memmove(w.fds, old.fds, old.nfds * ffi.sizeof("struct pollfd"))
+            # Copy before the old arrays are dropped: self._keep holds them.
+            ffi.memmove(fds, self.fds, old.nfds * ffi.sizeof("struct pollfd"))
             w.nfds = old.nfds
+        self.fds, self.ready_fds, self.ready_events, self._keep = (
+            fds, ready_fds, ready_events, keep)
         w.timeout = self._timeout = -1
         self._waiter = w
 
