@@ -270,6 +270,18 @@ class Epoll:
             raise ValueError(_cpython.CLOSED_EPOLL)
         return self._waiter.epfd
 
+    def resize(self, maxevents):
+        """Give the event buffer room for ``maxevents`` events: the most one
+        wait returns (the kernel keeps the rest ready for the next)."""
+        if type(maxevents) is not int or not 1 <= maxevents <= 0x7FFFFFFF:
+            raise ValueError(f"maxevents must be a positive C int, "
+                             f"got {maxevents!r}")
+        buf = self._buffer = _EventBuffer(self.fileno(), maxevents)
+        self._waiter = buf.waiter
+        self.ready_fds, self.ready_events = buf.fds, buf.events
+        self.maxevents = maxevents
+        self.nready = 0
+
     @property
     def closed(self):
         return self._waiter is None or self._waiter.epfd < 0

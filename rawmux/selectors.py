@@ -1,0 +1,403 @@
+"""``selectors`` backends on rawmux's native API, for event loops and asyncio.
+
+``SelectSelector``, ``PollSelector``, ``EpollSelector`` and ``DefaultSelector``
+(epoll) are drop-in replacements for the stdlib ``selectors`` classes: they
+subclass ``selectors.BaseSelector``, return the stdlib's ``SelectorKey``, and
+keep its semantics (register/unregister/modify/select/close/get_key/get_map,
+context manager, what each raises).  CPython's own test suite for selectors
+runs against them (tests/test_selectors.py).
+
+They differ in what sits underneath: not the stdlib ``select`` module but the
+native objects -- an FdSet pair in C memory for select(2), a growing pollfd
+array for poll(2), an epoll fd with a preallocated event buffer -- so a
+``select()`` call allocates nothing in C and Python walks only the ready fds.
+
+``EpollSelector.register`` and ``modify`` take one extra, keyword-only
+argument for experiments: ``epoll_flags``, OR-ed into the kernel mask
+(``rawmux.EPOLLET``, ``EPOLLEXCLUSIVE``, ``EPOLLONESHOT`` ...).  The key's
+``events`` stay ``EVENT_READ``/``EVENT_WRITE``, as the base class promises.
+
+asyncio runs on any of them::
+
+    loop = asyncio.SelectorEventLoop(rawmux.selectors.EpollSelector())
+
+or, for ``asyncio.run``-style code::
+
+    with asyncio.Runner(loop_factory=rawmux.selectors.loop_factory("poll")) as r:
+        r.run(main())
+
+or for every new loop: ``asyncio.set_event_loop_policy(
+rawmux.selectors.EventLoopPolicy("select"))``.
+"""
+
+import asyncio
+import collections.abc
+import math
+from selectors import EVENT_READ, EVENT_WRITE, BaseSelector, SelectorKey
+
+from rawmux._epoll import Epoll
+from rawmux._poll import PollArray
+from rawmux._rawmux import lib
+from rawmux._select import Select
+
+__all__ = ["EVENT_READ", "EVENT_WRITE", "SelectorKey", "SelectSelector",
+           "PollSelector", "EpollSelector", "DefaultSelector",
+           "new_event_loop", "loop_factory", "EventLoopPolicy"]
+
+_INT_MAX = 2**31 - 1
+# select()'s hot loop reads these as globals.
+_EVENT_READ, _EVENT_WRITE = EVENT_READ, EVENT_WRITE
+assert lib.POLLIN == lib.EPOLLIN and lib.POLLOUT == lib.EPOLLOUT
+_NOT_IN, _NOT_OUT = ~lib.POLLIN, ~lib.POLLOUT
+
+
+def _fileobj_to_fd(fileobj):
+    """An fd from an int or an object with fileno(); ValueError otherwise
+    (as the stdlib's selectors module does it)."""
+    if isinstance(fileobj, int):
+        fd = fileobj
+    else:
+        try:
+            fd = int(fileobj.fileno())
+        except (AttributeError, TypeError, ValueError):
+            raise ValueError(f"Invalid file object: {fileobj!r}") from None
+    if fd < 0:
+        raise ValueError(f"Invalid file descriptor: {fd}")
+    return fd
+
+
+def _timeout_units(timeout, per_second):
+    """A positive select() timeout in seconds to the syscall's unit, rounded
+    up so that the wait is never shorter than asked."""
+    units = math.ceil(timeout * per_second)
+    if units > _INT_MAX and per_second == 1000:
+        raise OverflowError("timeout is too large")
+    return units
+
+
+class _SelectorMapping(collections.abc.Mapping):
+    """get_map(): file objects to keys, read-only."""
+
+    def __init__(self, selector):
+        self._selector = selector
+
+    def __len__(self):
+        return len(self._selector._fd_to_key)
+
+    def __getitem__(self, fileobj):
+        try:
+            fd = self._selector._fileobj_lookup(fileobj)
+            return self._selector._fd_to_key[fd]
+        except KeyError:
+            raise KeyError(f"{fileobj!r} is not registered") from None
+
+    def __iter__(self):
+        return iter(self._selector._fd_to_key)
+
+
+class _Selector(BaseSelector):
+    """The registry the backends share: fd -> SelectorKey, and the calls
+    that keep the native object in step with it.
+
+    A backend names its native object in ``_native_cls`` and implements
+    ``_add(fd, events)``, ``_change(fd, events)``, ``_remove(fd)`` and
+    ``select()``.
+    """
+
+    _native_cls = None
+
+    def __init__(self):
+        self._fd_to_key = {}
+        self._map = _SelectorMapping(self)
+        self._native = self._native_cls()
+
+    def _fileobj_lookup(self, fileobj):
+        """The fd of fileobj; for an object that no longer has one (closed),
+        the fd it was registered with."""
+        try:
+            return _fileobj_to_fd(fileobj)
+        except ValueError:
+            for key in self._fd_to_key.values():
+                if key.fileobj is fileobj:
+                    return key.fd
+            raise
+
+    def register(self, fileobj, events, data=None):
+        if (not events) or (events & ~(EVENT_READ | EVENT_WRITE)):
+            raise ValueError(f"Invalid events: {events!r}")
+        key = SelectorKey(fileobj, self._fileobj_lookup(fileobj), events, data)
+        if key.fd in self._fd_to_key:
+            raise KeyError(f"{fileobj!r} (FD {key.fd}) is already registered")
+        self._fd_to_key[key.fd] = key
+        try:
+            self._add(key.fd, events)
+        except BaseException:
+            del self._fd_to_key[key.fd]
+            raise
+        return key
+
+    def unregister(self, fileobj):
+        try:
+            key = self._fd_to_key.pop(self._fileobj_lookup(fileobj))
+        except KeyError:
+            raise KeyError(f"{fileobj!r} is not registered") from None
+        try:
+            self._remove(key.fd)
+        except OSError:
+            pass    # the fd was closed since it was registered
+        return key
+
+    def modify(self, fileobj, events, data=None):
+        try:
+            key = self._fd_to_key[self._fileobj_lookup(fileobj)]
+        except KeyError:
+            raise KeyError(f"{fileobj!r} is not registered") from None
+        changed = False
+        if events != key.events:
+            try:
+                self._change(key.fd, events)
+            except BaseException:
+                # As the stdlib does (bpo-30014): a failed modify leaves the
+                # file object unregistered rather than half-registered.
+                self.unregister(fileobj)
+                raise
+            changed = True
+        if changed or data != key.data:
+            key = key._replace(events=events, data=data)
+            self._fd_to_key[key.fd] = key
+        return key
+
+    def close(self):
+        self._fd_to_key.clear()
+        self._map = None
+        native, self._native = self._native, None
+        if native is not None and hasattr(native, "close"):
+            native.close()
+
+    def get_map(self):
+        return self._map
+
+
+class SelectSelector(_Selector):
+    """select(2) through the native ``Select``: fds must be below FD_SETSIZE
+    (1024); register() refuses a larger one with ValueError."""
+
+    _native_cls = Select
+
+    def _add(self, fd, events):
+        native = self._native
+        if events & EVENT_READ:
+            native.read.add(fd)
+        if events & EVENT_WRITE:
+            native.write.add(fd)
+
+    def _remove(self, fd):
+        self._native.read.discard(fd)
+        self._native.write.discard(fd)
+
+    def _change(self, fd, events):
+        self._remove(fd)
+        self._add(fd, events)
+
+    def modify(self, fileobj, events, data=None):
+        # The stdlib's SelectSelector modifies by unregister + register, so
+        # bad events leave the file object unregistered: so here.
+        key = self.get_key(fileobj)
+        if events != key.events and (
+                not events or events & ~(EVENT_READ | EVENT_WRITE)):
+            self.unregister(fileobj)
+            raise ValueError(f"Invalid events: {events!r}")
+        return super().modify(fileobj, events, data)
+
+    def select(self, timeout=None):
+        if timeout is None:
+            us = -1
+        elif timeout <= 0:
+            us = 0
+        else:
+            us = _timeout_units(timeout, 1000000)
+        native = self._native
+        n = native.wait(us)
+        if not n:
+            return []
+        ready = []
+        fds, bits = native.ready_fds, native.ready_events
+        key_of = self._fd_to_key.get
+        for i in range(n):
+            key = key_of(fds[i])
+            if key:
+                # READ and WRITE are bits 1 and 2 here and in selectors.
+                ready.append((key, bits[i] & 3 & key.events))
+        return ready
+
+
+class _PollLikeSelector(_Selector):
+    """poll and epoll: one kernel mask per fd."""
+
+    _IN = _OUT = 0
+
+    def _mask(self, events):
+        return ((self._IN if events & EVENT_READ else 0)
+                | (self._OUT if events & EVENT_WRITE else 0))
+
+    def select(self, timeout=None):
+        # Inlined for speed: this runs once per event-loop iteration.
+        if timeout is None:
+            ms = -1
+        elif timeout <= 0:
+            ms = 0
+        else:
+            ms = _timeout_units(timeout, 1000)
+        native = self._native
+        n = native.wait(ms)
+        if not n:
+            return []
+        # Anything but "writable" counts as readable and anything but
+        # "readable" as writable (HUP, ERR, NVAL make both true), as the
+        # stdlib has it.  (POLLIN == EPOLLIN and POLLOUT == EPOLLOUT.)
+        fds, revents = native.ready_fds, native.ready_events
+        key_of = self._fd_to_key.get
+        if n == 1:              # the common case, without the loop
+            key = key_of(fds[0])
+            if not key:
+                return []
+            ev = revents[0]
+            return [(key, ((_EVENT_WRITE if ev & _NOT_IN else 0)
+                           | (_EVENT_READ if ev & _NOT_OUT else 0))
+                     & key.events)]
+        ready = []
+        for fd, ev in zip(fds[:n], revents[:n]):
+            key = key_of(fd)
+            if key:
+                ready.append((key, ((_EVENT_WRITE if ev & _NOT_IN else 0)
+                                    | (_EVENT_READ if ev & _NOT_OUT else 0))
+                              & key.events))
+        return ready
+
+
+class PollSelector(_PollLikeSelector):
+    """poll(2) through the native ``PollArray``."""
+
+    _native_cls = PollArray
+    _IN, _OUT = lib.POLLIN, lib.POLLOUT
+
+    def _add(self, fd, events):
+        self._native.register(fd, self._mask(events))
+
+    def _change(self, fd, events):
+        self._native.modify(fd, self._mask(events))
+
+    def _remove(self, fd):
+        self._native.unregister(fd)
+
+
+class EpollSelector(_PollLikeSelector):
+    """epoll(7) through the native ``Epoll``.  ``epoll_flags`` (keyword only)
+    adds raw EPOLL* flags to one registration, for experiments."""
+
+    _native_cls = Epoll
+    _IN, _OUT = lib.EPOLLIN, lib.EPOLLOUT
+
+    def __init__(self):
+        super().__init__()
+        self._flags = {}        # fd -> extra EPOLL* flags, where there are
+
+    def fileno(self):
+        return self._native.fileno()
+
+    def register(self, fileobj, events, data=None, *, epoll_flags=0):
+        if not epoll_flags:
+            return super().register(fileobj, events, data)
+        fd = self._fileobj_lookup(fileobj)
+        if fd in self._fd_to_key:
+            return super().register(fileobj, events, data)  # KeyError
+        self._flags[fd] = epoll_flags           # read by _add()
+        try:
+            return super().register(fileobj, events, data)
+        except BaseException:
+            del self._flags[fd]
+            raise
+
+    def modify(self, fileobj, events, data=None, *, epoll_flags=None):
+        fd = self._fileobj_lookup(fileobj)
+        old_flags = self._flags.get(fd, 0)
+        key = self._fd_to_key.get(fd)
+        if key is None or epoll_flags is None or epoll_flags == old_flags:
+            return super().modify(fileobj, events, data)
+        # The flags change: the kernel hears of it even if events do not.
+        if epoll_flags:
+            self._flags[fd] = epoll_flags
+        else:
+            del self._flags[fd]
+        try:
+            self._change(fd, events, old_flags)
+        except BaseException:
+            self.unregister(fileobj)
+            raise
+        key = key._replace(events=events, data=data)
+        self._fd_to_key[fd] = key
+        return key
+
+    def unregister(self, fileobj):
+        key = super().unregister(fileobj)
+        self._flags.pop(key.fd, None)
+        return key
+
+    def _add(self, fd, events):
+        native = self._native
+        native.register(fd, self._mask(events) | self._flags.get(fd, 0))
+        # Room for every registered fd to be ready at once, as the stdlib's
+        # select() asks for (maxevents = the number registered).
+        if len(self._fd_to_key) > native.maxevents:
+            native.resize(2 * native.maxevents)
+
+    def _change(self, fd, events, old_flags=None):
+        flags = self._flags.get(fd, 0)
+        if old_flags is None:
+            old_flags = flags
+        mask = self._mask(events) | flags
+        if (flags | old_flags) & lib.EPOLLEXCLUSIVE:
+            # EPOLL_CTL_MOD of an exclusive entry is EINVAL, and EXCLUSIVE
+            # is allowed with ADD only: delete and add again.
+            self._native.unregister(fd)
+            self._native.register(fd, mask)
+        else:
+            self._native.modify(fd, mask)
+
+    def _remove(self, fd):
+        self._native.unregister(fd)
+
+
+DefaultSelector = EpollSelector
+
+_BACKENDS = {"select": SelectSelector, "poll": PollSelector,
+             "epoll": EpollSelector}
+
+
+def new_event_loop(backend="epoll"):
+    """A new asyncio event loop running on a rawmux selector
+    ("select", "poll" or "epoll")."""
+    try:
+        selector_cls = _BACKENDS[backend]
+    except KeyError:
+        raise ValueError(f"unknown backend {backend!r}: expected one of "
+                         f"{', '.join(_BACKENDS)}") from None
+    return asyncio.SelectorEventLoop(selector_cls())
+
+
+def loop_factory(backend="epoll"):
+    """For ``asyncio.Runner(loop_factory=...)``: makes rawmux loops."""
+    _BACKENDS[backend]      # fail early on a bad name
+    return lambda: new_event_loop(backend)
+
+
+class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
+    """An event loop policy whose new loops run on a rawmux selector."""
+
+    def __init__(self, backend="epoll"):
+        super().__init__()
+        new_event_loop(backend).close()         # fail early on a bad name
+        self._backend = backend
+
+    def new_event_loop(self):
+        return new_event_loop(self._backend)
