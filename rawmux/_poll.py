@@ -71,7 +71,6 @@ def _arrays(capacity):
     return w, fds, ready_fds, ready_events, (fds, fds_ptr, events_ptr)
 
 
-
 # ---- the stdlib-compatible poll object --------------------------------------
 
 class PollObject:

@@ -1,9 +1,34 @@
 """``python -m rawmux``: the command line.  Parses arguments, calls floor 3."""
 
 import argparse
+import logging
+import sys
 
 
-def main(argv=None):
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _positive_float(text):
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _port(text):
+    value = int(text)
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535, got {value}")
+    return value
+
+
+def _parser():
+    from rawmux.echo import BACKENDS, Config
+    d = Config()
     parser = argparse.ArgumentParser(
         prog="python -m rawmux",
         description="select, poll and epoll at the level of the raw syscalls")
@@ -11,8 +36,84 @@ def main(argv=None):
     commands.add_parser(
         "demo", help="ask select, poll and epoll about the same sockets and "
                      "compare with the stdlib select module")
-    args = parser.parse_args(argv)
+
+    serve = commands.add_parser(
+        "serve", help="run an echo server on one mechanism",
+        description="Run an echo server written directly on one mechanism. "
+                    "SIGINT/SIGTERM stop it: it stops accepting, flushes for "
+                    "a grace period, closes everything, prints a summary and "
+                    "exits 0.")
+    serve.add_argument("--backend", choices=BACKENDS, default=d.backend,
+                       help="select, poll, epoll (level-triggered), epoll-et "
+                            "(edge-triggered) or threads (one thread per "
+                            "connection); default %(default)s")
+    serve.add_argument("--host", default=d.host,
+                       help="address to bind; default %(default)s (this "
+                            "machine only: give 0.0.0.0 deliberately)")
+    serve.add_argument("--port", type=_port, default=d.port,
+                       help="TCP port, 0 for any free one; default "
+                            "%(default)s")
+    serve.add_argument("--workers", type=_positive_int, default=d.workers,
+                       help="processes, each with its own loop and listening "
+                            "socket, sharing the port through SO_REUSEPORT; "
+                            "default %(default)s")
+    serve.add_argument("--max-conns", type=_positive_int, default=d.max_conns,
+                       help="connections served at once (per worker); more "
+                            "wait in the backlog; default %(default)s")
+    serve.add_argument("--buffer-cap", type=_positive_int,
+                       default=d.buffer_cap,
+                       help="bytes of pending output per connection before "
+                            "it stops being read (resumes below a quarter); "
+                            "default %(default)s")
+    serve.add_argument("--idle-timeout", type=_positive_float,
+                       default=d.idle_timeout,
+                       help="seconds without progress in either direction "
+                            "after which a connection is closed; default "
+                            "%(default)s")
+    serve.add_argument("--accept-batch", type=_positive_int,
+                       default=d.accept_batch,
+                       help="connections accepted per wakeup at most; "
+                            "default %(default)s")
+    serve.add_argument("--grace", type=_positive_float, default=d.grace,
+                       help="seconds to flush pending output at shutdown; "
+                            "default %(default)s")
+    serve.add_argument("-v", "--verbose", action="count", default=0,
+                       help="log connection events (-v) and more (-vv)")
+
+    client = commands.add_parser(
+        "client", help="send lines from stdin to an echo server, print the "
+                       "echo",
+        description="Read lines from the terminal (or a pipe, until EOF), "
+                    "send each to the echo server and print what comes back.")
+    client.add_argument("--host", default=d.host,
+                        help="server address; default %(default)s")
+    client.add_argument("--port", type=_port, default=d.port,
+                        help="server port; default %(default)s")
+    return parser
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
     if args.command == "demo":
         from rawmux import demo
         return 0 if demo.run() else 1
+    if args.command == "serve":
+        from rawmux.echo import Config, serve
+        logging.basicConfig(
+            level=(logging.WARNING, logging.INFO, logging.DEBUG)[
+                min(args.verbose, 2)],
+            format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+        config = Config(host=args.host, port=args.port, backend=args.backend,
+                        workers=args.workers, max_conns=args.max_conns,
+                        buffer_cap=args.buffer_cap,
+                        idle_timeout=args.idle_timeout,
+                        accept_batch=args.accept_batch, grace=args.grace)
+        return serve(config)
+    if args.command == "client":
+        from rawmux.echo import client
+        try:
+            return client.run(args.host, args.port)
+        except OSError as exc:
+            print(f"rawmux client: {exc}", file=sys.stderr)
+            return 1
     return 2

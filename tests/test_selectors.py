@@ -9,7 +9,6 @@ missing -- some distributions split it out -- these tests skip and say so.
 
 import asyncio
 import hashlib
-import os
 import random
 import selectors as stdlib_selectors
 import socket

@@ -3,7 +3,6 @@ handler that raises stops it.  SIGALRM every 50 ms during a 300 ms wait on an
 fd that never becomes ready, for every mechanism and both APIs (and the
 stdlib, as the control)."""
 
-import os
 import select as stdlib
 import signal
 import time

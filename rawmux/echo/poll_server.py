@@ -1,0 +1,58 @@
+"""The echo server on poll(2): one ``struct pollfd`` per watched fd.
+
+Unlike select there is no FD_SETSIZE and no cost for a high fd number, but
+the whole array still goes into the kernel and back on every wait.  POLLHUP
+and POLLERR arrive whether asked for or not; both are handled as "readable":
+the read that follows returns EOF or the error.
+"""
+
+from rawmux._poll import PollArray
+from rawmux._rawmux import lib
+from rawmux.echo.server import ReadinessServer
+
+_IN, _OUT = lib.POLLIN, lib.POLLOUT
+_READABLE = lib.POLLIN | lib.POLLHUP | lib.POLLERR | lib.POLLNVAL
+
+
+class PollServer(ReadinessServer):
+    name = "poll"
+
+    def __init__(self, config, listener=None, out=None):
+        self.pa = PollArray(capacity=256)
+        super().__init__(config, listener, out)
+
+    def _watch(self, conn):
+        read = conn.reading and not conn.eof
+        self.pa.register(conn.fd, (_IN if read else 0)
+                         | (_OUT if conn.writing else 0))
+        conn.watched_read, conn.watched_write = read, conn.writing
+
+    def _watch_fd(self, fd, read):
+        if read:
+            self.pa.register(fd, _IN)
+        elif fd in self.pa:
+            self.pa.unregister(fd)
+
+    def _forget(self, fd):
+        if fd in self.pa:
+            self.pa.unregister(fd)
+
+    def _run_once(self, timeout):
+        pa = self.pa
+        n = pa.wait(int(timeout * 1000))
+        fds, events = pa.ready_fds, pa.ready_events
+        closed, conns = self._closed_now, self.conns
+        for i in range(n):
+            fd, ev = fds[i], events[i]
+            if fd in closed:
+                continue            # closed earlier in this iteration
+            conn = conns.get(fd)
+            if conn is not None:
+                if ev & _READABLE:
+                    self.on_readable(conn)
+                if ev & _OUT and fd not in closed:
+                    self.on_writable(conn)
+            elif fd == self.listen_fd:
+                self.on_acceptable()
+            elif fd == self._wake_r.fileno():
+                self.on_wakeup()

@@ -1,0 +1,484 @@
+"""What every echo server shares: listener, connections, limits, statistics.
+
+The backends (select_server, poll_server, epoll_server, threads_server) each
+drive their own mechanism; this module holds the parts that do not depend on
+the mechanism, once:
+
+* ``Config``: address, limits and timeouts, with safe defaults (127.0.0.1,
+  SO_REUSEADDR, SO_REUSEPORT only for several workers).
+* ``Stats``: what the summary prints at exit.
+* ``Connection``: one client's socket and its pending output.
+* ``ReadinessServer``: the echo logic for the event-driven backends.  A
+  backend supplies the mechanism -- ``_watch(conn)`` to tell the kernel (or
+  its own fd sets) what a connection waits for, ``_forget(fd)`` to drop an fd
+  before it is closed, and ``_run_once(timeout)`` to wait and dispatch.
+
+Rules every backend follows, and why:
+
+* Echo bytes in order; keep the unsent tail of a partial send and ask for
+  write readiness only while a tail is pending (otherwise a writable socket
+  wakes the loop on every iteration).
+* Backpressure: stop reading from a connection whose pending output reaches
+  ``buffer_cap`` (1 MiB); resume below a quarter of it.  A client that sends
+  and never reads then costs at most ``buffer_cap`` of memory, and is closed
+  once nothing has moved for ``idle_timeout`` seconds.
+* Half-close: EOF from the peer means "I am done sending"; finish echoing,
+  then shut down our side.  ECONNRESET/EPIPE close just that connection.
+* Remove an fd from the interest set *before* closing it (epoll keys on the
+  open file description; a stale entry outlives close()).  Events already
+  returned for an fd closed earlier in the same iteration are skipped: the
+  number may already belong to a new connection.
+* Accept at most ``accept_batch`` connections per wakeup.  On EMFILE/ENFILE,
+  drop the connection through a reserved fd (``FdReserve``): the listener
+  does not stay readable and spin.
+"""
+
+import dataclasses
+import errno
+import logging
+import os
+import signal
+import socket
+import sys
+import time
+
+log = logging.getLogger("rawmux.echo")
+
+READ_CHUNK = 65536
+
+
+@dataclasses.dataclass
+class Config:
+    host: str = "127.0.0.1"
+    port: int = 8093
+    backend: str = "epoll"
+    workers: int = 1
+    max_conns: int = 10000
+    buffer_cap: int = 1 << 20           # pending output per connection
+    idle_timeout: float = 300.0         # no progress either way: close
+    accept_batch: int = 64              # accepts per wakeup
+    grace: float = 2.0                  # flushing time at shutdown
+    backlog: int = 1024
+
+    def validate(self):
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} out of range 0-65535")
+        for name in ("workers", "max_conns", "buffer_cap", "accept_batch",
+                     "backlog"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name.replace('_', '-')} must be >= 1")
+        for name in ("idle_timeout", "grace"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name.replace('_', '-')} must be > 0")
+
+
+@dataclasses.dataclass
+class Stats:
+    accepted: int = 0
+    closed: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    resets: int = 0             # ECONNRESET / EPIPE
+    timeouts: int = 0           # closed by idle_timeout
+    refused: int = 0            # dropped: EMFILE/ENFILE, or fd >= FD_SETSIZE
+    errors: int = 0             # anything else
+
+    def summary(self, backend):
+        return (f"rawmux echo ({backend}): {self.accepted} connections "
+                f"accepted, {self.closed} closed, {self.bytes_in} bytes in, "
+                f"{self.bytes_out} bytes out; resets {self.resets}, idle "
+                f"timeouts {self.timeouts}, refused {self.refused}, errors "
+                f"{self.errors}")
+
+
+def listening_socket(config, reuse_port=False):
+    sock = socket.socket(socket.AF_INET6 if ":" in config.host
+                         else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((config.host, config.port))
+        sock.listen(config.backlog)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class FdReserve:
+    """One fd held back for the moment the process runs out (libuv's trick).
+
+    On EMFILE/ENFILE a pending connection cannot be accepted, so the
+    listener stays readable and a level-triggered loop spins.  ``drop()``
+    closes the reserve, accepts the connection on the freed number, closes
+    it at once and takes the reserve back: the client sees its connection
+    closed, and the backlog drains.
+    """
+
+    def __init__(self):
+        self.fd = None
+        self.take()
+
+    def take(self):
+        try:
+            self.fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            self.fd = None
+
+    def drop(self, listener):
+        """Accept one pending connection on the reserve and close it.
+        Returns whether one was dropped: False when there was no reserve to
+        free, or nothing pending (Linux reports EMFILE before it looks at
+        the backlog, so an exhausted process sees EMFILE even then)."""
+        if self.fd is None:
+            self.take()
+            return False
+        os.close(self.fd)
+        self.fd = None
+        try:
+            sock, _ = listener.accept()
+        except OSError:
+            return False
+        else:
+            sock.close()
+            return True
+        finally:
+            self.take()
+
+    def close(self):
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+class Connection:
+    __slots__ = ("sock", "fd", "out", "eof", "reading", "writing",
+                 "watched_read", "watched_write", "last_active", "peer")
+
+    def __init__(self, sock, peer, now):
+        self.sock = sock
+        self.fd = sock.fileno()
+        self.out = bytearray()      # received, not yet echoed
+        self.eof = False            # the peer has shut down its sending side
+        self.reading = True         # we want its input (no backpressure)
+        self.writing = False        # output is pending
+        self.watched_read = self.watched_write = None   # what the kernel has
+        self.last_active = now
+        self.peer = peer
+
+
+class ReadinessServer:
+    """The echo logic of the event-driven backends (see the module doc)."""
+
+    name = "?"
+
+    def __init__(self, config, listener=None, out=None):
+        config.validate()
+        self.config = config
+        self.stats = Stats()
+        self.conns = {}             # fd -> Connection
+        self.listener = listener or listening_socket(config)
+        self.listener.setblocking(False)
+        self.listen_fd = self.listener.fileno()
+        self.accepting = True
+        self.stopping = False
+        self.out = out or sys.stdout
+        self._buf = bytearray(READ_CHUNK)
+        self._view = memoryview(self._buf)
+        self._closed_now = set()    # fds closed in this iteration
+        self._reserve = FdReserve()
+        self._low_water = config.buffer_cap // 4
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
+
+    # ---- what a backend supplies ----------------------------------------
+
+    def _watch(self, conn):
+        """Make the mechanism wait for what conn wants now (conn.reading and
+        not conn.eof: input; conn.writing: output)."""
+        raise NotImplementedError
+
+    def _watch_fd(self, fd, read):
+        """Watch (or stop watching) a non-connection fd for input: the
+        listener, the wakeup socket."""
+        raise NotImplementedError
+
+    def _forget(self, fd):
+        """Remove fd from the mechanism; called before it is closed."""
+        raise NotImplementedError
+
+    def _run_once(self, timeout):
+        """Wait up to timeout seconds and dispatch what is ready."""
+        raise NotImplementedError
+
+    def _close_mechanism(self):
+        pass
+
+    # ---- the loop -----------------------------------------------------------
+
+    def serve_forever(self):
+        """Serve until SIGINT/SIGTERM, then flush, close and print the
+        summary."""
+        old_handlers = {sig: signal.signal(sig, self._on_signal)
+                        for sig in (signal.SIGINT, signal.SIGTERM)}
+        old_wakeup = signal.set_wakeup_fd(self._wake_w.fileno())
+        try:
+            self._watch_fd(self._wake_r.fileno(), True)
+            self._watch_fd(self.listen_fd, True)
+            host, port = self.listener.getsockname()[:2]
+            print(f"rawmux echo ({self.name}) listening on {host}:{port}",
+                  file=self.out, flush=True)
+            sweep_every = min(1.0, self.config.idle_timeout / 4)
+            next_sweep = time.monotonic() + sweep_every
+            while not self.stopping:
+                self._closed_now.clear()
+                self._run_once(sweep_every)
+                now = time.monotonic()
+                if now >= next_sweep:
+                    self._sweep(now)
+                    next_sweep = now + sweep_every
+            self._drain()
+        finally:
+            signal.set_wakeup_fd(old_wakeup)
+            for sig, handler in old_handlers.items():
+                signal.signal(sig, handler)
+            self.close()
+        print(self.stats.summary(self.name), file=self.out, flush=True)
+        return self.stats
+
+    def _on_signal(self, signum, frame):
+        self.stopping = True        # the wakeup fd interrupts the wait
+
+    def on_wakeup(self):
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _drain(self):
+        """Shutdown: stop accepting and reading, give pending output up to
+        ``grace`` seconds to leave, then close everything."""
+        log.info("%s: stopping; %d connections open", self.name,
+                 len(self.conns))
+        self._stop_accepting()
+        for conn in list(self.conns.values()):
+            conn.reading = False
+            if conn.out:
+                self._watch(conn)
+            else:
+                self._finish(conn)
+        deadline = time.monotonic() + self.config.grace
+        while self.conns and time.monotonic() < deadline:
+            self._closed_now.clear()
+            self._run_once(max(0.0, min(0.1, deadline - time.monotonic())))
+
+    def _stop_accepting(self):
+        if self.accepting:
+            self._watch_fd(self.listen_fd, False)
+            self.accepting = False
+
+    def _sweep(self, now):
+        limit = self.config.idle_timeout
+        for conn in list(self.conns.values()):
+            if now - conn.last_active > limit:
+                log.info("%s: fd %d idle for %.1fs, closing", self.name,
+                         conn.fd, now - conn.last_active)
+                self.stats.timeouts += 1
+                self.close_conn(conn)
+        if (not self.accepting and not self.stopping
+                and len(self.conns) < self.config.max_conns):
+            self._watch_fd(self.listen_fd, True)
+            self.accepting = True
+
+    def close(self):
+        for conn in list(self.conns.values()):
+            self.close_conn(conn)
+        if self.listener.fileno() >= 0:
+            if self.accepting:
+                self._forget(self.listen_fd)
+                self.accepting = False
+            self.listener.close()
+        if self._wake_r.fileno() >= 0:
+            self._forget(self._wake_r.fileno())
+            self._wake_r.close()
+            self._wake_w.close()
+        self._reserve.close()
+        self._close_mechanism()
+
+    # ---- accepting ----------------------------------------------------------
+
+    def on_acceptable(self, budget=None):
+        """Accept up to ``budget`` (accept_batch) connections.  Returns True
+        if the backlog may still hold more (the budget ran out)."""
+        budget = budget or self.config.accept_batch
+        for _ in range(budget):
+            if len(self.conns) >= self.config.max_conns:
+                # Leave the rest in the backlog; resume when one closes.
+                self._stop_accepting()
+                return False
+            try:
+                sock, peer = self.listener.accept()
+            except BlockingIOError:
+                return False
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    if self._refuse_without_fd():
+                        continue
+                    return False
+                raise
+            self._add_conn(sock, peer)
+        return True
+
+    def _refuse_without_fd(self):
+        """EMFILE/ENFILE: drop a pending connection through the reserve.
+        Returns whether to go on accepting in this batch."""
+        if self._reserve.drop(self.listener):
+            self.stats.refused += 1
+            log.warning("%s: out of file descriptors; dropped a connection",
+                        self.name)
+            return True
+        if self._reserve.fd is None:
+            self._stop_accepting()      # resumes when a connection closes
+        return False
+
+    def _add_conn(self, sock, peer):
+        sock.setblocking(False)
+        if not self._admit(sock):
+            sock.close()
+            self.stats.refused += 1
+            return
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        conn = Connection(sock, peer, time.monotonic())
+        self.conns[conn.fd] = conn
+        self.stats.accepted += 1
+        log.info("%s: fd %d connected from %s", self.name, conn.fd, peer)
+        self._watch(conn)
+
+    def _admit(self, sock):
+        """Whether the mechanism can watch this socket (select: fd <
+        FD_SETSIZE)."""
+        return True
+
+    # ---- data -------------------------------------------------------------
+
+    def on_readable(self, conn):
+        """Read what fits under the buffer cap, echo at once what the socket
+        takes, keep the rest.  Returns the number of bytes read (0 at EOF or
+        when nothing was there)."""
+        room = self.config.buffer_cap - len(conn.out)
+        if room <= 0:
+            return 0
+        view = self._view
+        try:
+            n = conn.sock.recv_into(view, min(room, READ_CHUNK))
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except (ConnectionResetError, BrokenPipeError):
+            self._reset(conn)
+            return 0
+        except OSError as exc:
+            self._error(conn, exc)
+            return 0
+        if n == 0:
+            conn.eof = True
+            log.info("%s: fd %d sent EOF", self.name, conn.fd)
+            if not conn.out:
+                self._finish(conn)
+            else:
+                self._watch(conn)
+            return 0
+        self.stats.bytes_in += n
+        conn.last_active = time.monotonic()
+        if conn.out:
+            conn.out += view[:n]
+        else:
+            try:
+                sent = conn.sock.send(view[:n])
+            except (BlockingIOError, InterruptedError):
+                sent = 0
+            except (ConnectionResetError, BrokenPipeError):
+                self._reset(conn)
+                return n
+            except OSError as exc:
+                self._error(conn, exc)
+                return n
+            self.stats.bytes_out += sent
+            if sent < n:
+                conn.out += view[sent:n]
+        self._update(conn)
+        return n
+
+    def on_writable(self, conn):
+        """Send what is pending.  Returns the number of bytes sent."""
+        if not conn.out:
+            self._update(conn)
+            return 0
+        try:
+            sent = conn.sock.send(conn.out)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except (ConnectionResetError, BrokenPipeError):
+            self._reset(conn)
+            return 0
+        except OSError as exc:
+            self._error(conn, exc)
+            return 0
+        del conn.out[:sent]
+        self.stats.bytes_out += sent
+        conn.last_active = time.monotonic()
+        if not conn.out and (conn.eof or self.stopping):
+            self._finish(conn)
+        else:
+            self._update(conn)
+        return sent
+
+    def _update(self, conn):
+        """Recompute what conn waits for (backpressure with hysteresis) and
+        tell the mechanism if it changed."""
+        pending = len(conn.out)
+        if conn.reading and pending >= self.config.buffer_cap:
+            conn.reading = False
+            log.info("%s: fd %d paused at %d bytes pending", self.name,
+                     conn.fd, pending)
+        elif not conn.reading and pending <= self._low_water \
+                and not self.stopping:
+            conn.reading = True
+        conn.writing = pending > 0
+        if (conn.watched_read != (conn.reading and not conn.eof)
+                or conn.watched_write != conn.writing):
+            self._watch(conn)
+
+    def _finish(self, conn):
+        """Everything echoed and the peer is done: shut down our side too."""
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+        self.close_conn(conn)
+
+    def _reset(self, conn):
+        self.stats.resets += 1
+        log.info("%s: fd %d reset by peer", self.name, conn.fd)
+        self.close_conn(conn)
+
+    def _error(self, conn, exc):
+        self.stats.errors += 1
+        log.warning("%s: fd %d: %s", self.name, conn.fd, exc)
+        self.close_conn(conn)
+
+    def close_conn(self, conn):
+        if self.conns.pop(conn.fd, None) is None:
+            return
+        self._forget(conn.fd)           # before close(): see the module doc
+        self._closed_now.add(conn.fd)
+        conn.sock.close()
+        self.stats.closed += 1
+        if not self.accepting and not self.stopping \
+                and len(self.conns) < self.config.max_conns:
+            self._watch_fd(self.listen_fd, True)
+            self.accepting = True

@@ -1,0 +1,145 @@
+"""The baseline: blocking I/O, one thread per connection.
+
+No readiness API at all: each connection's thread blocks in recv(), then in
+sendall() -- which is its backpressure: while the client does not read, the
+thread does not read either, so a connection holds at most one 64 KiB chunk.
+An idle connection is closed by the socket timeout.  The costs this design
+is compared on are a thread (stack, scheduling) per connection and a context
+switch per wakeup; the experiments measure them.
+"""
+
+import errno
+import logging
+import signal
+import socket
+import sys
+import threading
+import time
+
+from rawmux.echo.server import READ_CHUNK, FdReserve, Stats, listening_socket
+
+log = logging.getLogger("rawmux.echo")
+
+
+class ThreadsServer:
+    name = "threads"
+
+    def __init__(self, config, listener=None, out=None):
+        config.validate()
+        self.config = config
+        self.stats = Stats()
+        self.out = out or sys.stdout
+        self.listener = listener or listening_socket(config)
+        # Accept with a timeout, to notice a stop request in bounded time.
+        self.listener.settimeout(0.2)
+        self.stopping = False
+        self._lock = threading.Lock()       # guards stats and conns
+        self._conns = {}                    # socket -> thread
+        self._slots = threading.BoundedSemaphore(config.max_conns)
+        self._reserve = FdReserve()
+
+    def _count(self, **deltas):
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self.stats, name, getattr(self.stats, name) + delta)
+
+    def serve_forever(self):
+        old = {sig: signal.signal(sig, self._on_signal)
+               for sig in (signal.SIGINT, signal.SIGTERM)}
+        host, port = self.listener.getsockname()[:2]
+        print(f"rawmux echo ({self.name}) listening on {host}:{port}",
+              file=self.out, flush=True)
+        try:
+            while not self.stopping:
+                if not self._slots.acquire(timeout=0.2):
+                    continue                # at max-conns: wait for a slot
+                try:
+                    sock, peer = self.listener.accept()
+                except (socket.timeout, InterruptedError,
+                        ConnectionAbortedError):
+                    self._slots.release()
+                    continue
+                except OSError as exc:
+                    self._slots.release()
+                    if exc.errno in (errno.EMFILE, errno.ENFILE):
+                        if self._reserve.drop(self.listener):
+                            self._count(refused=1)
+                            log.warning("threads: out of file descriptors; "
+                                        "dropped a connection")
+                        else:
+                            time.sleep(0.05)    # nothing to drop: back off
+                        continue
+                    raise
+                self._start(sock, peer)
+            self._drain()
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            self.close()
+        print(self.stats.summary(self.name), file=self.out, flush=True)
+        return self.stats
+
+    def _on_signal(self, signum, frame):
+        self.stopping = True
+
+    def _start(self, sock, peer):
+        sock.settimeout(self.config.idle_timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        thread = threading.Thread(target=self._serve, args=(sock,),
+                                  name=f"echo-{sock.fileno()}", daemon=True)
+        with self._lock:
+            self._conns[sock] = thread
+            self.stats.accepted += 1
+        log.info("threads: fd %d connected from %s", sock.fileno(), peer)
+        thread.start()
+
+    def _serve(self, sock):
+        buf = bytearray(READ_CHUNK)
+        view = memoryview(buf)
+        try:
+            while True:
+                n = sock.recv_into(buf)
+                if n == 0:                  # half-close: all echoed already
+                    sock.shutdown(socket.SHUT_WR)
+                    break
+                self._count(bytes_in=n)
+                sock.sendall(view[:n])
+                self._count(bytes_out=n)
+        except socket.timeout:
+            self._count(timeouts=1)
+        except (ConnectionResetError, BrokenPipeError):
+            self._count(resets=1)
+        except OSError as exc:
+            if not self.stopping:
+                self._count(errors=1)
+                log.warning("threads: %s", exc)
+        finally:
+            with self._lock:
+                self._conns.pop(sock, None)
+                self.stats.closed += 1
+            sock.close()
+            self._slots.release()
+
+    def _drain(self):
+        """Stop: each thread finishes the chunk in hand; after the grace
+        period the sockets are shut down, which wakes blocked threads."""
+        deadline = time.monotonic() + self.config.grace
+        with self._lock:
+            threads = dict(self._conns)
+        for sock in threads:
+            try:
+                sock.shutdown(socket.SHUT_RD)   # recv() returns 0
+            except OSError:
+                pass
+        for sock, thread in threads.items():
+            thread.join(max(0.0, deadline - time.monotonic()))
+            if thread.is_alive():
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                thread.join(1.0)
+
+    def close(self):
+        self.listener.close()
+        self._reserve.close()

@@ -1,0 +1,397 @@
+"""The echo servers as real subprocesses on 127.0.0.1, every backend.
+
+Each test starts ``python -m rawmux serve --port 0``, reads the port from its
+first line, drives it with clients, and stops it with SIGTERM, which must end
+in exit status 0 and a summary.  Everything is bounded in time: sockets have
+timeouts, waits have deadlines.
+"""
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import random
+import re
+import resource
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+BACKENDS = ["select", "poll", "epoll", "epoll-et", "threads"]
+SUMMARY = re.compile(r"rawmux echo \(([\w-]+)\): (\d+) connections accepted, "
+                     r"(\d+) closed, (\d+) bytes in, (\d+) bytes out")
+
+
+class EchoProcess:
+    """A server subprocess; ``stop()`` sends SIGTERM and returns its
+    stdout."""
+
+    def __init__(self, backend, *options, limit_fds=None, cwd=None):
+        def preexec():
+            if limit_fds is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE,
+                                   (limit_fds, limit_fds))
+        self.backend = backend
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rawmux", "serve", "--backend", backend,
+             "--port", "0", *options],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
+            preexec_fn=preexec)
+        ready, _, _ = select.select([self.proc.stdout], [], [], 30)
+        line = self.proc.stdout.readline().decode() if ready else ""
+        match = re.search(r"listening on ([\d.]+):(\d+)", line)
+        if not match:
+            self.proc.kill()
+            out, err = self.proc.communicate(timeout=10)
+            raise AssertionError(f"server did not start: {line!r} {err!r}")
+        self.address = (match.group(1), int(match.group(2)))
+
+    def stop(self, timeout=20):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        out, err = self.proc.communicate(timeout=timeout)
+        assert self.proc.returncode == 0, err.decode()[-2000:]
+        return out.decode()
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.communicate(timeout=10)
+
+    def rss(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise AssertionError("no VmRSS")
+
+    def cpu_seconds(self):
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def echo_server(backend, *options, **kwargs):
+    server = EchoProcess(backend, *options, **kwargs)
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+def connect(address, timeout=20):
+    return socket.create_connection(address, timeout=timeout)
+
+
+def round_trip(address, payload):
+    """Send payload (while reading), half-close, read to EOF."""
+    with connect(address) as sock:
+        received = bytearray()
+
+        def reader():
+            while chunk := sock.recv(65536):
+                received.extend(chunk)
+        thread = threading.Thread(target=reader)
+        thread.start()
+        sock.sendall(payload)
+        sock.shutdown(socket.SHUT_WR)
+        thread.join(60)
+        assert not thread.is_alive()
+    return bytes(received)
+
+
+def summary_of(out):
+    match = SUMMARY.search(out)
+    assert match, out
+    return [int(g) for g in match.groups()[1:]]
+
+
+# ---- correctness under load ----------------------------------------------------
+
+async def many_clients(address, sizes):
+    async def one(size, seed):
+        payload = random.Random(seed).randbytes(size)
+        reader, writer = await asyncio.open_connection(*address)
+
+        async def send():
+            writer.write(payload)
+            await writer.drain()
+            writer.write_eof()
+        sender = asyncio.create_task(send())
+        received = await reader.read(-1)
+        await sender
+        writer.close()
+        await writer.wait_closed()
+        return hashlib.sha256(received).digest() == \
+            hashlib.sha256(payload).digest()
+
+    return await asyncio.wait_for(
+        asyncio.gather(*(one(size, i) for i, size in enumerate(sizes))), 180)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_200_concurrent_clients_random_sizes(backend):
+    rng = random.Random(200)
+    sizes = [rng.randint(1, 1 << 20) for _ in range(200)]
+    with echo_server(backend) as server:
+        results = asyncio.run(many_clients(server.address, sizes))
+        out = server.stop()
+    assert results == [True] * 200
+    accepted, closed, bytes_in, bytes_out = summary_of(out)
+    assert accepted == closed == 200
+    assert bytes_in == bytes_out == sum(sizes)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_slow_reader_and_fast_streamer(backend):
+    fast = random.Random(1).randbytes(8 << 20)
+    slow = random.Random(2).randbytes(256 << 10)
+    results = {}
+
+    def slow_client():
+        with connect(server.address) as sock:
+            sender = threading.Thread(target=lambda: (
+                sock.sendall(slow), sock.shutdown(socket.SHUT_WR)))
+            sender.start()
+            got = bytearray()
+            while chunk := sock.recv(4096):     # a few KiB per 10 ms
+                got += chunk
+                time.sleep(0.01)
+            sender.join(60)
+            results["slow"] = bytes(got)
+
+    with echo_server(backend) as server:
+        thread = threading.Thread(target=slow_client)
+        thread.start()
+        results["fast"] = round_trip(server.address, fast)
+        thread.join(120)
+        server.stop()
+    assert results["fast"] == fast
+    assert results["slow"] == slow
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_client_that_never_reads_costs_bounded_memory(backend):
+    with echo_server(backend, "--idle-timeout", "1") as server:
+        round_trip(server.address, b"warm up" * 1000)
+        rss_before = server.rss()
+        hog = connect(server.address, timeout=30)
+        hog.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        outcome = {}
+
+        def flood():
+            chunk = b"x" * (1 << 20)
+            sent = 0
+            try:
+                while sent < 50 << 20:
+                    hog.sendall(chunk)
+                    sent += len(chunk)
+                outcome["result"] = "sent everything"
+            except OSError as exc:      # reset/closed by the server
+                outcome["result"] = type(exc).__name__
+            outcome["sent"] = sent
+
+        flooder = threading.Thread(target=flood)
+        flooder.start()
+        # While the hog is stalled, others are served and memory stays put.
+        peak = rss_before
+        while flooder.is_alive():
+            peak = max(peak, server.rss())
+            assert round_trip(server.address, b"ping" * 100) == b"ping" * 100
+            flooder.join(0.05)
+        hog.close()
+        out = server.stop()
+    assert outcome["result"] != "sent everything", outcome
+    assert outcome["sent"] < 50 << 20
+    assert peak - rss_before < 16 << 20, (peak, rss_before)
+    assert "idle timeouts 1," in out, out
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reset_half_close_and_silent_clients(backend):
+    with echo_server(backend, "--idle-timeout", "1") as server:
+        silent = connect(server.address)
+        # RST in the middle of a transfer.
+        rst = connect(server.address)
+        rst.sendall(b"y" * (1 << 20))
+        rst.recv(1000)
+        rst.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                       struct.pack("ii", 1, 0))
+        rst.close()
+        # Half-close: everything sent before SHUT_WR comes back, then EOF.
+        payload = random.Random(3).randbytes(3 << 20)
+        assert round_trip(server.address, payload) == payload
+        # The silent client is closed after the idle timeout (EOF to it).
+        silent.settimeout(20)
+        assert silent.recv(10) == b""
+        silent.close()
+        assert round_trip(server.address, b"still here") == b"still here"
+        out = server.stop()
+    accepted, closed, _, _ = summary_of(out)
+    assert accepted == closed == 4
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_out_of_fds_neither_crashes_nor_spins(backend):
+    with echo_server(backend, limit_fds=48) as server:
+        clients = []
+        for _ in range(80):                 # more than the server has fds
+            clients.append(connect(server.address, timeout=5))
+        served = 0
+        for sock in clients:
+            try:
+                sock.sendall(b"hi")
+                if sock.recv(2) == b"hi":
+                    served += 1
+            except OSError:
+                pass
+        assert 10 < served < 80
+        # Saturated: pending connections, no fds.  The CPU must stay idle.
+        cpu0, t0 = server.cpu_seconds(), time.monotonic()
+        extra = [connect(server.address, timeout=5) for _ in range(20)]
+        while time.monotonic() - t0 < 1.0:
+            select.select([], [], [], 0.1)
+        busy = (server.cpu_seconds() - cpu0) / (time.monotonic() - t0)
+        assert busy < 0.3, f"server used {busy:.0%} of a CPU while saturated"
+        for sock in clients + extra:
+            sock.close()
+        # Once fds are free again, new clients are served.
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if round_trip(server.address, b"back") == b"back":
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline
+        server.stop()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_sigterm_under_load_exits_0_with_summary(backend):
+    stop = threading.Event()
+    errors = []
+    started = [threading.Event() for _ in range(20)]
+
+    def load(i):
+        try:
+            with connect(server.address) as sock:
+                while not stop.is_set():
+                    sock.sendall(b"z" * 4096)
+                    want = 4096
+                    while want:
+                        chunk = sock.recv(want)
+                        if not chunk:
+                            return          # the server closed us: fine
+                        want -= len(chunk)
+                    started[i].set()
+        except OSError:
+            pass
+        except Exception as exc:            # noqa: BLE001
+            errors.append(exc)
+        finally:
+            started[i].set()
+
+    with echo_server(backend, "--grace", "1") as server:
+        threads = [threading.Thread(target=load, args=(i,))
+                   for i in range(20)]
+        for t in threads:
+            t.start()
+        for event in started:               # every client has an echo back
+            assert event.wait(30)
+        out = server.stop(timeout=30)
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not errors
+    accepted, closed, bytes_in, bytes_out = summary_of(out)
+    assert accepted == closed == 20
+    assert bytes_in >= bytes_out > 0
+
+
+# ---- scale ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["epoll", "epoll-et"])
+def test_5000_idle_connections_and_20_active(backend):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = 2 * 5000 + 200
+    if hard != resource.RLIM_INFINITY and hard < need:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {need}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
+    try:
+        with echo_server(backend) as server:
+            idle = [connect(server.address) for _ in range(5000)]
+            try:
+                payloads = [random.Random(i).randbytes(256 << 10)
+                            for i in range(20)]
+                results = [None] * 20
+
+                def active(i):
+                    results[i] = round_trip(server.address, payloads[i])
+                threads = [threading.Thread(target=active, args=(i,))
+                           for i in range(20)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join(120)
+                assert results == payloads
+                # And every idle one is still served.
+                for sock in idle:
+                    sock.sendall(b"!")
+                for sock in idle:
+                    assert sock.recv(1) == b"!"
+            finally:
+                for sock in idle:
+                    sock.close()
+            out = server.stop()
+        accepted, _, _, _ = summary_of(out)
+        assert accepted == 5020
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+# ---- the line client and the CLI ---------------------------------------------------
+
+def test_line_client_with_piped_stdin():
+    with echo_server("epoll") as server:
+        run = subprocess.run(
+            [sys.executable, "-m", "rawmux", "client", "--port",
+             str(server.address[1])], input=b"one\ntwo lines\nthree",
+            capture_output=True, timeout=30)
+        server.stop()
+    assert run.returncode == 0, run.stderr
+    assert run.stdout == b"one\ntwo lines\nthree"
+
+
+def test_serve_help_documents_every_option():
+    run = subprocess.run([sys.executable, "-m", "rawmux", "serve", "--help"],
+                         capture_output=True, text=True, timeout=30)
+    assert run.returncode == 0
+    for option in ("--backend", "--host", "--port", "--workers",
+                   "--max-conns", "--buffer-cap", "--idle-timeout",
+                   "--accept-batch", "--grace", "--verbose"):
+        assert option in run.stdout
+    bad = subprocess.run([sys.executable, "-m", "rawmux", "serve",
+                          "--port", "70000"], capture_output=True, text=True,
+                         timeout=30)
+    assert bad.returncode == 2 and "0-65535" in bad.stderr
+
+
+def test_workers_share_the_port_with_reuseport():
+    with echo_server("epoll", "--workers", "2") as server:
+        for i in range(20):
+            assert round_trip(server.address, b"w%d" % i) == b"w%d" % i
+        out = server.stop()
+    # Two processes, each with its own summary; together they served all.
+    summaries = [summary_of(line) for line in out.splitlines()
+                 if SUMMARY.search(line)]
+    assert len(summaries) == 2
+    assert sum(accepted for accepted, _, _, _ in summaries) == 20
