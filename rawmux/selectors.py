@@ -110,6 +110,7 @@ class _Selector(BaseSelector):
         self._fd_to_key = {}
         self._map = _SelectorMapping(self)
         self._native = self._native_cls()
+        self._wait = self._native.wait
 
     def _fileobj_lookup(self, fileobj):
         """The fd of fileobj; for an object that no longer has one (closed),
@@ -171,6 +172,7 @@ class _Selector(BaseSelector):
         self._fd_to_key.clear()
         self._map = None
         native, self._native = self._native, None
+        self._wait = None
         if native is not None and hasattr(native, "close"):
             native.close()
 
@@ -216,10 +218,10 @@ class SelectSelector(_Selector):
             us = 0
         else:
             us = _timeout_units(timeout, 1000000)
-        native = self._native
-        n = native.wait(us)
+        n = self._wait(us)
         if not n:
             return []
+        native = self._native
         ready = []
         fds, bits = native.ready_fds, native.ready_events
         key_of = self._fd_to_key.get
@@ -248,17 +250,16 @@ class _PollLikeSelector(_Selector):
             ms = 0
         else:
             ms = _timeout_units(timeout, 1000)
-        native = self._native
-        n = native.wait(ms)
+        n = self._wait(ms)
         if not n:
             return []
         # Anything but "writable" counts as readable and anything but
         # "readable" as writable (HUP, ERR, NVAL make both true), as the
         # stdlib has it.  (POLLIN == EPOLLIN and POLLOUT == EPOLLOUT.)
+        native = self._native
         fds, revents = native.ready_fds, native.ready_events
-        key_of = self._fd_to_key.get
         if n == 1:              # the common case, without the loop
-            key = key_of(fds[0])
+            key = self._fd_to_key.get(fds[0])
             if not key:
                 return []
             ev = revents[0]
@@ -266,6 +267,7 @@ class _PollLikeSelector(_Selector):
                            | (_EVENT_READ if ev & _NOT_OUT else 0))
                      & key.events)]
         ready = []
+        key_of = self._fd_to_key.get
         for fd, ev in zip(fds[:n], revents[:n]):
             key = key_of(fd)
             if key:

@@ -25,6 +25,9 @@ import time
 import pytest
 
 BACKENDS = ["select", "poll", "epoll", "epoll-et", "threads"]
+# Subprocesses run from here: "-m" puts the cwd first on sys.path, and the
+# source tree's rawmux/ has no compiled extension (the installed one has).
+HERE = os.path.dirname(os.path.abspath(__file__))
 SUMMARY = re.compile(r"rawmux echo \(([\w-]+)\): (\d+) connections accepted, "
                      r"(\d+) closed, (\d+) bytes in, (\d+) bytes out")
 
@@ -33,7 +36,7 @@ class EchoProcess:
     """A server subprocess; ``stop()`` sends SIGTERM and returns its
     stdout."""
 
-    def __init__(self, backend, *options, limit_fds=None, cwd=None):
+    def __init__(self, backend, *options, limit_fds=None, cwd=HERE):
         def preexec():
             if limit_fds is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE,
@@ -365,7 +368,7 @@ def test_line_client_with_piped_stdin():
         run = subprocess.run(
             [sys.executable, "-m", "rawmux", "client", "--port",
              str(server.address[1])], input=b"one\ntwo lines\nthree",
-            capture_output=True, timeout=30)
+            capture_output=True, timeout=30, cwd=HERE)
         server.stop()
     assert run.returncode == 0, run.stderr
     assert run.stdout == b"one\ntwo lines\nthree"
@@ -373,7 +376,7 @@ def test_line_client_with_piped_stdin():
 
 def test_serve_help_documents_every_option():
     run = subprocess.run([sys.executable, "-m", "rawmux", "serve", "--help"],
-                         capture_output=True, text=True, timeout=30)
+                         capture_output=True, text=True, timeout=30, cwd=HERE)
     assert run.returncode == 0
     for option in ("--backend", "--host", "--port", "--workers",
                    "--max-conns", "--buffer-cap", "--idle-timeout",
@@ -381,7 +384,7 @@ def test_serve_help_documents_every_option():
         assert option in run.stdout
     bad = subprocess.run([sys.executable, "-m", "rawmux", "serve",
                           "--port", "70000"], capture_output=True, text=True,
-                         timeout=30)
+                         timeout=30, cwd=HERE)
     assert bad.returncode == 2 and "0-65535" in bad.stderr
 
 
@@ -395,3 +398,51 @@ def test_workers_share_the_port_with_reuseport():
                  if SUMMARY.search(line)]
     assert len(summaries) == 2
     assert sum(accepted for accepted, _, _, _ in summaries) == 20
+
+
+def test_select_refuses_fds_above_fd_setsize():
+    """Connections whose fd would not fit in an fd_set are closed, counted
+    and logged; the server goes on serving the others."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 2400:
+        pytest.skip(f"RLIMIT_NOFILE soft limit {soft} < 2400")
+    with echo_server("select") as server:
+        clients = [connect(server.address) for _ in range(1100)]
+        try:
+            served = refused = 0
+            for sock in clients:
+                sock.sendall(b"?")
+                try:
+                    reply = sock.recv(1)
+                except ConnectionResetError:
+                    reply = b""
+                if reply == b"?":
+                    served += 1
+                else:
+                    refused += 1
+        finally:
+            for sock in clients:
+                sock.close()
+        assert round_trip(server.address, b"after") == b"after"
+        out = server.stop()
+    assert served > 900 and refused > 50
+    assert f"refused {refused}," in out
+
+
+def test_max_conns_leaves_the_rest_in_the_backlog():
+    with echo_server("epoll", "--max-conns", "2") as server:
+        first, second = connect(server.address), connect(server.address)
+        for sock in (first, second):
+            sock.sendall(b"1")
+            assert sock.recv(1) == b"1"
+        third = connect(server.address)     # completes in the backlog
+        third.sendall(b"3")
+        third.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            third.recv(1)                   # not accepted yet
+        first.close()
+        third.settimeout(20)
+        assert third.recv(1) == b"3"        # accepted once a slot freed
+        second.close()
+        third.close()
+        server.stop()
