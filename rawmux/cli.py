@@ -89,6 +89,17 @@ def _parser():
                         help="server address; default %(default)s")
     client.add_argument("--port", type=_port, default=d.port,
                         help="server port; default %(default)s")
+
+    from rawmux.bench import runner
+    bench = commands.add_parser(
+        "bench", help="echo throughput, latency and server CPU per message: "
+                      "rawmux against the stdlib, asyncio, uvloop and C",
+        description="Start each echo server in turn, load it with a C load "
+                    "generator on another CPU, and report medians across "
+                    "rounds: messages/s, MiB/s, round-trip percentiles, and "
+                    "server CPU microseconds per message with ratios to the "
+                    "C floor and to uvloop.")
+    runner.add_arguments(bench)
     return parser
 
 
@@ -109,6 +120,9 @@ def main(argv=None):
                         idle_timeout=args.idle_timeout,
                         accept_batch=args.accept_batch, grace=args.grace)
         return serve(config)
+    if args.command == "bench":
+        from rawmux.bench import runner
+        return runner.main(args)
     if args.command == "client":
         from rawmux.echo import client
         try:

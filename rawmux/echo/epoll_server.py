@@ -18,10 +18,11 @@ lifts: its data is already in the socket, and no new edge will announce it.
 
 from rawmux._epoll import Epoll
 from rawmux._rawmux import lib
-from rawmux.echo.server import ReadinessServer
+from rawmux.echo.server import DONE, SHORT, ReadinessServer
 
 _IN, _OUT = lib.EPOLLIN, lib.EPOLLOUT
 _READABLE = lib.EPOLLIN | lib.EPOLLHUP | lib.EPOLLERR | lib.EPOLLRDHUP
+_HANGUP = lib.EPOLLRDHUP | lib.EPOLLHUP | lib.EPOLLERR
 _ET_MASK = lib.EPOLLIN | lib.EPOLLOUT | lib.EPOLLRDHUP | lib.EPOLLET
 _BUDGET = 16        # 64 KiB reads per connection per wakeup, edge-triggered
 
@@ -106,18 +107,24 @@ class EpollETServer(EpollServer):
         self._again.discard(fd)
         super()._forget(fd)
 
-    def _serve_input(self, conn):
+    def _serve_input(self, conn, to_eof):
+        """Read until the socket is drained.  A short read drains it -- data
+        arriving later makes a new edge -- unless the peer's FIN is queued
+        too (to_eof: the event said EPOLLRDHUP/HUP/ERR), which only another
+        read reports."""
         for _ in range(_BUDGET):
             if not conn.reading or conn.eof or conn.fd in self._closed_now:
                 return
-            if not self.on_readable(conn):
-                return              # EAGAIN, EOF, or paused: edge consumed
+            found = self.on_readable(conn)
+            if found == DONE or (found == SHORT and not to_eof):
+                return
         self._again.add(conn.fd)    # budget spent, input may remain
 
     def _serve_output(self, conn):
-        while conn.out and conn.fd not in self._closed_now:
-            if not self.on_writable(conn):
-                return              # EAGAIN: the next EPOLLOUT edge resumes
+        # One send: if it was short, the socket is full and the next
+        # EPOLLOUT edge brings us back.
+        if conn.out and conn.fd not in self._closed_now:
+            self.on_writable(conn)
 
     def _run_once(self, timeout):
         again, self._again = self._again, set()
@@ -133,7 +140,7 @@ class EpollETServer(EpollServer):
             conn = conns.get(fd)
             if conn is not None:
                 if ev & _READABLE:
-                    self._serve_input(conn)
+                    self._serve_input(conn, ev & _HANGUP)
                 if ev & _OUT:
                     self._serve_output(conn)
             elif fd == self.listen_fd:
@@ -146,7 +153,7 @@ class EpollETServer(EpollServer):
                 continue
             conn = conns.get(fd)
             if conn is not None:
-                self._serve_input(conn)
+                self._serve_input(conn, True)
                 self._serve_output(conn)
             elif fd == self.listen_fd and self.accepting:
                 if self.on_acceptable():

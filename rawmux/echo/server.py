@@ -46,6 +46,13 @@ log = logging.getLogger("rawmux.echo")
 
 READ_CHUNK = 65536
 
+# What on_readable() found, for the edge-triggered loop that must know when
+# to stop reading: DONE (EAGAIN, EOF, an error, or the buffer is full),
+# SHORT (less than asked for: the socket was drained, though an EOF may
+# still be queued behind the data), FULL (as much as asked for: more may be
+# waiting).  Each is falsy only when reading is over.
+DONE, SHORT, FULL = 0, 1, 2
+
 
 @dataclasses.dataclass
 class Config:
@@ -188,7 +195,9 @@ class ReadinessServer:
         self._view = memoryview(self._buf)
         self._closed_now = set()    # fds closed in this iteration
         self._reserve = FdReserve()
+        self._cap = config.buffer_cap
         self._low_water = config.buffer_cap // 4
+        self.now = time.monotonic()    # read once per loop iteration
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
@@ -235,7 +244,7 @@ class ReadinessServer:
             while not self.stopping:
                 self._closed_now.clear()
                 self._run_once(sweep_every)
-                now = time.monotonic()
+                self.now = now = time.monotonic()
                 if now >= next_sweep:
                     self._sweep(now)
                     next_sweep = now + sweep_every
@@ -271,9 +280,10 @@ class ReadinessServer:
             else:
                 self._finish(conn)
         deadline = time.monotonic() + self.config.grace
-        while self.conns and time.monotonic() < deadline:
+        while self.conns and self.now < deadline:
             self._closed_now.clear()
-            self._run_once(max(0.0, min(0.1, deadline - time.monotonic())))
+            self._run_once(max(0.0, min(0.1, deadline - self.now)))
+            self.now = time.monotonic()
 
     def _stop_accepting(self):
         if self.accepting:
@@ -353,7 +363,7 @@ class ReadinessServer:
             self.stats.refused += 1
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn = Connection(sock, peer, time.monotonic())
+        conn = Connection(sock, peer, self.now)
         self.conns[conn.fd] = conn
         self.stats.accepted += 1
         log.info("%s: fd %d connected from %s", self.name, conn.fd, peer)
@@ -368,22 +378,23 @@ class ReadinessServer:
 
     def on_readable(self, conn):
         """Read what fits under the buffer cap, echo at once what the socket
-        takes, keep the rest.  Returns the number of bytes read (0 at EOF or
-        when nothing was there)."""
-        room = self.config.buffer_cap - len(conn.out)
+        takes, keep the rest.  Returns DONE, SHORT or FULL."""
+        room = self._cap - len(conn.out)
         if room <= 0:
-            return 0
+            return DONE
+        if room > READ_CHUNK:
+            room = READ_CHUNK
         view = self._view
         try:
-            n = conn.sock.recv_into(view, min(room, READ_CHUNK))
+            n = conn.sock.recv_into(view, room)
         except (BlockingIOError, InterruptedError):
-            return 0
+            return DONE
         except (ConnectionResetError, BrokenPipeError):
             self._reset(conn)
-            return 0
+            return DONE
         except OSError as exc:
             self._error(conn, exc)
-            return 0
+            return DONE
         if n == 0:
             conn.eof = True
             log.info("%s: fd %d sent EOF", self.name, conn.fd)
@@ -391,9 +402,10 @@ class ReadinessServer:
                 self._finish(conn)
             else:
                 self._watch(conn)
-            return 0
-        self.stats.bytes_in += n
-        conn.last_active = time.monotonic()
+            return DONE
+        stats = self.stats
+        stats.bytes_in += n
+        conn.last_active = self.now
         if conn.out:
             conn.out += view[:n]
         else:
@@ -403,45 +415,47 @@ class ReadinessServer:
                 sent = 0
             except (ConnectionResetError, BrokenPipeError):
                 self._reset(conn)
-                return n
+                return DONE
             except OSError as exc:
                 self._error(conn, exc)
-                return n
-            self.stats.bytes_out += sent
+                return DONE
+            stats.bytes_out += sent
+            if sent == n and conn.watched_read and not conn.watched_write:
+                return FULL if n == room else SHORT  # all echoed, no change
             if sent < n:
                 conn.out += view[sent:n]
         self._update(conn)
-        return n
+        return FULL if n == room else SHORT
 
     def on_writable(self, conn):
-        """Send what is pending.  Returns the number of bytes sent."""
+        """Send what is pending.  Returns True if all of it left."""
         if not conn.out:
             self._update(conn)
-            return 0
+            return True
         try:
             sent = conn.sock.send(conn.out)
         except (BlockingIOError, InterruptedError):
-            return 0
+            return False
         except (ConnectionResetError, BrokenPipeError):
             self._reset(conn)
-            return 0
+            return False
         except OSError as exc:
             self._error(conn, exc)
-            return 0
+            return False
         del conn.out[:sent]
         self.stats.bytes_out += sent
-        conn.last_active = time.monotonic()
+        conn.last_active = self.now
         if not conn.out and (conn.eof or self.stopping):
             self._finish(conn)
         else:
             self._update(conn)
-        return sent
+        return not conn.out
 
     def _update(self, conn):
         """Recompute what conn waits for (backpressure with hysteresis) and
         tell the mechanism if it changed."""
         pending = len(conn.out)
-        if conn.reading and pending >= self.config.buffer_cap:
+        if conn.reading and pending >= self._cap:
             conn.reading = False
             log.info("%s: fd %d paused at %d bytes pending", self.name,
                      conn.fd, pending)

@@ -1,0 +1,202 @@
+/*
+ * loadgen.c -- the echo load generator of ``python -m rawmux bench``.
+ *
+ * Written in C so that the client is never the bottleneck: it must be able
+ * to saturate the C floor server, whose per-message cost is the smallest.
+ *
+ *   loadgen HOST PORT CONNS SIZE MODE WINDOW WARMUP_S SECONDS
+ *
+ * MODE "pingpong": each connection has one SIZE-byte message in flight and
+ * sends the next when the echo is complete (round-trip latency).  MODE
+ * "stream": up to WINDOW messages in flight per connection (throughput).
+ * Each connection sends one continuous byte stream whose byte at offset j
+ * is (j * 7 + c) mod 251 for connection c: every echoed byte is checked.
+ *
+ * After WARMUP_S seconds it prints "measuring" (the caller samples the
+ * server's CPU time then), measures for SECONDS, and prints one JSON line:
+ * messages, bytes, seconds, latency percentiles in microseconds, errors.
+ * Exit status 0, or 1 when a byte came back wrong or a connection failed.
+ */
+#define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+struct conn {
+    int fd, id;
+    uint64_t sent, received;        /* stream offsets */
+    uint64_t msg_start_ns;          /* ping-pong: when the message left */
+    int want_out;
+};
+
+static uint64_t now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static unsigned char pattern(uint64_t offset, int id)
+{
+    return (unsigned char)((offset * 7 + (uint64_t)id) % 251);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int main(int argc, char **argv)
+{
+    static unsigned char out[1 << 20], in[1 << 16];
+    struct epoll_event events[1024];
+    struct sockaddr_in addr = { 0 };
+    struct conn *conns;
+    uint64_t *lat, nlat = 0, cap_lat = 1 << 22;
+    uint64_t messages = 0, bytes = 0, t_measure, t_end, t_start;
+    int nconns, size, window, pingpong, ep, i, one = 1, errors = 0;
+    int measuring = 0;
+    double warmup, seconds;
+
+    if (argc != 9) {
+        fprintf(stderr, "usage: loadgen HOST PORT CONNS SIZE "
+                        "pingpong|stream WINDOW WARMUP_S SECONDS\n");
+        return 2;
+    }
+    addr.sin_family = AF_INET;
+    inet_pton(AF_INET, argv[1], &addr.sin_addr);
+    addr.sin_port = htons((uint16_t)atoi(argv[2]));
+    nconns = atoi(argv[3]);
+    size = atoi(argv[4]);
+    pingpong = strcmp(argv[5], "pingpong") == 0;
+    window = pingpong ? 1 : atoi(argv[6]);
+    warmup = atof(argv[7]);
+    seconds = atof(argv[8]);
+    if (nconns < 1 || size < 1 || size > (int)sizeof out || window < 1) {
+        fprintf(stderr, "loadgen: bad arguments\n");
+        return 2;
+    }
+    conns = calloc((size_t)nconns, sizeof *conns);
+    lat = malloc(cap_lat * sizeof *lat);
+    ep = epoll_create1(0);
+    for (i = 0; i < nconns; i++) {
+        struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT };
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
+            perror("loadgen: connect");
+            return 1;
+        }
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        conns[i].fd = fd;
+        conns[i].id = i;
+        conns[i].want_out = 1;
+        ev.data.ptr = &conns[i];
+        epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
+    }
+    t_start = now_ns();
+    t_measure = t_start + (uint64_t)(warmup * 1e9);
+    t_end = t_measure + (uint64_t)(seconds * 1e9);
+    for (;;) {
+        uint64_t now = now_ns();
+        int n;
+        if (!measuring && now >= t_measure) {
+            measuring = 1;
+            messages = bytes = 0;
+            nlat = 0;
+            printf("measuring\n");
+            fflush(stdout);
+            now = t_measure = now_ns();
+            t_end = t_measure + (uint64_t)(seconds * 1e9);
+        }
+        if (measuring && now >= t_end)
+            break;
+        n = epoll_wait(ep, events, 1024, 100);
+        for (i = 0; i < n; i++) {
+            struct conn *c = events[i].data.ptr;
+            uint64_t limit = (c->received / (uint64_t)size + (uint64_t)window)
+                             * (uint64_t)size;
+            if (events[i].events & EPOLLOUT && c->sent < limit) {
+                size_t want = (size_t)(limit - c->sent), k;
+                ssize_t s;
+                if (want > sizeof out)
+                    want = sizeof out;
+                for (k = 0; k < want; k++)
+                    out[k] = pattern(c->sent + k, c->id);
+                if (pingpong && c->sent % (uint64_t)size == 0)
+                    c->msg_start_ns = now_ns();
+                s = send(c->fd, out, want, MSG_NOSIGNAL | MSG_DONTWAIT);
+                if (s < 0 && errno != EAGAIN) {
+                    perror("loadgen: send");
+                    return 1;
+                }
+                if (s > 0)
+                    c->sent += (uint64_t)s;
+            }
+            if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+                ssize_t r = recv(c->fd, in, sizeof in, MSG_DONTWAIT);
+                ssize_t k;
+                if (r == 0 || (r < 0 && errno != EAGAIN)) {
+                    fprintf(stderr, "loadgen: connection %d lost\n", c->id);
+                    return 1;
+                }
+                for (k = 0; k < r; k++) {
+                    if (in[k] != pattern(c->received + (uint64_t)k, c->id))
+                        errors++;
+                }
+                if (errors) {
+                    fprintf(stderr, "loadgen: wrong byte echoed\n");
+                    return 1;
+                }
+                if (r > 0) {
+                    uint64_t before = c->received / (uint64_t)size;
+                    c->received += (uint64_t)r;
+                    uint64_t done = c->received / (uint64_t)size - before;
+                    if (measuring) {
+                        messages += done;
+                        bytes += (uint64_t)r;
+                    }
+                    if (pingpong && done && measuring && nlat < cap_lat)
+                        lat[nlat++] = now_ns() - c->msg_start_ns;
+                }
+            }
+            /* Ask for EPOLLOUT only while there is something to send. */
+            {
+                uint64_t lim = (c->received / (uint64_t)size
+                                + (uint64_t)window) * (uint64_t)size;
+                int want_out = c->sent < lim;
+                if (want_out != c->want_out) {
+                    struct epoll_event ev;
+                    ev.events = EPOLLIN | (want_out ? EPOLLOUT : 0);
+                    ev.data.ptr = c;
+                    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+                    c->want_out = want_out;
+                }
+            }
+        }
+    }
+    {
+        double secs = (double)(now_ns() - t_measure) / 1e9;
+        double p50 = 0, p99 = 0, max = 0;
+        if (nlat) {
+            qsort(lat, nlat, sizeof *lat, cmp_u64);
+            p50 = (double)lat[nlat / 2] / 1e3;
+            p99 = (double)lat[(nlat * 99) / 100] / 1e3;
+            max = (double)lat[nlat - 1] / 1e3;
+        }
+        printf("{\"messages\": %llu, \"bytes\": %llu, \"seconds\": %.6f, "
+               "\"p50_us\": %.1f, \"p99_us\": %.1f, \"max_us\": %.1f, "
+               "\"errors\": %d}\n", (unsigned long long)messages,
+               (unsigned long long)bytes, secs, p50, p99, max, errors);
+    }
+    return 0;
+}

@@ -1,0 +1,349 @@
+"""The bench itself: build the C parts, run the rounds, report."""
+
+import dataclasses
+import json
+import os
+import re
+import select
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+import rawmux
+
+# name -> how to start it; "{floor}" is the compiled C floor server.
+CONTENDERS = {
+    "c-floor": ["{floor}", "0"],
+    "rawmux-epoll": ["-m", "rawmux", "serve", "--backend", "epoll"],
+    "rawmux-epoll-et": ["-m", "rawmux", "serve", "--backend", "epoll-et"],
+    "rawmux-poll": ["-m", "rawmux", "serve", "--backend", "poll"],
+    "rawmux-select": ["-m", "rawmux", "serve", "--backend", "select"],
+    "rawmux-threads": ["-m", "rawmux", "serve", "--backend", "threads"],
+    "stdlib-selectors": ["-m", "rawmux.bench.contenders", "selectors"],
+    "asyncio-streams": ["-m", "rawmux.bench.contenders", "asyncio-streams"],
+    "asyncio-protocol": ["-m", "rawmux.bench.contenders", "asyncio-protocol"],
+    "uvloop-protocol": ["-m", "rawmux.bench.contenders", "uvloop-protocol"],
+}
+RAWMUX_SERVE_OPTIONS = ["--port", "0", "--max-conns", "100000"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+    conns: int
+    size: int
+    mode: str                   # "pingpong" or "stream"
+    window: int = 8             # messages in flight per connection (stream)
+
+    def label(self):
+        size = f"{self.size // 1024}KiB" if self.size >= 1024 else \
+            f"{self.size}B"
+        return f"{self.mode} {self.conns}c {size}"
+
+
+# ---- building the C parts ------------------------------------------------------
+
+def c_sources():
+    """Where benchmarks/c is: beside the package in a source checkout, or
+    installed as data (share/rawmux/c)."""
+    package = os.path.dirname(os.path.abspath(rawmux.__file__))
+    for candidate in (os.path.join(os.path.dirname(package), "benchmarks",
+                                   "c"),
+                      os.path.join(sys.prefix, "share", "rawmux", "c"),
+                      os.path.join(os.getcwd(), "benchmarks", "c")):
+        if os.path.exists(os.path.join(candidate, "loadgen.c")):
+            return candidate
+    raise FileNotFoundError("benchmarks/c (loadgen.c, echo_floor.c) not "
+                            "found beside the package nor in share/rawmux/c")
+
+
+def build(directory):
+    """Compile loadgen and echo_floor into directory; return their paths."""
+    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        raise RuntimeError("the bench needs a C compiler (cc or gcc)")
+    source = c_sources()
+    built = {}
+    for name in ("loadgen", "echo_floor"):
+        exe = os.path.join(directory, name)
+        subprocess.run([cc, "-O2", "-o", exe,
+                        os.path.join(source, name + ".c")], check=True)
+        built[name] = exe
+    return built
+
+
+# ---- one measurement --------------------------------------------------------------
+
+def _pin(cpu):
+    def pin():
+        if cpu is not None:
+            os.sched_setaffinity(0, {cpu})
+    return pin
+
+
+def _cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _readline(pipe, timeout):
+    """One line from a child's pipe, byte by byte from the raw fd (a
+    buffered readline could swallow what comes after it), within timeout."""
+    fd, line = pipe.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        byte = os.read(fd, 1)
+        if not byte:
+            break
+        line += byte
+    return line.decode(errors="replace")
+
+
+def measure(contender, case, built, warmup, seconds, cpus=(0, 1)):
+    """Start the contender, load it, stop it.  Returns a result dict, or one
+    with "error" when the run failed."""
+    argv = [a.format(floor=built["echo_floor"])
+            for a in CONTENDERS[contender]]
+    if argv[0] != built["echo_floor"]:
+        argv = [sys.executable] + argv
+    if contender.startswith("rawmux-"):
+        argv += RAWMUX_SERVE_OPTIONS
+    server = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL,
+                              preexec_fn=_pin(cpus[0]), cwd=tempfile.gettempdir())
+    result = {"contender": contender, **dataclasses.asdict(case)}
+    try:
+        line = _readline(server.stdout, 30)
+        match = re.search(r"listening on ([\d.]+):(\d+)", line)
+        if not match:
+            return {**result, "error": f"server did not start: {line!r}"}
+        load = subprocess.Popen(
+            [built["loadgen"], match.group(1), match.group(2),
+             str(case.conns), str(case.size), case.mode, str(case.window),
+             str(warmup), str(seconds)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            preexec_fn=_pin(cpus[1]))
+        try:
+            if _readline(load.stdout, warmup + 60).strip() != "measuring":
+                load.kill()
+                err = load.communicate(timeout=10)[1].decode().strip()
+                return {**result, "error": err or "load generator failed"}
+            cpu0 = _cpu_seconds(server.pid)
+            line = _readline(load.stdout, seconds + 60)
+            cpu1 = _cpu_seconds(server.pid)
+            load.wait(timeout=30)
+        finally:
+            if load.poll() is None:
+                load.kill()
+                load.wait(timeout=10)
+        if load.returncode != 0 or not line:
+            err = load.stderr.read().decode().strip()
+            return {**result, "error": err or "load generator failed"}
+        stats = json.loads(line)
+        messages = max(stats["messages"], 1)
+        return {**result, **stats,
+                "msgs_per_s": stats["messages"] / stats["seconds"],
+                "mib_per_s": stats["bytes"] / stats["seconds"] / 2**20,
+                "cpu_us_per_msg": (cpu1 - cpu0) / messages * 1e6}
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+        try:
+            server.communicate(timeout=15)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.communicate(timeout=10)
+
+
+# ---- rounds and the report ---------------------------------------------------------
+
+def available(contenders):
+    """The contenders that can run here: uvloop only with uvloop installed."""
+    names = []
+    for name in contenders:
+        if name == "uvloop-protocol":
+            try:
+                import uvloop   # noqa: F401
+            except ImportError:
+                continue
+        names.append(name)
+    return names
+
+
+def run(cases, contenders, rounds=3, warmup=0.5, seconds=2.0,
+        progress=None):
+    """Every (case, contender) measured once per round, contenders rotating
+    their order each round.  Returns the list of raw results."""
+    cpus = (0, 1) if len(os.sched_getaffinity(0)) >= 2 else (None, None)
+    total = rounds * len(cases) * len(contenders)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        built = build(tmp)
+        done = 0
+        for r in range(rounds):
+            for case in cases:
+                shift = r % len(contenders)
+                for name in contenders[shift:] + contenders[:shift]:
+                    if progress:
+                        progress(done, total, f"{name} {case.label()}")
+                    result = measure(name, case, built, warmup, seconds,
+                                     cpus)
+                    results.append({**result, "round": r})
+                    done += 1
+        if progress:
+            progress(done, total, "done")
+    return results
+
+
+def medians(results):
+    """{(case label, contender): {metric: median}} over the rounds."""
+    grouped = {}
+    for res in results:
+        case = Case(res["conns"], res["size"], res["mode"], res["window"])
+        grouped.setdefault((case.label(), res["contender"]), []).append(res)
+    out = {}
+    for key, runs in grouped.items():
+        ok = [r for r in runs if "error" not in r]
+        if not ok:
+            out[key] = {"error": runs[0]["error"]}
+            continue
+        out[key] = {m: statistics.median(r[m] for r in ok)
+                    for m in ("msgs_per_s", "mib_per_s", "p50_us", "p99_us",
+                              "max_us", "cpu_us_per_msg")}
+        out[key]["rounds"] = len(ok)
+    return out
+
+
+def table(results, contenders):
+    med = medians(results)
+    labels = list(dict.fromkeys(label for label, _ in med))
+    lines = []
+    for label in labels:
+        pingpong = label.startswith("pingpong")
+        floor = med.get((label, "c-floor"), {}).get("cpu_us_per_msg")
+        uv = med.get((label, "uvloop-protocol"), {}).get("cpu_us_per_msg")
+        lines.append(f"\n{label}")
+        lines.append(f"  {'contender':18} {'msg/s':>9} {'MiB/s':>7} "
+                     + (f"{'p50 us':>8} {'p99 us':>8} {'max us':>8} "
+                        if pingpong else "")
+                     + f"{'CPU us/msg':>10} {'/floor':>7} {'/uvloop':>7}")
+        for name in contenders:
+            m = med.get((label, name))
+            if m is None:
+                continue
+            if "error" in m:
+                lines.append(f"  {name:18} failed: {m['error'][:60]}")
+                continue
+            cpu = m["cpu_us_per_msg"]
+            lines.append(
+                f"  {name:18} {m['msgs_per_s']:>9.0f} {m['mib_per_s']:>7.1f} "
+                + (f"{m['p50_us']:>8.0f} {m['p99_us']:>8.0f} "
+                   f"{m['max_us']:>8.0f} " if pingpong else "")
+                + f"{cpu:>10.2f} "
+                + (f"{cpu / floor:>7.2f} " if floor else f"{'-':>7} ")
+                + (f"{cpu / uv:>7.2f}" if uv else f"{'-':>7}"))
+    return "\n".join(lines)
+
+
+def plot(results, contenders, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    med = medians(results)
+    labels = list(dict.fromkeys(label for label, _ in med))
+    fig, axes = plt.subplots(len(labels), 2, squeeze=False,
+                             figsize=(12, 3.2 * len(labels)))
+    for row, label in enumerate(labels):
+        names = [n for n in contenders
+                 if "error" not in med.get((label, n), {"error": 1})]
+        cpu = [med[label, n]["cpu_us_per_msg"] for n in names]
+        p99 = [med[label, n]["p99_us"] for n in names]
+        axes[row][0].barh(names, cpu, color="tab:blue")
+        axes[row][0].set_title(f"{label}: server CPU per message (us)")
+        axes[row][1].barh(names, p99, color="tab:orange")
+        axes[row][1].set_title(f"{label}: p99 round trip (us)")
+        for ax in axes[row]:
+            ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def _progress_bar(done, total, what):
+    width = 30
+    filled = width * done // max(total, 1)
+    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+          f"{what[:40]:40}", end="" if done < total else "\n",
+          file=sys.stderr, flush=True)
+
+
+def _int_list(text):
+    return [int(x) for x in text.split(",") if x]
+
+
+def add_arguments(parser):
+    parser.add_argument("--quick", action="store_true",
+                        help="one short round of 64 connections, 1 KiB "
+                             "ping-pong (under a minute)")
+    parser.add_argument("--conns", type=_int_list, default=[16, 64],
+                        help="connection counts, comma-separated "
+                             "(default 16,64; the issue's full set is "
+                             "1,16,64,1000)")
+    parser.add_argument("--sizes", type=_int_list, default=[64, 1024],
+                        help="message sizes in bytes (default 64,1024; "
+                             "also 16384)")
+    parser.add_argument("--modes", default="pingpong,stream",
+                        help="pingpong (latency), stream (throughput)")
+    parser.add_argument("--window", type=int, default=8,
+                        help="messages in flight per connection in stream "
+                             "mode (default 8)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds; contenders alternate in each "
+                             "(default 3)")
+    parser.add_argument("--seconds", type=float, default=2.0,
+                        help="measured seconds per run (default 2)")
+    parser.add_argument("--warmup", type=float, default=0.5,
+                        help="seconds of load before measuring (default 0.5)")
+    parser.add_argument("--contenders", default=",".join(CONTENDERS),
+                        help="comma-separated subset of: "
+                             + ", ".join(CONTENDERS))
+    parser.add_argument("--json", metavar="FILE",
+                        help="write the raw results as JSON")
+    parser.add_argument("--plot", metavar="FILE.png",
+                        help="draw CPU per message and p99 latency "
+                             "(needs the plot extra: matplotlib)")
+
+
+def main(args):
+    names = [n for n in args.contenders.split(",") if n]
+    unknown = [n for n in names if n not in CONTENDERS]
+    if unknown:
+        raise SystemExit(f"unknown contenders: {', '.join(unknown)}")
+    contenders = available(names)
+    skipped = sorted(set(names) - set(contenders))
+    if args.quick:
+        cases = [Case(64, 1024, "pingpong")]
+        rounds, warmup, seconds = 1, 0.3, 1.0
+    else:
+        cases = [Case(c, s, m, args.window) for m in args.modes.split(",")
+                 for c in args.conns for s in args.sizes]
+        rounds, warmup, seconds = args.rounds, args.warmup, args.seconds
+    results = run(cases, contenders, rounds, warmup, seconds,
+                  progress=_progress_bar)
+    print(f"rawmux bench: {rounds} round(s) x {seconds:g} s per run, medians;"
+          f" server and load generator pinned to different CPUs")
+    if skipped:
+        print(f"skipped (not installed): {', '.join(skipped)}")
+    print(table(results, contenders))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    if args.plot:
+        plot(results, contenders, args.plot)
+    return 0 if all("error" not in r for r in results) else 1
