@@ -56,15 +56,59 @@ static int cmp_u64(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
+static unsigned char out[1 << 20], in[1 << 16];
+static int size, window, pingpong, ep;
+
+/* Send what the window allows.  EPOLLOUT is asked for only while the socket
+ * refuses more: a client that toggled it on every message would spend two
+ * epoll_ctl calls per message and could not keep the floor server busy. */
+static int pump(struct conn *c)
+{
+    uint64_t limit = (c->received / (uint64_t)size + (uint64_t)window)
+                     * (uint64_t)size;
+    int blocked = 0;
+    while (c->sent < limit) {
+        size_t want = (size_t)(limit - c->sent), k;
+        ssize_t s;
+        if (want > sizeof out)
+            want = sizeof out;
+        for (k = 0; k < want; k++)
+            out[k] = pattern(c->sent + k, c->id);
+        if (pingpong && c->sent % (uint64_t)size == 0)
+            c->msg_start_ns = now_ns();
+        s = send(c->fd, out, want, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (s < 0) {
+            if (errno != EAGAIN) {
+                perror("loadgen: send");
+                return -1;
+            }
+            blocked = 1;
+            break;
+        }
+        c->sent += (uint64_t)s;
+        if ((size_t)s < want) {
+            blocked = 1;
+            break;
+        }
+    }
+    if (blocked != c->want_out) {
+        struct epoll_event ev;
+        ev.events = EPOLLIN | (blocked ? EPOLLOUT : 0);
+        ev.data.ptr = c;
+        epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
+        c->want_out = blocked;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
-    static unsigned char out[1 << 20], in[1 << 16];
     struct epoll_event events[1024];
     struct sockaddr_in addr = { 0 };
     struct conn *conns;
     uint64_t *lat, nlat = 0, cap_lat = 1 << 22;
     uint64_t messages = 0, bytes = 0, t_measure, t_end, t_start;
-    int nconns, size, window, pingpong, ep, i, one = 1, errors = 0;
+    int nconns, i, one = 1, errors = 0;
     int measuring = 0;
     double warmup, seconds;
 
@@ -90,7 +134,7 @@ int main(int argc, char **argv)
     lat = malloc(cap_lat * sizeof *lat);
     ep = epoll_create1(0);
     for (i = 0; i < nconns; i++) {
-        struct epoll_event ev = { .events = EPOLLIN | EPOLLOUT };
+        struct epoll_event ev = { .events = EPOLLIN };
         int fd = socket(AF_INET, SOCK_STREAM, 0);
         if (fd < 0 || connect(fd, (struct sockaddr *)&addr, sizeof addr) < 0) {
             perror("loadgen: connect");
@@ -99,13 +143,15 @@ int main(int argc, char **argv)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         conns[i].fd = fd;
         conns[i].id = i;
-        conns[i].want_out = 1;
         ev.data.ptr = &conns[i];
         epoll_ctl(ep, EPOLL_CTL_ADD, fd, &ev);
     }
     t_start = now_ns();
     t_measure = t_start + (uint64_t)(warmup * 1e9);
     t_end = t_measure + (uint64_t)(seconds * 1e9);
+    for (i = 0; i < nconns; i++)
+        if (pump(&conns[i]) < 0)
+            return 1;
     for (;;) {
         uint64_t now = now_ns();
         int n;
@@ -123,25 +169,6 @@ int main(int argc, char **argv)
         n = epoll_wait(ep, events, 1024, 100);
         for (i = 0; i < n; i++) {
             struct conn *c = events[i].data.ptr;
-            uint64_t limit = (c->received / (uint64_t)size + (uint64_t)window)
-                             * (uint64_t)size;
-            if (events[i].events & EPOLLOUT && c->sent < limit) {
-                size_t want = (size_t)(limit - c->sent), k;
-                ssize_t s;
-                if (want > sizeof out)
-                    want = sizeof out;
-                for (k = 0; k < want; k++)
-                    out[k] = pattern(c->sent + k, c->id);
-                if (pingpong && c->sent % (uint64_t)size == 0)
-                    c->msg_start_ns = now_ns();
-                s = send(c->fd, out, want, MSG_NOSIGNAL | MSG_DONTWAIT);
-                if (s < 0 && errno != EAGAIN) {
-                    perror("loadgen: send");
-                    return 1;
-                }
-                if (s > 0)
-                    c->sent += (uint64_t)s;
-            }
             if (events[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
                 ssize_t r = recv(c->fd, in, sizeof in, MSG_DONTWAIT);
                 ssize_t k;
@@ -169,19 +196,8 @@ int main(int argc, char **argv)
                         lat[nlat++] = now_ns() - c->msg_start_ns;
                 }
             }
-            /* Ask for EPOLLOUT only while there is something to send. */
-            {
-                uint64_t lim = (c->received / (uint64_t)size
-                                + (uint64_t)window) * (uint64_t)size;
-                int want_out = c->sent < lim;
-                if (want_out != c->want_out) {
-                    struct epoll_event ev;
-                    ev.events = EPOLLIN | (want_out ? EPOLLOUT : 0);
-                    ev.data.ptr = c;
-                    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
-                    c->want_out = want_out;
-                }
-            }
+            if (pump(c) < 0)
+                return 1;
         }
     }
     {

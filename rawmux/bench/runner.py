@@ -85,9 +85,11 @@ def _pin(cpu):
 
 
 def _cpu_seconds(pid):
+    """(user, system) CPU seconds of a process, all its threads."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def _readline(pipe, timeout):
@@ -148,10 +150,18 @@ def measure(contender, case, built, warmup, seconds, cpus=(0, 1)):
             return {**result, "error": err or "load generator failed"}
         stats = json.loads(line)
         messages = max(stats["messages"], 1)
+        user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
         return {**result, **stats,
                 "msgs_per_s": stats["messages"] / stats["seconds"],
                 "mib_per_s": stats["bytes"] / stats["seconds"] / 2**20,
-                "cpu_us_per_msg": (cpu1 - cpu0) / messages * 1e6}
+                "cpu_us_per_msg": (user + system) / messages * 1e6,
+                # user: the server's own code (and libc); system: the
+                # kernel's TCP and syscall work on its behalf.
+                "user_us_per_msg": user / messages * 1e6,
+                "sys_us_per_msg": system / messages * 1e6,
+                # How busy the server's core was: near 100% means the load
+                # generator saturated it.
+                "server_cpu_pct": (user + system) / stats["seconds"] * 100}
     finally:
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)
@@ -216,7 +226,8 @@ def medians(results):
             continue
         out[key] = {m: statistics.median(r[m] for r in ok)
                     for m in ("msgs_per_s", "mib_per_s", "p50_us", "p99_us",
-                              "max_us", "cpu_us_per_msg")}
+                              "max_us", "cpu_us_per_msg", "user_us_per_msg",
+                              "sys_us_per_msg", "server_cpu_pct")}
         out[key]["rounds"] = len(ok)
     return out
 
@@ -233,7 +244,8 @@ def table(results, contenders):
         lines.append(f"  {'contender':18} {'msg/s':>9} {'MiB/s':>7} "
                      + (f"{'p50 us':>8} {'p99 us':>8} {'max us':>8} "
                         if pingpong else "")
-                     + f"{'CPU us/msg':>10} {'/floor':>7} {'/uvloop':>7}")
+                     + f"{'srv CPU':>7} {'CPU us/msg':>10} {'(usr+sys)':>11} "
+                       f"{'/floor':>7} {'/uvloop':>7}")
         for name in contenders:
             m = med.get((label, name))
             if m is None:
@@ -246,7 +258,8 @@ def table(results, contenders):
                 f"  {name:18} {m['msgs_per_s']:>9.0f} {m['mib_per_s']:>7.1f} "
                 + (f"{m['p50_us']:>8.0f} {m['p99_us']:>8.0f} "
                    f"{m['max_us']:>8.0f} " if pingpong else "")
-                + f"{cpu:>10.2f} "
+                + f"{m['server_cpu_pct']:>6.0f}% {cpu:>10.2f} "
+                + f"{m['user_us_per_msg']:>5.2f}+{m['sys_us_per_msg']:<5.2f} "
                 + (f"{cpu / floor:>7.2f} " if floor else f"{'-':>7} ")
                 + (f"{cpu / uv:>7.2f}" if uv else f"{'-':>7}"))
     return "\n".join(lines)
