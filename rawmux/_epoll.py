@@ -98,6 +98,8 @@ class epoll:
     __slots__ = ("_epfd", "_free", "__weakref__")
 
     def __init__(self, sizehint=-1, flags=0):
+        if getattr(self, "_epfd", -1) >= 0:
+            return      # __init__ called again: CPython's epoll ignores it too
         self._epfd = -1
         sizehint = _cpython.index_as_c_int(sizehint)
         flags = _cpython.index_as_c_int(flags)
@@ -259,7 +261,12 @@ class Epoll:
         if type(maxevents) is not int or not 1 <= maxevents <= 0x7FFFFFFF:
             raise ValueError(f"maxevents must be a positive C int, "
                              f"got {maxevents!r}")
-        buf = self._buffer = _EventBuffer(_epoll_create(), maxevents)
+        epfd = _epoll_create()
+        try:
+            buf = self._buffer = _EventBuffer(epfd, maxevents)
+        except BaseException:
+            os.close(epfd)
+            raise
         self._waiter = buf.waiter
         self.ready_fds, self.ready_events = buf.fds, buf.events
         self.maxevents = maxevents
@@ -330,15 +337,21 @@ class Epoll:
     def wait(self, timeout_ms=-1):
         """epoll_wait(2); timeout in milliseconds, negative blocks.  Returns
         the number of events (also kept in ``nready``)."""
+        # buf pins the waiter and its arrays for the whole wait: a signal
+        # handler may resize() meanwhile.
         buf = self._buffer
+        w = buf.waiter
         if timeout_ms != buf.timeout:
-            buf.waiter.timeout = buf.timeout = timeout_ms
-        n = _waiter_wait(self._waiter)
+            w.timeout = buf.timeout = timeout_ms
+        n = _waiter_wait(w)
         if n < 0:
-            if self._waiter.epfd < 0:
+            if w.epfd < 0:
                 raise ValueError(_cpython.CLOSED_EPOLL)
-            n = retry_eintr(_waiter_wait, self._waiter, n, timeout_ms * _MS,
-                            _MS)
+            n = retry_eintr(_waiter_wait, w, n, timeout_ms * _MS, _MS)
+        if self._buffer is not buf:     # resized during the wait
+            n = min(n, self.maxevents)
+            self.ready_fds[:n] = buf.fds[:n]
+            self.ready_events[:n] = buf.events[:n]
         self.nready = n
         return n
 

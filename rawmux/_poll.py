@@ -59,16 +59,17 @@ def _as_short(mask):
 
 def _arrays(capacity):
     """A waiter, the pollfd array it points at, and its ready_fds and
-    ready_events arrays, all ``capacity`` long.  The last item holds the
-    cdata the waiter points into: the waiter's pointers do not keep them
-    alive."""
+    ready_events arrays, all ``capacity`` long.  The last item holds all of
+    them with the cdata the waiter points into: the waiter's pointers do not
+    keep them alive."""
     w = ffi.new("struct rawmux_poll_waiter *")
     fds = ffi.new("struct pollfd[]", capacity)
     ready_fds, fds_ptr = int_array(capacity)
     ready_events, events_ptr = uint32_array(capacity)
     w.fds, w.cap = fds, capacity
     w.ready_fds, w.ready_events = fds_ptr, events_ptr
-    return w, fds, ready_fds, ready_events, (fds, fds_ptr, events_ptr)
+    keep = (fds, ready_fds, ready_events, fds_ptr, events_ptr)
+    return w, fds, ready_fds, ready_events, keep
 
 
 # ---- the stdlib-compatible poll object --------------------------------------
@@ -112,16 +113,18 @@ class PollObject:
         self._dirty = True
 
     def _rebuild(self):
-        masks = self._masks
+        # Snapshot first (list() of a dict is atomic under the GIL): another
+        # thread may register meanwhile, and must then mark us dirty again.
+        self._dirty = False
+        items = list(self._masks.items())
         w, fds, self._ready_fds, self._ready_events, self._keep = _arrays(
-            max(1, len(masks)))
-        for i, (fd, mask) in enumerate(masks.items()):
+            max(1, len(items)))
+        for i, (fd, mask) in enumerate(items):
             fds[i].fd = fd
             fds[i].events = _as_short(mask)
-        w.nfds = len(masks)
+        w.nfds = len(items)
         w.timeout = self._timeout = 0
         self._waiter = w
-        self._dirty = False
 
     def poll(self, timeout=None, /, **no_keywords):
         """Poll the registered fds; timeout in milliseconds (None or negative
@@ -242,11 +245,19 @@ class PollArray:
         """poll(2); timeout in milliseconds, negative blocks.  Returns the
         number of ready entries (also kept in ``nready``)."""
         w = self._waiter
+        # A signal handler may register fds during the wait and grow
+        # (reallocate) the arrays; it runs as soon as the C call returns.
+        # keep pins the arrays w points at for any retry, and tells whether
+        # their answer must be handed over to the new ones.
+        keep = self._keep
         if timeout_ms != self._timeout:
             w.timeout = self._timeout = timeout_ms
         n = _waiter_wait(w)
         if n < 0:
             n = retry_eintr(_waiter_wait, w, n, timeout_ms * _MS, _MS)
+        if self._keep is not keep:
+            self.ready_fds[:n] = keep[1][:n]
+            self.ready_events[:n] = keep[2][:n]
         self.nready = n
         return n
 

@@ -411,7 +411,7 @@ def test_workers_share_the_port_with_reuseport():
     # Two processes, each with its own summary; together they served all.
     summaries = [summary_of(line) for line in out.splitlines()
                  if SUMMARY.search(line)]
-    assert len(summaries) == 2
+    assert len(summaries) == 2, out
     assert sum(accepted for accepted, _, _, _ in summaries) == 20
 
 

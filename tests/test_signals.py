@@ -3,6 +3,7 @@ handler that raises stops it.  SIGALRM every 50 ms during a 300 ms wait on an
 fd that never becomes ready, for every mechanism and both APIs (and the
 stdlib, as the control)."""
 
+import os
 import select as stdlib
 import signal
 import time
@@ -125,3 +126,40 @@ def test_waits_run_to_their_timeout_without_signals(res):
         start = time.monotonic()
         assert wait() == NOTHING.get(name, []), name
         assert time.monotonic() - start >= WAIT_S, name
+
+
+def test_pollarray_grown_by_a_signal_handler_during_a_wait(res, alarm):
+    """The handler reallocates the arrays the wait is using: the retry must
+    keep using (and then report) the old ones, never freed memory.  Under
+    the ASan run of the suite a use-after-free here is fatal."""
+    r1, w1 = res.pipe()
+    r2, _w2 = res.pipe()
+    pa = rawmux.PollArray(capacity=1)
+    pa.register(r1, rawmux.POLLIN)
+
+    def handler(signum, frame):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        pa.register(r2, rawmux.POLLIN)      # full: the arrays are replaced
+        os.write(w1, b"x")                  # the retried wait returns
+
+    alarm(handler)
+    assert pa.wait(5000) == 1
+    assert pa.ready() == [(r1, rawmux.POLLIN)]
+
+
+def test_epoll_resized_by_a_signal_handler_during_a_wait(res, alarm):
+    r1, w1 = res.pipe()
+    calls = []
+    with rawmux.Epoll(maxevents=4) as ep:
+        ep.register(r1, rawmux.EPOLLIN)
+
+        def handler(signum, frame):
+            calls.append(signum)
+            ep.resize(8 + len(calls))       # the buffer in use is replaced
+            if len(calls) == 2:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                os.write(w1, b"x")
+
+        alarm(handler)
+        assert ep.wait(-1) == 1
+        assert ep.ready() == [(r1, rawmux.EPOLLIN)]

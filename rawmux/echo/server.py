@@ -160,7 +160,7 @@ class FdReserve:
 
 
 class Connection:
-    __slots__ = ("sock", "fd", "out", "eof", "reading", "writing",
+    __slots__ = ("sock", "fd", "out", "eof", "shut", "reading", "writing",
                  "watched_read", "watched_write", "last_active", "peer")
 
     def __init__(self, sock, peer, now):
@@ -168,6 +168,7 @@ class Connection:
         self.fd = sock.fileno()
         self.out = bytearray()      # received, not yet echoed
         self.eof = False            # the peer has shut down its sending side
+        self.shut = False           # we have shut down ours (lingering)
         self.reading = True         # we want its input (no backpressure)
         self.writing = False        # output is pending
         self.watched_read = self.watched_write = None   # what the kernel has
@@ -194,13 +195,13 @@ class ReadinessServer:
         self._buf = bytearray(READ_CHUNK)
         self._view = memoryview(self._buf)
         self._closed_now = set()    # fds closed in this iteration
-        self._reserve = FdReserve()
         self._cap = config.buffer_cap
         self._low_water = config.buffer_cap // 4
         self.now = time.monotonic()    # read once per loop iteration
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
+        self._reserve = FdReserve()     # last: nothing after it can fail
 
     # ---- what a backend supplies ----------------------------------------
 
@@ -237,8 +238,11 @@ class ReadinessServer:
             self._watch_fd(self._wake_r.fileno(), True)
             self._watch_fd(self.listen_fd, True)
             host, port = self.listener.getsockname()[:2]
-            print(f"rawmux echo ({self.name}) listening on {host}:{port}",
-                  file=self.out, flush=True)
+            # One write() each: several workers share this pipe, and with
+            # PYTHONUNBUFFERED print() would write the newline separately.
+            self.out.write(f"rawmux echo ({self.name}) listening on "
+                           f"{host}:{port}\n")
+            self.out.flush()
             sweep_every = min(1.0, self.config.idle_timeout / 4)
             next_sweep = time.monotonic() + sweep_every
             while not self.stopping:
@@ -254,7 +258,8 @@ class ReadinessServer:
             for sig, handler in old_handlers.items():
                 signal.signal(sig, handler)
             self.close()
-        print(self.stats.summary(self.name), file=self.out, flush=True)
+        self.out.write(self.stats.summary(self.name) + "\n")
+        self.out.flush()
         return self.stats
 
     def _on_signal(self, signum, frame):
@@ -268,13 +273,14 @@ class ReadinessServer:
             pass
 
     def _drain(self):
-        """Shutdown: stop accepting and reading, give pending output up to
-        ``grace`` seconds to leave, then close everything."""
+        """Shutdown: stop accepting and echoing, give pending output up to
+        ``grace`` seconds to leave, then close everything.  Input still
+        arriving is read and discarded (see _finish)."""
         log.info("%s: stopping; %d connections open", self.name,
                  len(self.conns))
         self._stop_accepting()
         for conn in list(self.conns.values()):
-            conn.reading = False
+            conn.reading = True
             if conn.out:
                 self._watch(conn)
             else:
@@ -347,14 +353,19 @@ class ReadinessServer:
     def _refuse_without_fd(self):
         """EMFILE/ENFILE: drop a pending connection through the reserve.
         Returns whether to go on accepting in this batch."""
+        if self._reserve.fd is None:
+            # No reserve to free (it could not be reopened): pause accepting
+            # until a connection closes, rather than leave pending ones to
+            # an edge that may never come.
+            self._reserve.take()
+            self._stop_accepting()
+            return False
         if self._reserve.drop(self.listener):
             self.stats.refused += 1
             log.warning("%s: out of file descriptors; dropped a connection",
                         self.name)
             return True
-        if self._reserve.fd is None:
-            self._stop_accepting()      # resumes when a connection closes
-        return False
+        return False                    # nothing was pending after all
 
     def _add_conn(self, sock, peer):
         sock.setblocking(False)
@@ -379,6 +390,8 @@ class ReadinessServer:
     def on_readable(self, conn):
         """Read what fits under the buffer cap, echo at once what the socket
         takes, keep the rest.  Returns DONE, SHORT or FULL."""
+        if self.stopping:
+            return self._discard(conn)
         room = self._cap - len(conn.out)
         if room <= 0:
             return DONE
@@ -468,12 +481,38 @@ class ReadinessServer:
             self._watch(conn)
 
     def _finish(self, conn):
-        """Everything echoed and the peer is done: shut down our side too."""
+        """Everything echoed: shut down our side.  If the peer is done too,
+        close.  Otherwise (at shutdown) linger: closing a socket with unread
+        input makes the kernel send RST and throw away what we just sent, so
+        read and discard until the peer's EOF or the end of the grace
+        period."""
+        if not conn.shut:
+            conn.shut = True
+            try:
+                conn.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
+        if conn.eof or not self.stopping:
+            self.close_conn(conn)
+            return
+        conn.reading, conn.writing = True, False
+        self._watch(conn)
+
+    def _discard(self, conn):
+        """Shutting down: read and drop input until EOF."""
         try:
-            conn.sock.shutdown(socket.SHUT_WR)
+            n = conn.sock.recv_into(self._view)
+        except (BlockingIOError, InterruptedError):
+            return DONE
         except OSError:
-            pass
-        self.close_conn(conn)
+            self.close_conn(conn)
+            return DONE
+        if n:
+            return FULL
+        conn.eof = True
+        if not conn.out:
+            self._finish(conn)
+        return DONE
 
     def _reset(self, conn):
         self.stats.resets += 1

@@ -33,6 +33,7 @@ class ThreadsServer:
         # Accept with a timeout, to notice a stop request in bounded time.
         self.listener.settimeout(0.2)
         self.stopping = False
+        self.deadline = None        # end of the grace period, once stopping
         self._lock = threading.Lock()       # guards stats and conns
         self._conns = {}                    # socket -> thread
         self._slots = threading.BoundedSemaphore(config.max_conns)
@@ -47,8 +48,9 @@ class ThreadsServer:
         old = {sig: signal.signal(sig, self._on_signal)
                for sig in (signal.SIGINT, signal.SIGTERM)}
         host, port = self.listener.getsockname()[:2]
-        print(f"rawmux echo ({self.name}) listening on {host}:{port}",
-              file=self.out, flush=True)
+        self.out.write(f"rawmux echo ({self.name}) listening on "
+                       f"{host}:{port}\n")
+        self.out.flush()
         try:
             while not self.stopping:
                 if not self._slots.acquire(timeout=0.2):
@@ -76,10 +78,13 @@ class ThreadsServer:
             for sig, handler in old.items():
                 signal.signal(sig, handler)
             self.close()
-        print(self.stats.summary(self.name), file=self.out, flush=True)
+        self.out.write(self.stats.summary(self.name) + "\n")
+        self.out.flush()
         return self.stats
 
     def _on_signal(self, signum, frame):
+        if not self.stopping:
+            self.deadline = time.monotonic() + self.config.grace
         self.stopping = True
 
     def _start(self, sock, peer):
@@ -102,6 +107,9 @@ class ThreadsServer:
                 if n == 0:                  # half-close: all echoed already
                     sock.shutdown(socket.SHUT_WR)
                     break
+                if self.stopping:           # stop echoing, close cleanly
+                    self._linger(sock)
+                    break
                 self._count(bytes_in=n)
                 sock.sendall(view[:n])
                 self._count(bytes_out=n)
@@ -120,17 +128,29 @@ class ThreadsServer:
             sock.close()
             self._slots.release()
 
+    def _linger(self, sock):
+        """Shut down our side, then read and drop input until the peer's EOF
+        or the end of the grace period: closing with unread input would make
+        the kernel send RST and throw away what was already echoed."""
+        sock.shutdown(socket.SHUT_WR)
+        while True:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                return
+            sock.settimeout(left)
+            try:
+                if not sock.recv(READ_CHUNK):
+                    return
+            except socket.timeout:
+                return
+
     def _drain(self):
-        """Stop: each thread finishes the chunk in hand; after the grace
-        period the sockets are shut down, which wakes blocked threads."""
-        deadline = time.monotonic() + self.config.grace
+        """Stop: active threads notice ``stopping`` and linger (above); at
+        the end of the grace period the sockets still open are shut down,
+        which wakes the threads blocked in recv() on idle clients."""
+        deadline = self.deadline or time.monotonic() + self.config.grace
         with self._lock:
             threads = dict(self._conns)
-        for sock in threads:
-            try:
-                sock.shutdown(socket.SHUT_RD)   # recv() returns 0
-            except OSError:
-                pass
         for sock, thread in threads.items():
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
