@@ -11,8 +11,6 @@ import subprocess
 import sys
 import threading
 
-import pytest
-
 from rawmux.bench import runner
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -461,3 +461,45 @@ def test_max_conns_leaves_the_rest_in_the_backlog():
         second.close()
         third.close()
         server.stop()
+
+
+@pytest.mark.parametrize("backend", ["select", "poll", "epoll", "epoll-et"])
+def test_no_event_dispatched_for_an_fd_closed_in_the_same_iteration(backend):
+    """In-process: two connections are ready in one wakeup; handling the
+    first closes the second and accepts a new connection, which gets the
+    freed fd number.  The second's event must not reach the newcomer."""
+    import io
+
+    from rawmux.echo import Config, backend_class
+    server = backend_class(backend)(Config(port=0), out=io.StringIO())
+    address = server.listener.getsockname()
+    clients = [connect(address), connect(address)]
+    try:
+        server.on_acceptable()
+        assert len(server.conns) == 2
+        for sock in clients:
+            sock.sendall(b"x")
+        seen = []
+        original = server.on_readable
+
+        def on_readable(conn):
+            seen.append(conn)
+            if len(seen) == 1:
+                other = next(c for c in list(server.conns.values())
+                             if c is not conn)
+                clients.append(connect(address))   # before the close: the
+                clients[-1].sendall(b"new")        # client takes a new fd
+                server.close_conn(other)
+                server.on_acceptable()          # reuses other's fd number
+                newcomer = server.conns.get(other.fd)
+                assert newcomer is not None and newcomer is not other
+            return original(conn)
+
+        server.on_readable = on_readable
+        server._closed_now.clear()
+        server._run_once(5.0)
+        assert len(seen) == 1, "an event of a closed fd was dispatched"
+    finally:
+        server.close()
+        for sock in clients:
+            sock.close()

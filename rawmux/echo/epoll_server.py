@@ -16,6 +16,8 @@ with a zero timeout).  The same list takes a connection whose backpressure
 lifts: its data is already in the socket, and no new edge will announce it.
 """
 
+from time import monotonic as _monotonic
+
 from rawmux._epoll import Epoll
 from rawmux._rawmux import lib
 from rawmux.echo.server import DONE, SHORT, ReadinessServer
@@ -61,6 +63,7 @@ class EpollServer(ReadinessServer):
     def _run_once(self, timeout):
         ep = self.ep
         n = ep.wait(int(timeout * 1000))
+        self.now = _monotonic()     # stamps for what this wakeup does
         fds, events = ep.ready_fds, ep.ready_events
         closed, conns = self._closed_now, self.conns
         for i in range(n):
@@ -130,6 +133,7 @@ class EpollETServer(EpollServer):
         again, self._again = self._again, set()
         ep = self.ep
         n = ep.wait(0 if again else int(timeout * 1000))
+        self.now = _monotonic()     # stamps for what this wakeup does
         fds, events = ep.ready_fds, ep.ready_events
         closed, conns = self._closed_now, self.conns
         for i in range(n):

@@ -6,6 +6,8 @@ and POLLERR arrive whether asked for or not; both are handled as "readable":
 the read that follows returns EOF or the error.
 """
 
+from time import monotonic as _monotonic
+
 from rawmux._poll import PollArray
 from rawmux._rawmux import lib
 from rawmux.echo.server import ReadinessServer
@@ -40,6 +42,7 @@ class PollServer(ReadinessServer):
     def _run_once(self, timeout):
         pa = self.pa
         n = pa.wait(int(timeout * 1000))
+        self.now = _monotonic()     # stamps for what this wakeup does
         fds, events = pa.ready_fds, pa.ready_events
         closed, conns = self._closed_now, self.conns
         for i in range(n):

@@ -9,6 +9,7 @@ counted -- rather than risking a write past the set.
 """
 
 import logging
+from time import monotonic as _monotonic
 
 from rawmux._select import FD_SETSIZE, Select
 from rawmux.echo.server import ReadinessServer
@@ -51,6 +52,7 @@ class SelectServer(ReadinessServer):
     def _run_once(self, timeout):
         sel = self.sel
         n = sel.wait(int(timeout * 1e6))
+        self.now = _monotonic()     # stamps for what this wakeup does
         fds, events = sel.ready_fds, sel.ready_events
         closed, conns = self._closed_now, self.conns
         for i in range(n):
