@@ -24,6 +24,8 @@ import time
 
 import pytest
 
+from rawmux.bench.runner import read_line
+
 BACKENDS = ["select", "poll", "epoll", "epoll-et", "threads"]
 # Subprocesses run from here: "-m" puts the cwd first on sys.path, and the
 # source tree's rawmux/ has no compiled extension (the installed one has).
@@ -47,29 +49,13 @@ class EchoProcess:
              "--port", "0", *options],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
             preexec_fn=preexec)
-        line = self._first_line(30)
+        line = read_line(self.proc.stdout, 30)
         match = re.search(r"listening on ([\d.]+):(\d+)", line)
         if not match:
             self.proc.kill()
             out, err = self.proc.communicate(timeout=10)
             raise AssertionError(f"server did not start: {line!r} {err!r}")
         self.address = (match.group(1), int(match.group(2)))
-
-    def _first_line(self, timeout):
-        """Read the first line byte by byte from the raw pipe: a buffered
-        readline() could swallow later output that communicate(), which
-        reads the raw fd, would then never see."""
-        fd, line = self.proc.stdout.fileno(), b""
-        deadline = time.monotonic() + timeout
-        while not line.endswith(b"\n"):
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                break
-            byte = os.read(fd, 1)
-            if not byte:
-                break
-            line += byte
-        return line.decode(errors="replace")
 
     def stop(self, timeout=20):
         if self.proc.poll() is None:

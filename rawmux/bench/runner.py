@@ -92,7 +92,7 @@ def _cpu_seconds(pid):
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
-def _readline(pipe, timeout):
+def read_line(pipe, timeout):
     """One line from a child's pipe, byte by byte from the raw fd (a
     buffered readline could swallow what comes after it), within timeout."""
     fd, line = pipe.fileno(), b""
@@ -122,7 +122,7 @@ def measure(contender, case, built, warmup, seconds, cpus=(0, 1)):
                               preexec_fn=_pin(cpus[0]), cwd=tempfile.gettempdir())
     result = {"contender": contender, **dataclasses.asdict(case)}
     try:
-        line = _readline(server.stdout, 30)
+        line = read_line(server.stdout, 30)
         match = re.search(r"listening on ([\d.]+):(\d+)", line)
         if not match:
             return {**result, "error": f"server did not start: {line!r}"}
@@ -133,12 +133,12 @@ def measure(contender, case, built, warmup, seconds, cpus=(0, 1)):
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             preexec_fn=_pin(cpus[1]))
         try:
-            if _readline(load.stdout, warmup + 60).strip() != "measuring":
+            if read_line(load.stdout, warmup + 60).strip() != "measuring":
                 load.kill()
                 err = load.communicate(timeout=10)[1].decode().strip()
                 return {**result, "error": err or "load generator failed"}
             cpu0 = _cpu_seconds(server.pid)
-            line = _readline(load.stdout, seconds + 60)
+            line = read_line(load.stdout, seconds + 60)
             cpu1 = _cpu_seconds(server.pid)
             load.wait(timeout=30)
         finally:

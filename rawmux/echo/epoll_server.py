@@ -64,22 +64,7 @@ class EpollServer(ReadinessServer):
         ep = self.ep
         n = ep.wait(int(timeout * 1000))
         self.now = _monotonic()     # stamps for what this wakeup does
-        fds, events = ep.ready_fds, ep.ready_events
-        closed, conns = self._closed_now, self.conns
-        for i in range(n):
-            fd, ev = fds[i], events[i]
-            if fd in closed:
-                continue            # closed earlier in this iteration
-            conn = conns.get(fd)
-            if conn is not None:
-                if ev & _READABLE:
-                    self.on_readable(conn)
-                if ev & _OUT and fd not in closed:
-                    self.on_writable(conn)
-            elif fd == self.listen_fd:
-                self.on_acceptable()
-            elif fd == self._wake_r.fileno():
-                self.on_wakeup()
+        self._dispatch(n, ep.ready_fds, ep.ready_events, _READABLE, _OUT)
 
 
 class EpollETServer(EpollServer):

@@ -53,19 +53,5 @@ class SelectServer(ReadinessServer):
         sel = self.sel
         n = sel.wait(int(timeout * 1e6))
         self.now = _monotonic()     # stamps for what this wakeup does
-        fds, events = sel.ready_fds, sel.ready_events
-        closed, conns = self._closed_now, self.conns
-        for i in range(n):
-            fd, ev = fds[i], events[i]
-            if fd in closed:
-                continue            # closed earlier in this iteration
-            conn = conns.get(fd)
-            if conn is not None:
-                if ev & Select.READ:
-                    self.on_readable(conn)
-                if ev & Select.WRITE and fd not in closed:
-                    self.on_writable(conn)
-            elif fd == self.listen_fd:
-                self.on_acceptable()
-            elif fd == self._wake_r.fileno():
-                self.on_wakeup()
+        self._dispatch(n, sel.ready_fds, sel.ready_events, Select.READ,
+                       Select.WRITE)

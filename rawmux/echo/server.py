@@ -226,6 +226,27 @@ class ReadinessServer:
     def _close_mechanism(self):
         pass
 
+    def _dispatch(self, n, fds, events, readable, writable):
+        """Hand the n ready entries (fds[i], events[i]) to their handlers;
+        ``readable``/``writable`` are the mechanism's event bits for each.
+        An entry for an fd closed earlier in this iteration is skipped: its
+        number may already belong to a connection accepted since."""
+        closed, conns = self._closed_now, self.conns
+        for i in range(n):
+            fd, ev = fds[i], events[i]
+            if fd in closed:
+                continue
+            conn = conns.get(fd)
+            if conn is not None:
+                if ev & readable:
+                    self.on_readable(conn)
+                if ev & writable and fd not in closed:
+                    self.on_writable(conn)
+            elif fd == self.listen_fd:
+                self.on_acceptable()
+            elif fd == self._wake_r.fileno():
+                self.on_wakeup()
+
     # ---- the loop -----------------------------------------------------------
 
     def serve_forever(self):
