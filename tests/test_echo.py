@@ -101,12 +101,20 @@ def round_trip(address, payload):
         received = bytearray()
 
         def reader():
-            while chunk := sock.recv(65536):
-                received.extend(chunk)
+            with contextlib.suppress(OSError):
+                while chunk := sock.recv(65536):
+                    received.extend(chunk)
         thread = threading.Thread(target=reader)
         thread.start()
-        sock.sendall(payload)
-        sock.shutdown(socket.SHUT_WR)
+        try:
+            sock.sendall(payload)
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            # Wake the reader before the socket closes under it.
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            thread.join(60)
+            raise
         thread.join(60)
         assert not thread.is_alive()
     return bytes(received)
