@@ -277,11 +277,16 @@ def plot(results, contenders, path):
         names = [n for n in contenders
                  if "error" not in med.get((label, n), {"error": 1})]
         cpu = [med[label, n]["cpu_us_per_msg"] for n in names]
-        p99 = [med[label, n]["p99_us"] for n in names]
         axes[row][0].barh(names, cpu, color="tab:blue")
         axes[row][0].set_title(f"{label}: server CPU per message (us)")
-        axes[row][1].barh(names, p99, color="tab:orange")
-        axes[row][1].set_title(f"{label}: p99 round trip (us)")
+        if label.startswith("pingpong"):
+            p99 = [med[label, n]["p99_us"] for n in names]
+            axes[row][1].barh(names, p99, color="tab:orange")
+            axes[row][1].set_title(f"{label}: p99 round trip (us)")
+        else:       # no per-message latency in stream mode: throughput
+            mib = [med[label, n]["mib_per_s"] for n in names]
+            axes[row][1].barh(names, mib, color="tab:green")
+            axes[row][1].set_title(f"{label}: throughput (MiB/s)")
         for ax in axes[row]:
             ax.invert_yaxis()
     fig.tight_layout()
