@@ -423,11 +423,8 @@ class ReadinessServer:
             n = conn.sock.recv_into(view, room)
         except (BlockingIOError, InterruptedError):
             return DONE
-        except (ConnectionResetError, BrokenPipeError):
-            self._reset(conn)
-            return DONE
         except OSError as exc:
-            self._error(conn, exc)
+            self._failed(conn, exc)
             return DONE
         if n == 0:
             conn.eof = True
@@ -447,11 +444,8 @@ class ReadinessServer:
                 sent = conn.sock.send(view[:n])
             except (BlockingIOError, InterruptedError):
                 sent = 0
-            except (ConnectionResetError, BrokenPipeError):
-                self._reset(conn)
-                return DONE
             except OSError as exc:
-                self._error(conn, exc)
+                self._failed(conn, exc)
                 return DONE
             stats.bytes_out += sent
             if sent == n and conn.watched_read and not conn.watched_write:
@@ -470,11 +464,8 @@ class ReadinessServer:
             sent = conn.sock.send(conn.out)
         except (BlockingIOError, InterruptedError):
             return False
-        except (ConnectionResetError, BrokenPipeError):
-            self._reset(conn)
-            return False
         except OSError as exc:
-            self._error(conn, exc)
+            self._failed(conn, exc)
             return False
         del conn.out[:sent]
         self.stats.bytes_out += sent
@@ -535,14 +526,16 @@ class ReadinessServer:
             self._finish(conn)
         return DONE
 
-    def _reset(self, conn):
-        self.stats.resets += 1
-        log.info("%s: fd %d reset by peer", self.name, conn.fd)
-        self.close_conn(conn)
-
-    def _error(self, conn, exc):
-        self.stats.errors += 1
-        log.warning("%s: fd %d: %s", self.name, conn.fd, exc)
+    def _failed(self, conn, exc):
+        """A recv or send raised: ECONNRESET/EPIPE is the peer's doing (a
+        reset), anything else an error.  Either way only this connection
+        closes."""
+        if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+            self.stats.resets += 1
+            log.info("%s: fd %d reset by peer", self.name, conn.fd)
+        else:
+            self.stats.errors += 1
+            log.warning("%s: fd %d: %s", self.name, conn.fd, exc)
         self.close_conn(conn)
 
     def close_conn(self, conn):
