@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from rawmux.bench.runner import read_line
+from rawmux.echo.process import read_line
 
 BACKENDS = ["select", "poll", "epoll", "epoll-et", "threads"]
 # Subprocesses run from here: "-m" puts the cwd first on sys.path, and the

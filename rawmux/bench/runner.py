@@ -4,16 +4,16 @@ import dataclasses
 import json
 import os
 import re
-import select
 import shutil
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 import rawmux
+from rawmux._progress import ProgressBar
+from rawmux.echo.process import cpu_seconds, read_line
 
 # name -> how to start it; "{floor}" is the compiled C floor server.
 CONTENDERS = {
@@ -84,30 +84,6 @@ def _pin(cpu):
     return pin
 
 
-def _cpu_seconds(pid):
-    """(user, system) CPU seconds of a process, all its threads."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    tick = os.sysconf("SC_CLK_TCK")
-    return int(fields[11]) / tick, int(fields[12]) / tick
-
-
-def read_line(pipe, timeout):
-    """One line from a child's pipe, byte by byte from the raw fd (a
-    buffered readline could swallow what comes after it), within timeout."""
-    fd, line = pipe.fileno(), b""
-    deadline = time.monotonic() + timeout
-    while not line.endswith(b"\n"):
-        left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
-            break
-        byte = os.read(fd, 1)
-        if not byte:
-            break
-        line += byte
-    return line.decode(errors="replace")
-
-
 def measure(contender, case, built, warmup, seconds, cpus=(0, 1)):
     """Start the contender, load it, stop it.  Returns a result dict, or one
     with "error" when the run failed."""
@@ -137,9 +113,9 @@ def measure(contender, case, built, warmup, seconds, cpus=(0, 1)):
                 load.kill()
                 err = load.communicate(timeout=10)[1].decode().strip()
                 return {**result, "error": err or "load generator failed"}
-            cpu0 = _cpu_seconds(server.pid)
+            cpu0 = cpu_seconds(server.pid)
             line = read_line(load.stdout, seconds + 60)
-            cpu1 = _cpu_seconds(server.pid)
+            cpu1 = cpu_seconds(server.pid)
             load.wait(timeout=30)
         finally:
             if load.poll() is None:
@@ -293,14 +269,6 @@ def plot(results, contenders, path):
     fig.savefig(path, dpi=110)
 
 
-def _progress_bar(done, total, what):
-    width = 30
-    filled = width * done // max(total, 1)
-    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
-          f"{what[:40]:40}", end="" if done < total else "\n",
-          file=sys.stderr, flush=True)
-
-
 def _int_list(text):
     return [int(x) for x in text.split(",") if x]
 
@@ -353,7 +321,7 @@ def main(args):
                  for c in args.conns for s in args.sizes]
         rounds, warmup, seconds = args.rounds, args.warmup, args.seconds
     results = run(cases, contenders, rounds, warmup, seconds,
-                  progress=_progress_bar)
+                  progress=ProgressBar(after=0))
     print(f"rawmux bench: {rounds} round(s) x {seconds:g} s per run, medians;"
           f" server and load generator pinned to different CPUs")
     if skipped:

@@ -1,0 +1,29 @@
+"""A progress bar on stderr for the long-running commands (bench,
+experiments): ``bar(done, total, what)``, drawn only once the run has taken
+longer than ``after`` seconds, so that short runs print nothing extra."""
+
+import sys
+import time
+
+
+class ProgressBar:
+    def __init__(self, after=2.0, stream=None, width=30):
+        self.after = after
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.start = time.monotonic()
+        self.shown = False
+
+    def __call__(self, done, total, what=""):
+        finished = done >= total
+        if not self.shown and (finished or
+                               time.monotonic() - self.start < self.after):
+            return
+        self.shown = True
+        filled = self.width * min(done, total) // max(total, 1)
+        self.stream.write(
+            f"\r[{'#' * filled}{'.' * (self.width - filled)}] {done}/{total} "
+            f"{what[:40]:40}" + ("\n" if finished else ""))
+        self.stream.flush()
+        if finished:
+            self.shown = False

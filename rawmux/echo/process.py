@@ -1,0 +1,107 @@
+"""An echo server in a child process, for the tour, the experiments and the
+bench: ``python -m rawmux serve --port 0`` started, its address read from
+its first line, stopped with SIGTERM (the graceful path) or killed."""
+
+import os
+import re
+import resource
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+_LISTENING = re.compile(r"listening on ([\d.]+):(\d+)")
+
+
+def cpu_seconds(pid):
+    """(user, system) CPU seconds used so far by a process, all threads."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
+
+
+def read_line(pipe, timeout):
+    """One line from a child's pipe, byte by byte from the raw fd (a
+    buffered readline could swallow what comes after it), within timeout."""
+    fd, line = pipe.fileno(), b""
+    deadline = time.monotonic() + timeout
+    while not line.endswith(b"\n"):
+        left = deadline - time.monotonic()
+        if left <= 0 or not select.select([fd], [], [], left)[0]:
+            break
+        byte = os.read(fd, 1)
+        if not byte:
+            break
+        line += byte
+    return line.decode(errors="replace")
+
+
+class EchoProcess:
+    """``with EchoProcess("epoll", "--max-conns", "20000") as server:`` ...
+    ``server.address`` is (host, port).  ``cpu`` pins the child to one CPU;
+    ``limit_fds`` sets its RLIMIT_NOFILE; ``argv_prefix`` runs it under
+    another program (``["strace", "-c", "-f", "-o", path]``)."""
+
+    def __init__(self, backend, *options, cpu=None, limit_fds=None,
+                 argv_prefix=(), start_timeout=30):
+        def preexec():
+            if cpu is not None:
+                os.sched_setaffinity(0, {cpu})
+            if limit_fds is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE,
+                                   (limit_fds, limit_fds))
+        self.backend = backend
+        # cwd elsewhere: "-m" puts the cwd first on sys.path, and a source
+        # checkout's rawmux/ holds no compiled extension.
+        self.proc = subprocess.Popen(
+            [*argv_prefix, sys.executable, "-m", "rawmux", "serve",
+             "--backend", backend, "--port", "0", *options],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            cwd=tempfile.gettempdir(), preexec_fn=preexec)
+        line = read_line(self.proc.stdout, start_timeout)
+        match = _LISTENING.search(line)
+        if not match:
+            self.kill()
+            err = self.proc.stderr.read().decode(errors="replace")
+            raise RuntimeError(f"{backend} server did not start: {line!r} "
+                               f"{err[-2000:]}")
+        self.address = (match.group(1), int(match.group(2)))
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def cpu_seconds(self):
+        return cpu_seconds(self.proc.pid)
+
+    def stop(self, timeout=30):
+        """SIGTERM, wait, and return its stdout (the summary line); raises
+        RuntimeError when it does not exit 0."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = self.proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise RuntimeError(f"{self.backend} server ignored SIGTERM for "
+                               f"{timeout} s") from None
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"{self.backend} server exited "
+                               f"{self.proc.returncode}: "
+                               f"{err.decode(errors='replace')[-2000:]}")
+        return out.decode(errors="replace")
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate(timeout=10)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.returncode is None:
+            self.kill()
