@@ -2,9 +2,14 @@
  * rawmux_select.c -- bounds-checked fd_set helpers for select(2)/pselect(2).
  *
  * Man pages: select(2), pselect(2), fd_set(3type), select_tut(2).
- * Kernel:    select(2)  -> fs/select.c: __x64_sys_select() -> kern_select()
- *                          -> core_sys_select() -> do_select()
- *                          -> vfs_poll() on each fd, poll_schedule_timeout()
+ * Kernel:    select(2)  -> glibc 2.36 on x86-64 makes it a pselect6 call
+ *                          with no mask (strace shows pselect6), so:
+ *                          fs/select.c: __x64_sys_pselect6() -> do_pselect()
+ *                          -> core_sys_select() -> do_select() -> vfs_poll()
+ *                          on each fd set in the bitmaps,
+ *                          poll_schedule_timeout().  (The select syscall
+ *                          itself: __x64_sys_select() -> kern_select() ->
+ *                          core_sys_select(), the same from there on.)
  *            pselect(2) -> fs/select.c: do_pselect() (same path, with the
  *                          signal mask swapped in by set_user_sigmask())
  *

@@ -21,11 +21,15 @@ Some facts about epoll
   CPython, stores the fd in it.
 
 * EPOLLHUP and EPOLLERR are always reported.  EPOLLET (edge-triggered)
-  reports a change once: read until EAGAIN or the rest waits forever.
+  reports each wake-up of the file once -- every arrival of data, not only
+  empty-to-ready: read until EAGAIN, or data left unread waits for the next
+  arrival.
   EPOLLONESHOT disarms the entry after one event until EPOLL_CTL_MOD.
   EPOLLEXCLUSIVE (wake one of several waiters) is allowed only with ADD and
-  never with ONESHOT; MOD of an exclusive entry is EINVAL.  Regular files are
-  always ready and so refused (EPERM); so is the epoll fd itself (EINVAL).
+  never with ONESHOT; MOD of an exclusive entry is EINVAL.  Files without a
+  poll method, such as regular files, are refused with EPERM (do_epoll_ctl():
+  file_can_poll(); select and poll report them always ready); so is the
+  epoll fd itself (EINVAL).
 
 * ``struct epoll_event`` is packed on x86-64 (12 bytes): C code that takes
   the address of its ``data`` member gets an unaligned pointer.

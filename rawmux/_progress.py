@@ -1,6 +1,7 @@
 """A progress bar on stderr for the long-running commands (bench,
 experiments): ``bar(done, total, what)``, drawn only once the run has taken
-longer than ``after`` seconds, so that short runs print nothing extra."""
+longer than ``after`` seconds, so that short runs print nothing extra, and
+at most ten times a second."""
 
 import sys
 import time
@@ -13,12 +14,17 @@ class ProgressBar:
         self.width = width
         self.start = time.monotonic()
         self.shown = False
+        self.drawn = 0.0
 
     def __call__(self, done, total, what=""):
         finished = done >= total
         if not self.shown and (finished or
                                time.monotonic() - self.start < self.after):
             return
+        now = time.monotonic()
+        if not finished and now - self.drawn < 0.1:
+            return          # at most ten redraws a second
+        self.drawn = now
         self.shown = True
         filled = self.width * min(done, total) // max(total, 1)
         self.stream.write(

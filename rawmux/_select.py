@@ -6,17 +6,20 @@ Some facts about select
 * An ``fd_set`` is a fixed bitmap of FD_SETSIZE = 1024 bits (128 bytes) in
   glibc.  ``FD_SET(fd)`` with fd >= 1024 writes past it: undefined behaviour,
   and the classic select() memory-corruption bug.  The limit is the struct's,
-  not the kernel's -- fs/select.c's core_sys_select() takes any nfds up to
-  RLIMIT_NOFILE -- but every libc caller is bound by it.  rawmux checks every
-  fd before it touches a set (csrc/rawmux_select.c), and so does CPython.
+  not the kernel's -- fs/select.c's core_sys_select() takes any nfds and
+  trims it to the size of the process's file table (it is poll(2) that
+  refuses more than RLIMIT_NOFILE entries) -- but every libc caller is bound
+  by it (``python -m rawmux experiment fdsetsize``).  rawmux checks every fd
+  before it touches a set (csrc/rawmux_select.c), and so does CPython.
 
 * select(2) overwrites its three sets with the answer, and on Linux the
   timeout with the time not slept.  Every call must therefore rebuild or copy
-  the interest sets: the kernel copies nfds bits in, scans every fd below
-  nfds (do_select() calls each file's poll method), and copies the bits out.
-  The cost is O(nfds) per call however few fds are ready, and nfds is the
-  *highest* fd plus one, not the number watched: one fd numbered 1000 costs
-  like a thousand.
+  the interest sets: the kernel copies nfds bits of each set in, calls the
+  poll method of every fd whose bit is set (do_select() skips empty 64-bit
+  words), and copies the bits out.  The cost is O(number watched) per call
+  however few fds are ready.  A high nfds (the *highest* fd plus one) adds
+  only the copies and a test per 64-bit word: one fd numbered 1000 costs
+  about what one numbered 3 does, not what a thousand watched fds cost.
 
 * Readiness is three bits: readable, writable, "exceptional" (urgent TCP
   data, POLLPRI).  A hung-up or errored socket reports readable (and

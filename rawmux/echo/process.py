@@ -64,8 +64,10 @@ class EchoProcess:
         line = read_line(self.proc.stdout, start_timeout)
         match = _LISTENING.search(line)
         if not match:
-            self.kill()
-            err = self.proc.stderr.read().decode(errors="replace")
+            if self.proc.poll() is None:
+                self.proc.kill()
+            err = self.proc.communicate(timeout=10)[1].decode(
+                errors="replace")
             raise RuntimeError(f"{backend} server did not start: {line!r} "
                                f"{err[-2000:]}")
         self.address = (match.group(1), int(match.group(2)))

@@ -1,0 +1,116 @@
+"""What every experiment returns, and how it is printed."""
+
+import dataclasses
+import json
+import statistics
+
+
+@dataclasses.dataclass
+class Result:
+    """One experiment's outcome.
+
+    ``columns`` and ``rows`` are the printed table (cells are strings or
+    numbers); ``data`` holds the measurements behind it, in plain Python
+    types, for tests and ``--json``; ``verdict`` is one line saying what the
+    measurement shows; ``confirmed`` says whether the claim held as the
+    experiment states it; ``notes`` are printed between the table and the
+    verdict (method, caveats); ``plotter(result, path)`` draws the figure,
+    where a picture says more than the table.
+    """
+
+    name: str
+    claim: str
+    columns: list
+    rows: list
+    verdict: str
+    confirmed: bool
+    data: dict = dataclasses.field(default_factory=dict)
+    notes: list = dataclasses.field(default_factory=list)
+    plotter: object = None
+
+    def table(self):
+        return format_table(self.columns, self.rows)
+
+    def report(self):
+        parts = [f"{self.name}: {self.claim}", "", self.table()]
+        if self.notes:
+            parts += [""] + list(self.notes)
+        word = "CONFIRMED" if self.confirmed else "REFUTED"
+        parts += ["", f"verdict: {word}: {self.verdict}"]
+        return "\n".join(parts)
+
+    def plot(self, path):
+        if self.plotter is None:
+            raise RuntimeError(f"experiment {self.name} draws no plot: its "
+                               f"table says it all")
+        self.plotter(self, path)
+
+    def to_json(self):
+        return json.dumps({"name": self.name, "claim": self.claim,
+                           "verdict": self.verdict,
+                           "confirmed": self.confirmed,
+                           "columns": self.columns, "rows": self.rows,
+                           "data": self.data}, indent=1, default=str)
+
+
+def cell(value):
+    """A table cell: floats to three significant figures (no exponent for
+    the magnitudes these tables hold), everything else as str()."""
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    if value != value:
+        return "-"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
+
+
+def _numeric(value):
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            or value == "-")
+
+
+def format_table(columns, rows):
+    """Columns aligned: numbers to the right, text to the left."""
+    text = [[str(c) for c in columns]] + [[cell(v) for v in row]
+                                          for row in rows]
+    widths = [max(len(r[i]) for r in text) for i in range(len(columns))]
+    right = [i > 0 and all(_numeric(row[i]) for row in rows)
+             for i in range(len(columns))]
+    lines = []
+    for n, r in enumerate(text):
+        lines.append("  ".join(
+            v.rjust(w) if right[i] else v.ljust(w)
+            for i, (v, w) in enumerate(zip(r, widths))).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, or a clear error
+    naming the extra that provides it."""
+    try:
+        import matplotlib
+    except ImportError:
+        raise RuntimeError("--plot needs matplotlib: pip install "
+                           "'rawmux[plot]'") from None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def percentile(values, q):
+    """The q-th percentile (0-100) by nearest rank; values need not be
+    sorted."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("percentile of no values")
+    rank = max(1, -(-len(ordered) * q // 100))
+    return ordered[int(rank) - 1]
+
+
+def median(values):
+    return statistics.median(values)
