@@ -1,0 +1,581 @@
+"""The thundering herd: N processes in epoll_wait on one listening socket.
+
+The claim
+---------
+When several processes each wait in epoll_wait(2) for the same listening
+socket, every new connection wakes all of them, although only one can
+accept it: the others find the queue empty (EAGAIN) or go back to sleep.
+EPOLLEXCLUSIVE (Linux 4.5) makes the socket wake one waiting epoll instance
+instead of all; SO_REUSEPORT gives each process a listening socket of its
+own on the same port, and the kernel picks one socket -- so one process --
+per connection.
+
+Why, in the kernel
+------------------
+epoll_ctl(ADD) hooks one wait-queue entry per epoll instance onto the
+socket's wait queue (fs/eventpoll.c: ep_insert() -> ep_ptable_queue_proc()).
+A connection that completes the handshake lands in the listener's accept
+queue and calls ``sk_data_ready()`` (net/core/sock.c: sock_def_readable() ->
+wake_up_interruptible_sync_poll()), which walks that queue
+(kernel/sched/wait.c: __wake_up_common()).  Each entry's callback,
+``ep_poll_callback()``, puts the listener on its instance's ready list and
+wakes the process sleeping in that instance: with N instances, N wakeups.
+An EPOLLEXCLUSIVE entry is queued with WQ_FLAG_EXCLUSIVE, and the walk stops
+after the first exclusive entry whose callback found a waiter.  With
+SO_REUSEPORT the N sockets form a group and the TCP lookup picks one socket
+per connection by a hash of the addresses (net/core/sock_reuseport.c:
+reuseport_select_sock()); only its wait queue is woken.
+
+A process woken for nothing does not always *see* the wakeup: in ep_poll()
+it asks its ready list again (ep_send_events() polls the listener) and, if
+a faster process has already accepted, finds it empty and sleeps again
+inside the same epoll_wait call.  So user space counts only some of the
+wakeups.
+
+The method
+----------
+The parent creates the listener (non-blocking, so a loser's accept() gets
+EAGAIN instead of blocking), then forks ``--procs`` children.  Each child
+creates its own epoll instance, registers the inherited listener -- or, for
+SO_REUSEPORT, its own socket -- for EPOLLIN (level-triggered), and loops:
+epoll_wait, accept once, send its index to the client, close.  The parent
+makes one connection at a time: it connects, reads the byte that says which
+child accepted, then waits until every child is asleep in epoll_wait again
+(``/proc/PID/stat`` state S, ``/proc/PID/wchan`` in epoll) before the next
+one, so wakeups from two connections never mix.
+
+Wakeups are counted two ways.  The kernel's: each child's
+``voluntary_ctxt_switches`` (/proc/PID/status), read before and after each
+connection.  A child whose count went up between two moments when every
+child sleeps in epoll_wait was woken in between: the number of such children
+is the "woken" figure.  (A woken child may also sleep on a lock -- the
+listener's socket lock in accept(), a shared epoll's mutex -- so the raw
+switch count can be a little higher.)  User space's: how often epoll_wait
+returned the listener, and how often accept() then failed with EAGAIN, which
+each child writes to a pipe when the parent's SIGUSR1 ends it.
+
+The fourth configuration, ``shared-epoll``, answers "why not one epoll for
+all?": one instance created before the fork, inherited by every child.  The
+herd is per *instance* -- ep_poll() queues its own waiters exclusively, so
+the listener's callback wakes one -- but a level-triggered entry goes back
+on the ready list after it is reported, and a non-empty ready list wakes the
+next waiter, which usually finds the connection already taken.
+
+The woken counts are what the kernel does, the same on an idle or a busy
+machine; on these 2 vCPUs the herd costs a context switch and some
+microseconds per woken process.  How many of the woken get as far as user
+space (and EAGAIN) depends on scheduling: on how soon the winner accepts.
+
+    python -m rawmux experiment herd --procs 4 --plot herd.png
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import time
+import traceback
+
+from rawmux._epoll import Epoll
+from rawmux._poll import PollArray
+from rawmux._rawmux import lib
+from rawmux.experiments.report import Result, median, pyplot
+
+CLAIM = ("every process waiting in epoll_wait on a shared listening socket "
+         "wakes for each connection; EPOLLEXCLUSIVE wakes one, and "
+         "SO_REUSEPORT (a socket per process) wakes one")
+PLOT = "wakeups per accepted connection, for each configuration"
+
+# name -> what each child waits on
+CONFIGS = {
+    "plain": "its own epoll, EPOLLIN on the shared listener",
+    "exclusive": "its own epoll, EPOLLIN|EPOLLEXCLUSIVE on the shared "
+                 "listener",
+    "reuseport": "its own epoll, EPOLLIN on its own SO_REUSEPORT listener "
+                 "(same port)",
+    "shared-epoll": "one epoll instance made before fork() and shared, "
+                    "EPOLLIN on the shared listener",
+}
+DEFAULT_CONFIGS = ["plain", "exclusive", "reuseport", "shared-epoll"]
+DEFAULT_PROCS = 4
+DEFAULT_CONNECTIONS = 300
+FAST_CONNECTIONS = 24
+ROUNDS = 3              # each configuration runs in ROUNDS interleaved blocks
+MAX_PROCS = 64
+
+_CHILD_IDLE_MS = 60000  # a child whose parent vanished exits after this
+_QUIET_TIMEOUT = 10.0   # seconds for the children to fall asleep again
+_IO_TIMEOUT = 10.0      # seconds for a connection to be accepted
+
+
+def _procs(text):
+    value = int(text)
+    if not 2 <= value <= MAX_PROCS:
+        raise argparse.ArgumentTypeError(
+            f"must be 2-{MAX_PROCS}, got {value}")
+    return value
+
+
+def _connections(text):
+    value = int(text)
+    if value < ROUNDS:
+        raise argparse.ArgumentTypeError(f"must be >= {ROUNDS}, got {value}")
+    return value
+
+
+def _configs(text):
+    names = text.split(",")
+    unknown = [n for n in names if n not in CONFIGS]
+    if unknown or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(
+            f"distinct names from {', '.join(CONFIGS)}, got {text!r}")
+    return names
+
+
+def add_arguments(parser):
+    parser.add_argument("--procs", type=_procs, default=DEFAULT_PROCS,
+                        help="processes waiting on the listening socket; "
+                             "default %(default)s")
+    parser.add_argument("--connections", type=_connections, default=None,
+                        help="connections per configuration, made one at a "
+                             f"time; default {DEFAULT_CONNECTIONS} "
+                             f"({FAST_CONNECTIONS} with --fast)")
+    parser.add_argument("--configs", type=_configs, default=DEFAULT_CONFIGS,
+                        help="comma-separated, from "
+                             f"{', '.join(CONFIGS)}; default "
+                             f"{','.join(DEFAULT_CONFIGS)}")
+
+
+# ---- a child ----------------------------------------------------------------
+
+class _Stop(Exception):
+    """Raised by the child's SIGUSR1 handler: report and exit."""
+
+
+def _child(index, listener, ep, mask, report_fd):
+    """Wait, accept, answer; on SIGUSR1 write the counts and return."""
+    def stop(signum, frame):
+        raise _Stop
+    signal.signal(signal.SIGUSR1, stop)
+    counts = {"index": index, "pid": os.getpid(), "returns": 0,
+              "accepts": 0, "eagain": 0, "idle_exit": False,
+              "registered_ns": None}
+    fd = listener.fileno()
+    try:
+        if ep is None:              # one epoll instance per process
+            ep = Epoll(maxevents=4)
+            ep.register(fd, mask)
+            # CLOCK_MONOTONIC is one clock for all processes: the parent
+            # orders the registrations by it.
+            counts["registered_ns"] = time.monotonic_ns()
+        while True:
+            n = ep.wait(_CHILD_IDLE_MS)
+            if n == 0:
+                counts["idle_exit"] = True
+                break
+            if fd not in ep.ready_fds[:n]:
+                continue
+            counts["returns"] += 1
+            try:
+                conn, _ = listener.accept()
+            except BlockingIOError:
+                counts["eagain"] += 1
+                continue
+            counts["accepts"] += 1
+            with conn:
+                conn.sendall(bytes([index]))
+    except _Stop:
+        pass
+    os.write(report_fd, (json.dumps(counts) + "\n").encode())
+
+
+def _fork_child(index, listener, ep, mask, report_fd, close_in_child):
+    pid = os.fork()
+    if pid:
+        return pid
+    code = 1
+    try:
+        for f in close_in_child:
+            if isinstance(f, int):
+                os.close(f)
+            else:
+                f.close()
+        _child(index, listener, ep, mask, report_fd)
+        code = 0
+    except BaseException:   # nothing may escape into the parent's code
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+# ---- watching the children from the parent ----------------------------------
+
+def _asleep_in_epoll(pid):
+    """True if the process sleeps (state S) inside epoll_wait."""
+    with open(f"/proc/{pid}/stat") as f:
+        state = f.read().rsplit(")", 1)[1].split()[0]
+    if state != "S":
+        return False
+    with open(f"/proc/{pid}/wchan") as f:
+        wchan = f.read()
+    # "0" where the kernel hides symbol names: state S must do.
+    return "epoll" in wchan or wchan in ("", "0")
+
+
+def _wait_quiet(pids, timeout=_QUIET_TIMEOUT):
+    """Wait until every child sleeps in epoll_wait: all the wakeups a
+    connection caused have then run their course.  Polls /proc: there is no
+    event for 'another process went to sleep'."""
+    deadline = time.monotonic() + timeout
+    pending = list(pids)
+    while pending:
+        pending = [pid for pid in pending if not _asleep_in_epoll(pid)]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"children {pending} did not go back to "
+                               f"sleep in epoll_wait within {timeout} s")
+        time.sleep(0.0002)  # a poll interval, not a synchronisation
+
+
+def _voluntary_switches(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("voluntary_ctxt_switches:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no voluntary_ctxt_switches in /proc/{pid}/status")
+
+
+# ---- one block of connections for one configuration -------------------------
+
+def _listener(reuseport=False, port=0):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("127.0.0.1", port))
+        sock.listen(128)
+        # Non-blocking: the losers' accept() must fail with EAGAIN, not
+        # wait for the next connection.  O_NONBLOCK is a flag of the open
+        # file, so the children inherit it with the socket.
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def measure(config, procs, connections, progress=None):
+    """Fork ``procs`` children waiting as ``config`` says, make
+    ``connections`` connections one at a time; return the counts."""
+    if config not in CONFIGS:
+        raise ValueError(f"unknown configuration {config!r}: expected one "
+                         f"of {', '.join(CONFIGS)}")
+    mask = lib.EPOLLIN | (lib.EPOLLEXCLUSIVE if config == "exclusive"
+                          else 0)
+    pids = []
+    with contextlib.ExitStack() as stack:
+        listeners = [stack.enter_context(_listener(config == "reuseport"))]
+        address = listeners[0].getsockname()
+        if config == "reuseport":
+            for _ in range(procs - 1):
+                listeners.append(stack.enter_context(
+                    _listener(True, address[1])))
+        shared_ep = None
+        if config == "shared-epoll":
+            shared_ep = Epoll(maxevents=4)
+            stack.callback(shared_ep.close)
+            shared_ep.register(listeners[0].fileno(), lib.EPOLLIN)
+        report_r, report_w = os.pipe()
+        stack.callback(os.close, report_r)
+
+        def reap():
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ChildProcessError):
+                    os.waitpid(pid, 0)
+        stack.callback(reap)
+
+        try:
+            for i in range(procs):
+                own = listeners[i] if config == "reuseport" else listeners[0]
+                others = [s for s in listeners if s is not own]
+                pids.append(_fork_child(i, own, shared_ep, mask, report_w,
+                                        others + [report_r]))
+        finally:
+            os.close(report_w)      # EOF on report_r once all have exited
+
+        _wait_quiet(pids)
+        per_connection, winners = [], []
+        for c in range(connections):
+            before = [_voluntary_switches(pid) for pid in pids]
+            with socket.create_connection(address,
+                                          timeout=_IO_TIMEOUT) as client:
+                who = client.recv(1)
+            if len(who) != 1:
+                raise RuntimeError("a connection was closed unanswered")
+            _wait_quiet(pids)
+            after = [_voluntary_switches(pid) for pid in pids]
+            per_connection.append([a - b for a, b in zip(after, before)])
+            winners.append(who[0])
+            if progress is not None:
+                progress(c + 1)
+
+        for pid in pids:
+            os.kill(pid, signal.SIGUSR1)
+        reports = _read_reports(report_r, procs)
+        for pid in pids:
+            os.waitpid(pid, 0)
+        pids.clear()
+    reports.sort(key=lambda r: r["index"])
+    stamped = [r for r in reports if r["registered_ns"] is not None]
+    first = (min(stamped, key=lambda r: r["registered_ns"])["index"]
+             if stamped else None)
+    return {"config": config, "procs": procs, "connections": connections,
+            "switches": per_connection, "winners": winners,
+            "first_registered": first, "children": reports}
+
+
+def _read_reports(fd, procs):
+    """The children's JSON lines, within _IO_TIMEOUT."""
+    deadline = time.monotonic() + _IO_TIMEOUT
+    pipe = PollArray(capacity=1)
+    pipe.register(fd, lib.POLLIN)
+    text = b""
+    while text.count(b"\n") < procs:
+        left_ms = int((deadline - time.monotonic()) * 1000) + 1
+        if left_ms <= 0 or not pipe.wait(left_ms):
+            raise RuntimeError("the children did not report their counts "
+                               f"within {_IO_TIMEOUT} s")
+        chunk = os.read(fd, 65536)
+        if not chunk:                   # every child has exited
+            break
+        text += chunk
+    reports = [json.loads(line) for line in text.decode().splitlines()]
+    if len(reports) != procs:
+        raise RuntimeError(f"{len(reports)} of {procs} children reported")
+    return reports
+
+
+# ---- the experiment ---------------------------------------------------------
+
+def _merge(blocks):
+    """One configuration's blocks (rounds) as one measurement; the winners
+    stay grouped by block too, since each block has its own children."""
+    merged = {"config": blocks[0]["config"], "procs": blocks[0]["procs"],
+              "connections": 0, "switches": [], "winners": [],
+              "block_winners": [], "block_first_registered": [],
+              "pids": [], "children": []}
+    totals = {}
+    for b in blocks:
+        merged["connections"] += b["connections"]
+        merged["switches"] += b["switches"]
+        merged["winners"] += b["winners"]
+        merged["block_winners"].append(b["winners"])
+        merged["block_first_registered"].append(b["first_registered"])
+        merged["pids"] += [r["pid"] for r in b["children"]]
+        for r in b["children"]:
+            t = totals.setdefault(r["index"], {"index": r["index"],
+                                               "returns": 0, "accepts": 0,
+                                               "eagain": 0})
+            for key in ("returns", "accepts", "eagain"):
+                t[key] += r[key]
+    merged["children"] = [totals[i] for i in sorted(totals)]
+    return merged
+
+
+def summarize(m):
+    """The figures of one configuration's row, from its measurement."""
+    conns = m["connections"]
+    # A child whose switch count went up between two quiet moments was
+    # woken (it was asleep before and is asleep again): woken = children
+    # with a count above zero.  A child can switch more than once per
+    # connection when it also sleeps on a lock (the listener's socket lock
+    # in accept(), the shared epoll's mutex).
+    woken = [sum(1 for x in s if x) for s in m["switches"]]
+    switches = [sum(s) for s in m["switches"]]
+    accepted = [0] * m["procs"]
+    for w in m["winners"]:
+        accepted[w] += 1
+    children = m["children"]
+    # How much of each block the busiest child took, averaged over blocks.
+    blocks = m["block_winners"]
+    top_share = sum(max(blk.count(i) for i in set(blk)) / len(blk)
+                    for blk in blocks) / len(blocks)
+    # Blocks whose first connection went to the process that registered
+    # its epoll entry first.
+    first_won = sum(blk[0] == first for blk, first in
+                    zip(blocks, m["block_first_registered"]))
+    return {
+        "woken_per_conn": sum(woken) / conns,
+        "woken_min": min(woken), "woken_max": max(woken),
+        "woken_median": median(woken),
+        "switches_per_conn": sum(switches) / conns,
+        "returns_per_conn": sum(c["returns"] for c in children) / conns,
+        "eagain_per_conn": sum(c["eagain"] for c in children) / conns,
+        "accepts": sum(c["accepts"] for c in children),
+        "accepted_by": accepted,
+        "procs_that_accepted": sum(1 for a in accepted if a),
+        "top_share_per_block": top_share,
+        "blocks": len(blocks), "first_registered_won": first_won,
+    }
+
+
+def run(*, fast=False, progress=None, procs=DEFAULT_PROCS, connections=None,
+        configs=None):
+    if connections is None:
+        connections = FAST_CONNECTIONS if fast else DEFAULT_CONNECTIONS
+    configs = list(DEFAULT_CONFIGS if configs is None else configs)
+    if type(procs) is not int or not 2 <= procs <= MAX_PROCS:
+        raise ValueError(f"procs must be an int from 2 to {MAX_PROCS}, got "
+                         f"{procs!r}")
+    if type(connections) is not int or connections < ROUNDS:
+        raise ValueError(f"connections must be an int >= {ROUNDS}, got "
+                         f"{connections!r}")
+    unknown = [c for c in configs if c not in CONFIGS]
+    if unknown or not configs or len(set(configs)) != len(configs):
+        raise ValueError(f"configs must be distinct names from "
+                         f"{', '.join(CONFIGS)}, got {configs!r}")
+
+    # Interleaved blocks, so that a change in the machine's load affects
+    # every configuration alike.
+    sizes = [connections // ROUNDS + (r < connections % ROUNDS)
+             for r in range(ROUNDS)]
+    total = connections * len(configs)
+    done = 0
+    blocks = {c: [] for c in configs}
+    for size in sizes:
+        for config in configs:
+            def tick(n, base=done, config=config):
+                if progress is not None:
+                    progress(base + n, total, config)
+            blocks[config].append(measure(config, procs, size, tick))
+            done += size
+    measured = {c: _merge(blocks[c]) for c in configs}
+    figures = {c: summarize(measured[c]) for c in configs}
+    return _result(measured, figures, procs, connections)
+
+
+def _result(measured, figures, procs, connections):
+    columns = ["configuration", "woken/conn", "min-max", "switches/conn",
+               "returned/conn", "EAGAIN/conn", "accepts by process"]
+    rows = []
+    for config, f in figures.items():
+        rows.append([config, f["woken_per_conn"],
+                     f"{f['woken_min']}-{f['woken_max']}",
+                     f["switches_per_conn"], f["returns_per_conn"],
+                     f["eagain_per_conn"],
+                     "/".join(map(str, f["accepted_by"]))])
+    notes = [
+        (f"{procs} processes; {connections} connections per configuration, "
+         f"one at a time, in {ROUNDS} interleaved blocks (new processes "
+         f"each block).  woken: processes woken per connection (their "
+         f"voluntary context switches in /proc/PID/status went up); "
+         f"switches: those context switches, lock waits included; "
+         f"returned: epoll_wait returned the listener to user space; "
+         f"EAGAIN: accept() then found the queue already empty."),
+    ]
+    for config in figures:
+        notes.append(f"{config}: each process waits on {CONFIGS[config]}.")
+    if "plain" in figures:
+        f = figures["plain"]
+        hidden = f["woken_per_conn"] - f["returns_per_conn"]
+        if hidden > 0.05:
+            notes.append(
+                f"plain: {hidden:.2f} of the {f['woken_per_conn']:.2f} "
+                f"wakeups per connection never reached user space: those "
+                f"processes found the accept queue already empty in "
+                f"ep_send_events() and slept again inside epoll_wait.")
+    if "exclusive" in figures:
+        f = figures["exclusive"]
+        notes.append(
+            f"exclusive: the busiest process took "
+            f"{100 * f['top_share_per_block']:.0f}% of a block's "
+            f"connections, on average; in {f['first_registered_won']} of "
+            f"{f['blocks']} blocks the first connection went to the process "
+            f"that registered first.  Exclusive entries are queued at the "
+            f"tail of the listener's wait queue and __wake_up_common() "
+            f"stops at the first one whose epoll has a waiter: while that "
+            f"process is idle it gets all the work.  SO_REUSEPORT spreads "
+            f"by a hash of the addresses instead.")
+    if "shared-epoll" in figures:
+        f = figures["shared-epoll"]
+        notes.append(
+            f"shared-epoll: {f['woken_per_conn']:.2f} woken per connection. "
+            f"ep_poll() queues its waiters exclusively, so the listener's "
+            f"callback wakes one; but a level-triggered entry goes back on "
+            f"the ready list after it is reported, and a non-empty ready "
+            f"list wakes the next waiter (ep_done_scan() in v6.6), which "
+            f"usually finds the connection taken.")
+
+    checks = {}
+    parts = []
+    if "plain" in figures:
+        f = figures["plain"]
+        checks["plain wakes (nearly) every waiter"] = \
+            f["woken_per_conn"] >= 0.9 * procs
+        parts.append(f"without EPOLLEXCLUSIVE {f['woken_per_conn']:.2f} "
+                     f"processes woken per connection for {procs} waiters "
+                     f"({f['returns_per_conn']:.2f} returned, "
+                     f"{f['eagain_per_conn']:.2f} EAGAIN)")
+    if "exclusive" in figures:
+        f = figures["exclusive"]
+        checks["EPOLLEXCLUSIVE wakes about one"] = \
+            f["woken_per_conn"] <= 1.2
+        parts.append(f"with it {f['woken_per_conn']:.2f}")
+    if "reuseport" in figures:
+        f = figures["reuseport"]
+        checks["SO_REUSEPORT wakes about one"] = \
+            f["woken_per_conn"] <= 1.2
+        checks["SO_REUSEPORT spreads the connections"] = \
+            f["procs_that_accepted"] >= 2
+        parts.append(f"with SO_REUSEPORT {f['woken_per_conn']:.2f}, "
+                     f"accepts spread "
+                     f"{'/'.join(map(str, f['accepted_by']))}")
+    if "shared-epoll" in figures:
+        f = figures["shared-epoll"]
+        parts.append(f"one epoll shared by all "
+                     f"{f['woken_per_conn']:.2f}")
+    confirmed = bool(checks) and all(checks.values())
+    verdict = "; ".join(parts)
+    failed = [name for name, ok in checks.items() if not ok]
+    if failed:
+        verdict += "; NOT shown: " + ", ".join(failed)
+    data = {"procs": procs, "connections": connections, "rounds": ROUNDS,
+            "figures": figures, "measured": measured, "checks": checks}
+    return Result(name="herd", claim=CLAIM, columns=columns, rows=rows,
+                  verdict=verdict, confirmed=confirmed, data=data,
+                  notes=notes, plotter=plot)
+
+
+def plot(result, path):
+    plt = pyplot()
+    figures = result.data["figures"]
+    names = list(figures)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    wakeups = [figures[n]["woken_per_conn"] for n in names]
+    returns = [figures[n]["returns_per_conn"] for n in names]
+    x = range(len(names))
+    ax.bar([i - 0.2 for i in x], wakeups, width=0.4,
+           label="processes woken")
+    ax.bar([i + 0.2 for i in x], returns, width=0.4,
+           label="epoll_wait returned the listener")
+    for i, (w, r) in enumerate(zip(wakeups, returns)):
+        ax.text(i - 0.2, w, f"{w:.2f}", ha="center", va="bottom",
+                fontsize="small")
+        ax.text(i + 0.2, r, f"{r:.2f}", ha="center", va="bottom",
+                fontsize="small")
+    ax.axhline(1, color="black", linewidth=0.8, linestyle="--")
+    ax.axhline(result.data["procs"], color="tab:red", linewidth=0.8,
+               linestyle=":", label=f"{result.data['procs']} waiters")
+    ax.set_xticks(list(x), names)
+    ax.set_ylabel("per accepted connection")
+    ax.set_title(f"thundering herd: {result.data['procs']} processes in "
+                 f"epoll_wait, one listening port")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,444 @@
+"""Level-triggered, edge-triggered and one-shot epoll on one script of
+writes and partial reads: which waits report the fd.
+
+The claim
+---------
+A level-triggered (LT) epoll entry is reported by every epoll_wait while the
+fd is ready -- here, while unread data (or an EOF) is queued -- exactly as
+poll(2) and select(2) report it.  An edge-triggered (EPOLLET) entry is
+reported once per *arrival*; unread data left behind is not reported again
+until something new arrives.  An EPOLLONESHOT entry is reported once and
+then stays silent until EPOLL_CTL_MOD re-arms it.
+
+The method
+----------
+One AF_UNIX socketpair: the *peer* end writes, the *watcher* end reads.  The
+watcher's fd is registered, with EPOLLIN | EPOLLRDHUP, in four epoll
+instances at once -- LT, ET, ONESHOT and ET|ONESHOT -- and watched by poll(2)
+(POLLIN | POLLRDHUP) and select(2) too.  Each instance has its own entry, so
+they do not disturb each other.  A fixed script of steps follows; a step is
+a few actions (the peer writes, the watcher reads some or all, the watcher
+calls EPOLL_CTL_MOD with the unchanged mask on every instance, the peer
+shuts down its write side), then *one* wait with a zero timeout on each
+mechanism.  The table is the timeline: a row per step, a column per
+mechanism, the events reported or "-".
+
+Beside what the kernel says, the experiment computes what the rules say,
+from the script alone, with a model of an epoll entry (fs/eventpoll.c):
+
+* An *arrival* -- every write by the peer, and its shutdown -- calls the
+  socket's ``sk_data_ready``/``sk_state_change``, which wakes the socket's
+  wait queue and so runs ``ep_poll_callback()`` for every entry hooked on
+  it.  The callback puts the entry on its instance's ready list, unless it
+  is already there, or it is a disarmed one-shot entry (its mask holds no
+  event bits any more, so the callback ignores it).
+* EPOLL_CTL_MOD (``ep_modify()``) sets the new mask -- re-arming a one-shot
+  entry -- and, if the file is ready at that moment, queues the entry.
+* epoll_wait (``ep_send_events()``) takes each queued entry off the list and
+  asks the file for its *current* state (``ep_item_poll()``).  Not ready:
+  the entry is dropped and nothing is reported, even though an edge put it
+  there.  Ready: reported; then a one-shot entry is disarmed, a
+  level-triggered one goes straight back on the ready list (so the next
+  wait asks again), an edge-triggered one does not.
+* poll(2) and select(2) keep no state: they ask the file every time.
+
+So the edge that EPOLLET reports is not "the queue went from empty to
+non-empty": on current Linux every new write re-reports the fd, even onto
+data that is still unread, and so does an EPOLL_CTL_MOD while it is ready.
+An edge whose data the watcher read before the wait is not reported at all.
+
+The verdict compares every cell the kernel gave with the cell the model
+predicts; the script is run ``--repeats`` times (fresh sockets each time)
+to show that the kernel's answer is deterministic.
+
+    python -m rawmux experiment triggers --plot triggers.png
+"""
+
+import argparse
+import contextlib
+import socket
+
+from rawmux._epoll import Epoll
+from rawmux._poll import PollArray
+from rawmux._rawmux import lib
+from rawmux._select import Select
+from rawmux.experiments.report import Result, pyplot
+
+CLAIM = ("level-triggered epoll (like poll and select) reports an fd at "
+         "every wait while data is unread; EPOLLET once per arrival; "
+         "EPOLLONESHOT once until EPOLL_CTL_MOD re-arms it")
+PLOT = "the timeline: steps across, one row per mechanism, a mark where " \
+       "the wait reported the fd"
+
+_WATCH = lib.EPOLLIN | lib.EPOLLRDHUP
+# name -> (extra epoll flags); the four epoll entries of the experiment.
+EPOLL_MODES = {
+    "LT": 0,
+    "ET": lib.EPOLLET,
+    "ONESHOT": lib.EPOLLONESHOT,
+    "ET|ONESHOT": lib.EPOLLET | lib.EPOLLONESHOT,
+}
+MECHANISMS = list(EPOLL_MODES) + ["poll", "select"]
+
+# The script: (short label for the plot, what happens, actions).  Actions:
+# ("write", n) by the peer; ("read", n) and ("drain",) by the watcher;
+# ("mod",) EPOLL_CTL_MOD with the unchanged mask on every epoll instance;
+# ("shutdown",) the peer's shutdown(SHUT_WR).
+SCRIPT = [
+    ("add", "registered on the empty socket", ()),
+    ("write", "peer writes 100 bytes", (("write", 100),)),
+    ("again", "nothing happens; wait again", ()),
+    ("read 40", "watcher reads 40 (60 stay unread)", (("read", 40),)),
+    ("again", "nothing happens; wait again", ()),
+    ("write", "peer writes 100 more onto the unread 60",
+     (("write", 100),)),
+    ("again", "nothing happens; wait again", ()),
+    ("MOD", "watcher: EPOLL_CTL_MOD, same mask", (("mod",),)),
+    ("again", "nothing happens; wait again", ()),
+    ("drain", "watcher reads until EAGAIN", (("drain",),)),
+    ("write x2", "peer writes 10 bytes twice, no wait between",
+     (("write", 10), ("write", 10))),
+    ("again", "nothing happens; wait again", ()),
+    ("drain", "watcher reads until EAGAIN", (("drain",),)),
+    ("MOD", "watcher: EPOLL_CTL_MOD while empty", (("mod",),)),
+    ("write", "peer writes 100 bytes", (("write", 100),)),
+    ("write+drain", "peer writes 10; watcher drains before the wait",
+     (("write", 10), ("drain",))),
+    ("shutdown", "peer shuts down its write side (EOF)",
+     (("shutdown",),)),
+    ("again", "nothing happens; wait again", ()),
+    ("MOD", "watcher: EPOLL_CTL_MOD at EOF", (("mod",),)),
+]
+
+_EPOLL_NAMES = [(lib.EPOLLIN, "IN"), (lib.EPOLLPRI, "PRI"),
+                (lib.EPOLLOUT, "OUT"), (lib.EPOLLRDHUP, "RDHUP"),
+                (lib.EPOLLERR, "ERR"), (lib.EPOLLHUP, "HUP")]
+_POLL_NAMES = [(lib.POLLIN, "IN"), (lib.POLLPRI, "PRI"),
+               (lib.POLLOUT, "OUT"), (lib.POLLRDHUP, "RDHUP"),
+               (lib.POLLERR, "ERR"), (lib.POLLHUP, "HUP"),
+               (lib.POLLNVAL, "NVAL")]
+NOT_REPORTED = "-"
+
+
+def _names(mask, table):
+    return " ".join(name for bit, name in table if mask & bit) or "?"
+
+
+DEFAULT_REPEATS = 20
+FAST_REPEATS = 5
+
+
+def _repeats(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def add_arguments(parser):
+    parser.add_argument("--repeats", type=_repeats, default=None,
+                        help="times the script is run on fresh sockets, "
+                             "to show the answer is deterministic; default "
+                             f"{DEFAULT_REPEATS} ({FAST_REPEATS} with "
+                             "--fast)")
+
+
+# ---- what the rules predict -------------------------------------------------
+
+class _Entry:
+    """The model of one epoll entry: is it armed, is it on the ready list."""
+
+    def __init__(self, flags):
+        self.edge = bool(flags & lib.EPOLLET)
+        self.oneshot = bool(flags & lib.EPOLLONESHOT)
+        self.armed = True
+        self.queued = False
+
+    def arrival(self):
+        # ep_poll_callback(): a disarmed one-shot entry has no event bits
+        # left in its mask and is ignored.
+        if self.armed:
+            self.queued = True
+
+    def modify(self, ready):
+        # ep_modify(): new mask (re-arms), queued if the file is ready now.
+        self.armed = True
+        if ready:
+            self.queued = True
+
+    def wait(self, ready):
+        """ep_send_events() for this entry: reported or not."""
+        if not self.queued:
+            return False
+        if not ready:               # ep_item_poll() found nothing: dropped
+            self.queued = False
+            return False
+        if self.oneshot:
+            self.armed = self.queued = False
+        elif self.edge:
+            self.queued = False
+        # level-triggered: back on the ready list, asked again next wait
+        return True
+
+
+def expected_timeline(script=SCRIPT):
+    """{mechanism: [cell per step]} as the rules predict, from the script
+    alone, plus the bytes queued after each step's actions."""
+    entries = {name: _Entry(flags) for name, flags in EPOLL_MODES.items()}
+    queued, eof = 0, False
+    cells = {name: [] for name in MECHANISMS}
+    backlog = []
+    for _label, _what, actions in script:
+        for action in actions:
+            kind = action[0]
+            if kind == "write":
+                queued += action[1]
+            elif kind == "read":
+                queued -= action[1]
+            elif kind == "drain":
+                queued = 0
+            elif kind == "shutdown":
+                eof = True
+            if kind in ("write", "shutdown"):
+                for entry in entries.values():
+                    entry.arrival()
+            elif kind == "mod":
+                for entry in entries.values():
+                    entry.modify(queued > 0 or eof)
+        ready = queued > 0 or eof
+        # What a ready socket reports: readable, and RDHUP once the peer
+        # has shut down its side (unix_poll()).
+        events = "IN RDHUP" if eof else "IN"
+        for name, entry in entries.items():
+            cells[name].append(events if entry.wait(ready)
+                               else NOT_REPORTED)
+        cells["poll"].append(events if ready else NOT_REPORTED)
+        cells["select"].append("R" if ready else NOT_REPORTED)
+        backlog.append(f"{queued}+EOF" if eof else str(queued))
+    return cells, backlog
+
+
+# ---- what the kernel says ---------------------------------------------------
+
+def _do(action, peer, watcher, epolls, fd):
+    kind = action[0]
+    if kind == "write":
+        peer.sendall(b"w" * action[1])
+    elif kind == "read":
+        got = watcher.recv(action[1])
+        if len(got) != action[1]:
+            raise RuntimeError(f"read {len(got)} bytes where the script "
+                               f"expects {action[1]} to be queued")
+    elif kind == "drain":
+        while True:
+            try:
+                if not watcher.recv(65536):
+                    return          # EOF: nothing more will come
+            except BlockingIOError:
+                return
+    elif kind == "mod":
+        for name, ep in epolls.items():
+            ep.modify(fd, _WATCH | EPOLL_MODES[name])
+    elif kind == "shutdown":
+        peer.shutdown(socket.SHUT_WR)
+    else:
+        raise ValueError(f"unknown action {action!r}")
+
+
+def observe_timeline(script=SCRIPT):
+    """Run the script once on a fresh socketpair; {mechanism: [cell per
+    step]} as the kernel answered."""
+    cells = {name: [] for name in MECHANISMS}
+    with contextlib.ExitStack() as stack:
+        peer, watcher = socket.socketpair()
+        stack.callback(peer.close)
+        stack.callback(watcher.close)
+        watcher.setblocking(False)
+        peer.settimeout(5.0)
+        fd = watcher.fileno()
+        epolls = {}
+        for name, flags in EPOLL_MODES.items():
+            ep = epolls[name] = Epoll(maxevents=4)
+            stack.callback(ep.close)
+            ep.register(fd, _WATCH | flags)
+        polls = PollArray(capacity=1)
+        polls.register(fd, lib.POLLIN | lib.POLLRDHUP)
+        selects = Select()
+        selects.read.add(fd)
+        for _label, _what, actions in script:
+            for action in actions:
+                _do(action, peer, watcher, epolls, fd)
+            for name, ep in epolls.items():
+                n = ep.wait(0)
+                if n > 1 or (n == 1 and ep.ready_fds[0] != fd):
+                    raise RuntimeError(f"{name} epoll reported {ep.ready()}"
+                                       f" for one registered fd {fd}")
+                cells[name].append(_names(ep.ready_events[0], _EPOLL_NAMES)
+                                   if n else NOT_REPORTED)
+            n = polls.wait(0)
+            cells["poll"].append(_names(polls.ready_events[0], _POLL_NAMES)
+                                 if n else NOT_REPORTED)
+            n = selects.wait(0)
+            cells["select"].append(
+                "R" if n and selects.ready_events[0] & Select.READ
+                else NOT_REPORTED)
+    return cells
+
+
+# ---- the experiment ---------------------------------------------------------
+
+def run(*, fast=False, progress=None, repeats=None):
+    if repeats is None:
+        repeats = FAST_REPEATS if fast else DEFAULT_REPEATS
+    if type(repeats) is not int or repeats < 1:
+        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
+    expected, backlog = expected_timeline()
+    runs = []
+    for i in range(repeats):
+        runs.append(observe_timeline())
+        if progress is not None:
+            progress(i + 1, repeats, "running the script")
+    observed = runs[0]
+    identical = sum(r == observed for r in runs)
+    steps = len(SCRIPT)
+
+    mismatches = [
+        {"step": i, "mechanism": name, "observed": observed[name][i],
+         "expected": expected[name][i]}
+        for name in MECHANISMS for i in range(steps)
+        if observed[name][i] != expected[name][i]]
+    columns = ["#", "what happens", "queued"] + MECHANISMS
+    rows = []
+    for i, (_label, what, _actions) in enumerate(SCRIPT):
+        row = [str(i), what, backlog[i]]
+        for name in MECHANISMS:
+            value = observed[name][i]
+            if value != expected[name][i]:
+                value += f" (rule: {expected[name][i]})"
+            row.append(value)
+        rows.append(row)
+
+    reported = {name: sum(c != NOT_REPORTED for c in observed[name])
+                for name in MECHANISMS}
+    confirmed = not mismatches and identical == repeats
+
+    notes = [
+        (f"Each row: the step's actions, then one epoll_wait/poll/select "
+         f"with timeout 0 on the watcher's fd (EPOLLIN|EPOLLRDHUP, "
+         f"POLLIN|POLLRDHUP, readfds); 'queued' = unread bytes after the "
+         f"actions.  An AF_UNIX socketpair; the script ran {repeats} times "
+         f"on fresh sockets and gave the same timeline {identical} times."),
+    ]
+    notes += _what_the_kernel_did(observed, backlog)
+    if mismatches:
+        notes.append("Cells where the kernel and the rules disagree: "
+                     + "; ".join(f"step {m['step']} {m['mechanism']}: "
+                                 f"kernel {m['observed']!r}, rule "
+                                 f"{m['expected']!r}" for m in mismatches))
+
+    counts = ", ".join(f"{name} {reported[name]}" for name in MECHANISMS)
+    if confirmed:
+        verdict = (f"all {steps * len(MECHANISMS)} cells as the rules "
+                   f"predict, {identical}/{repeats} runs identical; waits "
+                   f"that reported the fd out of {steps}: {counts}")
+    else:
+        verdict = (f"{len(mismatches)} of {steps * len(MECHANISMS)} "
+                   f"cells differ from the rules, {identical}/{repeats} "
+                   f"runs identical; waits that reported the fd out of "
+                   f"{steps}: {counts}")
+    data = {"steps": [{"label": label, "what": what,
+                       "actions": [list(a) for a in actions],
+                       "queued": backlog[i]}
+                      for i, (label, what, actions) in enumerate(SCRIPT)],
+            "mechanisms": MECHANISMS, "observed": observed,
+            "expected": expected, "repeats": repeats,
+            "identical_runs": identical, "mismatches": mismatches,
+            "reported": reported}
+    return Result(name="triggers", claim=CLAIM, columns=columns, rows=rows,
+                  verdict=verdict, confirmed=confirmed, data=data,
+                  notes=notes, plotter=plot)
+
+
+def _what_the_kernel_did(observed, backlog):
+    """Sentences about the steps that tell edge from level, each stated only
+    for the steps where the kernel's answer supports it."""
+    et, lt = observed["ET"], observed["LT"]
+    onto_unread, after_mod, drained = [], [], []
+    for i, (_label, _what, actions) in enumerate(SCRIPT):
+        kinds = [a[0] for a in actions]
+        before = backlog[i - 1] if i else "0"
+        if kinds == ["write"] and before != "0" and et[i] != NOT_REPORTED:
+            onto_unread.append(f"{i} ({before} bytes unread)")
+        if kinds == ["mod"] and et[i] != NOT_REPORTED:
+            after_mod.append(str(i))
+        if "write" in kinds and kinds[-1] == "drain" \
+                and et[i] == NOT_REPORTED:
+            drained.append(str(i))
+    notes = []
+    if onto_unread:
+        notes.append(
+            f"ET reported a write onto data still unread at step "
+            f"{', '.join(onto_unread)}: each write calls sk_data_ready() "
+            f"and so ep_poll_callback(), which queues the entry again -- an "
+            f"edge is an arrival, not 'empty to non-empty'.")
+    if after_mod:
+        notes.append(
+            f"EPOLL_CTL_MOD made ET report again with no new data at step "
+            f"{', '.join(after_mod)}: ep_modify() queues the entry when "
+            f"the file is ready (the same call re-arms ONESHOT).")
+    if drained:
+        notes.append(
+            f"A write that the watcher read before the wait was not "
+            f"reported even by ET (step {', '.join(drained)}): "
+            f"ep_send_events() asks the file again and drops an entry that "
+            f"is no longer ready.")
+    silent = [str(i) for i in range(len(SCRIPT))
+              if et[i] == NOT_REPORTED and lt[i] != NOT_REPORTED]
+    if silent:
+        notes.append(
+            f"ET stayed silent with data or EOF still queued at steps "
+            f"{', '.join(silent)}, where LT reported it: a reader that "
+            f"stops before EAGAIN waits for the next arrival.")
+    return notes
+
+
+def plot(result, path):
+    plt = pyplot()
+    data = result.data
+    steps = data["steps"]
+    names = data["mechanisms"]
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(11, 5.5), sharex=True,
+        gridspec_kw={"height_ratios": [3, 1]})
+    for row, name in enumerate(names):
+        y = len(names) - 1 - row
+        top.axhline(y, color="0.9", zorder=0)
+        for i, value in enumerate(data["observed"][name]):
+            rule = data["expected"][name][i]
+            if value != "-":
+                top.scatter(i, y, s=90, zorder=2,
+                            color="tab:red" if "RDHUP" in value
+                            else "tab:blue")
+            if value != rule:
+                top.scatter(i, y, s=200, marker="x", color="black",
+                            zorder=3)
+    top.set_yticks(range(len(names)), list(reversed(names)))
+    top.set_title("which waits report the fd (blue: IN, red: IN RDHUP; "
+                  "x: differs from the rules)")
+    queued = [int(s["queued"].split("+")[0]) for s in steps]
+    eof = ["EOF" in s["queued"] for s in steps]
+    bottom.bar(range(len(steps)), queued, color="tab:gray")
+    for i, e in enumerate(eof):
+        if e:
+            bottom.axvspan(i - 0.4, i + 0.4, color="tab:red", alpha=0.25,
+                           label="EOF queued" if i == eof.index(True)
+                           else None)
+    if any(eof):
+        bottom.legend(loc="upper right", fontsize="small")
+    bottom.set_ylabel("bytes unread")
+    bottom.set_xticks(range(len(steps)),
+                      [f"{i} {s['label']}" for i, s in enumerate(steps)],
+                      rotation=45, ha="right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
