@@ -102,42 +102,9 @@ def measure(contender, case, built, warmup, seconds, cpus=(0, 1)):
         match = re.search(r"listening on ([\d.]+):(\d+)", line)
         if not match:
             return {**result, "error": f"server did not start: {line!r}"}
-        load = subprocess.Popen(
-            [built["loadgen"], match.group(1), match.group(2),
-             str(case.conns), str(case.size), case.mode, str(case.window),
-             str(warmup), str(seconds)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            preexec_fn=_pin(cpus[1]))
-        try:
-            if read_line(load.stdout, warmup + 60).strip() != "measuring":
-                load.kill()
-                err = load.communicate(timeout=10)[1].decode().strip()
-                return {**result, "error": err or "load generator failed"}
-            cpu0 = cpu_seconds(server.pid)
-            line = read_line(load.stdout, seconds + 60)
-            cpu1 = cpu_seconds(server.pid)
-            load.wait(timeout=30)
-        finally:
-            if load.poll() is None:
-                load.kill()
-                load.wait(timeout=10)
-        if load.returncode != 0 or not line:
-            err = load.stderr.read().decode().strip()
-            return {**result, "error": err or "load generator failed"}
-        stats = json.loads(line)
-        messages = max(stats["messages"], 1)
-        user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
-        return {**result, **stats,
-                "msgs_per_s": stats["messages"] / stats["seconds"],
-                "mib_per_s": stats["bytes"] / stats["seconds"] / 2**20,
-                "cpu_us_per_msg": (user + system) / messages * 1e6,
-                # user: the server's own code (and libc); system: the
-                # kernel's TCP and syscall work on its behalf.
-                "user_us_per_msg": user / messages * 1e6,
-                "sys_us_per_msg": system / messages * 1e6,
-                # How busy the server's core was: near 100% means the load
-                # generator saturated it.
-                "server_cpu_pct": (user + system) / stats["seconds"] * 100}
+        return {**result, **drive((match.group(1), match.group(2)),
+                                   server.pid, case, built, warmup, seconds,
+                                   cpus[1])}
     finally:
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)
@@ -146,6 +113,52 @@ def measure(contender, case, built, warmup, seconds, cpus=(0, 1)):
         except subprocess.TimeoutExpired:
             server.kill()
             server.communicate(timeout=10)
+
+
+def drive(address, server_pid, case, built, warmup, seconds, cpu=None):
+    """Run the load generator (pinned to cpu) against a server already
+    listening at address (host, port), sampling the CPU time of process
+    server_pid over the measured seconds.  Returns the load generator's
+    figures and the rates derived from them, or {"error": ...}.  The
+    experiments use it on servers they set up themselves."""
+    host, port = address
+    # The with-block closes the pipes and reaps the child on every path.
+    with subprocess.Popen(
+            [built["loadgen"], str(host), str(port),
+             str(case.conns), str(case.size), case.mode, str(case.window),
+             str(warmup), str(seconds)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            preexec_fn=_pin(cpu)) as load:
+        try:
+            if read_line(load.stdout, warmup + 60).strip() != "measuring":
+                load.kill()
+                err = load.communicate(timeout=10)[1].decode().strip()
+                return {"error": err or "load generator failed"}
+            cpu0 = cpu_seconds(server_pid)
+            line = read_line(load.stdout, seconds + 60)
+            cpu1 = cpu_seconds(server_pid)
+            load.wait(timeout=30)
+        finally:
+            if load.poll() is None:
+                load.kill()
+                load.wait(timeout=10)
+        if load.returncode != 0 or not line:
+            err = load.stderr.read().decode().strip()
+            return {"error": err or "load generator failed"}
+    stats = json.loads(line)
+    messages = max(stats["messages"], 1)
+    user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
+    return {**stats,
+            "msgs_per_s": stats["messages"] / stats["seconds"],
+            "mib_per_s": stats["bytes"] / stats["seconds"] / 2**20,
+            "cpu_us_per_msg": (user + system) / messages * 1e6,
+            # user: the server's own code (and libc); system: the
+            # kernel's TCP and syscall work on its behalf.
+            "user_us_per_msg": user / messages * 1e6,
+            "sys_us_per_msg": system / messages * 1e6,
+            # How busy the server's core was: near 100% means the load
+            # generator saturated it.
+            "server_cpu_pct": (user + system) / stats["seconds"] * 100}
 
 
 # ---- rounds and the report ---------------------------------------------------------

@@ -2,6 +2,7 @@
 bench: ``python -m rawmux serve --port 0`` started, its address read from
 its first line, stopped with SIGTERM (the graceful path) or killed."""
 
+import math
 import os
 import re
 import resource
@@ -25,12 +26,16 @@ def cpu_seconds(pid):
 
 def read_line(pipe, timeout):
     """One line from a child's pipe, byte by byte from the raw fd (a
-    buffered readline could swallow what comes after it), within timeout."""
+    buffered readline could swallow what comes after it), within timeout.
+    It waits with poll(), not select(): a caller holding a thousand sockets
+    gets pipe fds above FD_SETSIZE."""
     fd, line = pipe.fileno(), b""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
     deadline = time.monotonic() + timeout
     while not line.endswith(b"\n"):
         left = deadline - time.monotonic()
-        if left <= 0 or not select.select([fd], [], [], left)[0]:
+        if left <= 0 or not poller.poll(math.ceil(left * 1000)):
             break
         byte = os.read(fd, 1)
         if not byte:

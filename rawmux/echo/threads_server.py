@@ -105,7 +105,13 @@ class ThreadsServer:
             while True:
                 n = sock.recv_into(buf)
                 if n == 0:                  # half-close: all echoed already
-                    sock.shutdown(socket.SHUT_WR)
+                    try:
+                        sock.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        # ENOTCONN: a reset came after the EOF (the peer
+                        # closed with our echo unread): nothing to shut
+                        # down, and no error of ours.
+                        pass
                     break
                 if self.stopping:           # stop echoing, close cleanly
                     self._linger(sock)
