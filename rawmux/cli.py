@@ -26,16 +26,13 @@ def _port(text):
     return value
 
 
-def _parser():
+def _parser(experiments=True):
     from rawmux.echo import BACKENDS, Config
     d = Config()
     parser = argparse.ArgumentParser(
         prog="python -m rawmux",
         description="select, poll and epoll at the level of the raw syscalls")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
-        "demo", help="ask select, poll and epoll about the same sockets and "
-                     "compare with the stdlib select module")
 
     serve = commands.add_parser(
         "serve", help="run an echo server on one mechanism",
@@ -100,14 +97,70 @@ def _parser():
                     "server CPU microseconds per message with ratios to the "
                     "C floor and to uvloop.")
     runner.add_arguments(bench)
+
+    commands.add_parser(
+        "tour", help="in under a minute: every echo backend driven and "
+                     "checked, every binding cross-checked with the stdlib, "
+                     "and the first two experiments",
+        description="Start each echo backend, drive it with clients and "
+                    "verify every byte; ask each binding about live "
+                    "sockets and compare with the stdlib select module; "
+                    "run the fdsetsize experiment and a short scaling "
+                    "experiment; print one summary table.  Builds nothing.")
+
+    experiment = commands.add_parser(
+        "experiment", help="measure one classic claim about select, poll "
+                           "and epoll",
+        description="Each experiment tests one claim, prints a table and "
+                    "its verdict.  docs/walkthrough.md explains the results "
+                    "from the kernel's side.")
+    names = experiment.add_subparsers(dest="name", required=True,
+                                      metavar="NAME")
+    if not experiments:
+        return parser
+    # Only "experiment" imports the experiment modules: "serve" starts
+    # often (every test server) and needs none of them.
+    from rawmux.experiments import NAMES, load
+    for name in NAMES:
+        module = load(name)
+        sub = names.add_parser(name, help=module.CLAIM,
+                               description=module.CLAIM)
+        sub.add_argument("--fast", action="store_true",
+                         help="the short run the test suite uses")
+        if getattr(module, "PLOT", None):
+            sub.add_argument("--plot", metavar="FILE.png",
+                             help=module.PLOT + " (needs the plot extra: "
+                                  "matplotlib)")
+        sub.add_argument("--json", metavar="FILE",
+                         help="write the table and measurements as JSON")
+        if hasattr(module, "add_arguments"):
+            module.add_arguments(sub)
     return parser
 
 
+_EXPERIMENT_COMMON = {"command", "name", "fast", "plot", "json"}
+
+
+def _experiment(args):
+    from rawmux import experiments
+    from rawmux._progress import ProgressBar
+    module = experiments.load(args.name)
+    options = {k: v for k, v in vars(args).items()
+               if k not in _EXPERIMENT_COMMON}
+    result = module.run(fast=args.fast, progress=ProgressBar(), **options)
+    print(result.report())
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(result.to_json() + "\n")
+    if getattr(args, "plot", None):
+        result.plot(args.plot)
+        print(f"plot: {args.plot}")
+    return 0
+
+
 def main(argv=None):
-    args = _parser().parse_args(argv)
-    if args.command == "demo":
-        from rawmux import demo
-        return 0 if demo.run() else 1
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _parser(experiments="experiment" in argv).parse_args(argv)
     if args.command == "serve":
         from rawmux.echo import Config, serve
         logging.basicConfig(
@@ -123,6 +176,15 @@ def main(argv=None):
     if args.command == "bench":
         from rawmux.bench import runner
         return runner.main(args)
+    if args.command == "experiment":
+        try:
+            return _experiment(args)
+        except (OSError, RuntimeError, ValueError) as exc:
+            print(f"rawmux experiment {args.name}: {exc}", file=sys.stderr)
+            return 1
+    if args.command == "tour":
+        from rawmux import tour
+        return 0 if tour.run() else 1
     if args.command == "client":
         from rawmux.echo import client
         try:

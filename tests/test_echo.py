@@ -14,7 +14,6 @@ import random
 import re
 import resource
 import select
-import signal
 import socket
 import struct
 import subprocess
@@ -24,7 +23,7 @@ import time
 
 import pytest
 
-from rawmux.echo.process import read_line
+import rawmux.echo.process
 
 BACKENDS = ["select", "poll", "epoll", "epoll-et", "threads"]
 # Subprocesses run from here: "-m" puts the cwd first on sys.path, and the
@@ -34,52 +33,18 @@ SUMMARY = re.compile(r"rawmux echo \(([\w-]+)\): (\d+) connections accepted, "
                      r"(\d+) closed, (\d+) bytes in, (\d+) bytes out")
 
 
-class EchoProcess:
-    """A server subprocess; ``stop()`` sends SIGTERM and returns its
-    stdout."""
-
-    def __init__(self, backend, *options, limit_fds=None, cwd=HERE):
-        def preexec():
-            if limit_fds is not None:
-                resource.setrlimit(resource.RLIMIT_NOFILE,
-                                   (limit_fds, limit_fds))
-        self.backend = backend
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rawmux", "serve", "--backend", backend,
-             "--port", "0", *options],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd,
-            preexec_fn=preexec)
-        line = read_line(self.proc.stdout, 30)
-        match = re.search(r"listening on ([\d.]+):(\d+)", line)
-        if not match:
-            self.proc.kill()
-            out, err = self.proc.communicate(timeout=10)
-            raise AssertionError(f"server did not start: {line!r} {err!r}")
-        self.address = (match.group(1), int(match.group(2)))
-
-    def stop(self, timeout=20):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=timeout)
-        assert self.proc.returncode == 0, err.decode()[-2000:]
-        return out.decode()
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.communicate(timeout=10)
+class EchoProcess(rawmux.echo.process.EchoProcess):
+    """The package's server subprocess, plus what these tests read."""
 
     def rss(self):
-        with open(f"/proc/{self.proc.pid}/status") as f:
+        with open(f"/proc/{self.pid}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
                     return int(line.split()[1]) * 1024
         raise AssertionError("no VmRSS")
 
     def cpu_seconds(self):
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return sum(super().cpu_seconds())
 
 
 @contextlib.contextmanager

@@ -44,37 +44,55 @@ def read_line(pipe, timeout):
     return line.decode(errors="replace")
 
 
-class EchoProcess:
-    """``with EchoProcess("epoll", "--max-conns", "20000") as server:`` ...
+def children(pid):
+    """The processes whose parent is pid."""
+    found = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue                    # gone meanwhile
+        if ppid == pid:
+            found.append(int(name))
+    return found
+
+
+class ServerProcess:
+    """A server in a child process: ``python ARGV...`` run from the temp
+    dir, whose first line says "listening on HOST:PORT".
+
     ``server.address`` is (host, port).  ``cpu`` pins the child to one CPU;
     ``limit_fds`` sets its RLIMIT_NOFILE; ``argv_prefix`` runs it under
-    another program (``["strace", "-c", "-f", "-o", path]``)."""
+    another program (``["strace", "-c", "-f", "-o", path]``), in which case
+    ``stop()`` and ``kill()`` signal the server, not the tracer (strace
+    answers SIGTERM by detaching and leaving its tracee running).
+    """
 
-    def __init__(self, backend, *options, cpu=None, limit_fds=None,
-                 argv_prefix=(), start_timeout=30):
+    def __init__(self, argv, name, *, cpu=None, limit_fds=None,
+                 argv_prefix=(), start_timeout=30, stdin=None):
         def preexec():
             if cpu is not None:
                 os.sched_setaffinity(0, {cpu})
             if limit_fds is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE,
                                    (limit_fds, limit_fds))
-        self.backend = backend
+        self.name = name
+        self.traced = bool(argv_prefix)
         # cwd elsewhere: "-m" puts the cwd first on sys.path, and a source
         # checkout's rawmux/ holds no compiled extension.
         self.proc = subprocess.Popen(
-            [*argv_prefix, sys.executable, "-m", "rawmux", "serve",
-             "--backend", backend, "--port", "0", *options],
+            [*argv_prefix, sys.executable, *argv], stdin=stdin,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=tempfile.gettempdir(), preexec_fn=preexec)
         line = read_line(self.proc.stdout, start_timeout)
         match = _LISTENING.search(line)
         if not match:
-            if self.proc.poll() is None:
-                self.proc.kill()
-            err = self.proc.communicate(timeout=10)[1].decode(
-                errors="replace")
-            raise RuntimeError(f"{backend} server did not start: {line!r} "
-                               f"{err[-2000:]}")
+            err = self.kill()[1] or b""
+            raise RuntimeError(f"{name} server did not start: {line!r} "
+                               f"{err.decode(errors='replace')[-2000:]}")
         self.address = (match.group(1), int(match.group(2)))
 
     @property
@@ -84,27 +102,39 @@ class EchoProcess:
     def cpu_seconds(self):
         return cpu_seconds(self.proc.pid)
 
+    def _signal(self, signum):
+        for pid in children(self.pid) if self.traced else [self.pid]:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
     def stop(self, timeout=30):
-        """SIGTERM, wait, and return its stdout (the summary line); raises
-        RuntimeError when it does not exit 0."""
+        """SIGTERM, wait, and return its stdout (an echo server's summary
+        line); raises RuntimeError when it does not exit 0."""
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self._signal(signal.SIGTERM)
         try:
             out, err = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise RuntimeError(f"{self.backend} server ignored SIGTERM for "
+            raise RuntimeError(f"{self.name} server ignored SIGTERM for "
                                f"{timeout} s") from None
         if self.proc.returncode != 0:
-            raise RuntimeError(f"{self.backend} server exited "
+            raise RuntimeError(f"{self.name} server exited "
                                f"{self.proc.returncode}: "
                                f"{err.decode(errors='replace')[-2000:]}")
         return out.decode(errors="replace")
 
     def kill(self):
+        """SIGKILL; returns (stdout, stderr) bytes still unread."""
         if self.proc.poll() is None:
+            # The tracee first: a killed strace would leave it running,
+            # holding our pipes.
+            if self.traced:
+                self._signal(signal.SIGKILL)
             self.proc.kill()
-        self.proc.communicate(timeout=10)
+        return self.proc.communicate(timeout=10)
 
     def __enter__(self):
         return self
@@ -112,3 +142,13 @@ class EchoProcess:
     def __exit__(self, *exc):
         if self.proc.returncode is None:
             self.kill()
+
+
+class EchoProcess(ServerProcess):
+    """``with EchoProcess("epoll", "--max-conns", "20000") as server:`` ...
+    runs ``python -m rawmux serve --backend epoll --port 0 ...``."""
+
+    def __init__(self, backend, *options, **kwargs):
+        self.backend = backend
+        super().__init__(["-m", "rawmux", "serve", "--backend", backend,
+                          "--port", "0", *options], backend, **kwargs)

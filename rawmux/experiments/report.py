@@ -13,7 +13,8 @@ class Result:
     numbers); ``data`` holds the measurements behind it, in plain Python
     types, for tests and ``--json``; ``verdict`` is one line saying what the
     measurement shows; ``confirmed`` says whether the claim held as the
-    experiment states it; ``notes`` are printed between the table and the
+    experiment states it (None: the run could not test it, e.g. strace is
+    missing); ``notes`` are printed between the table and the
     verdict (method, caveats); ``plotter(result, path)`` draws the figure,
     where a picture says more than the table.
     """
@@ -35,7 +36,8 @@ class Result:
         parts = [f"{self.name}: {self.claim}", "", self.table()]
         if self.notes:
             parts += [""] + list(self.notes)
-        word = "CONFIRMED" if self.confirmed else "REFUTED"
+        word = ("NOT TESTED" if self.confirmed is None else
+                "CONFIRMED" if self.confirmed else "REFUTED")
         parts += ["", f"verdict: {word}: {self.verdict}"]
         return "\n".join(parts)
 

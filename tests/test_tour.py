@@ -1,0 +1,49 @@
+"""The tour's checks must be able to fail: a binding that answers wrongly
+is reported, and the live fds really are in different states."""
+
+import select
+
+from rawmux import tour
+
+
+def test_every_binding_agrees_on_varied_states():
+    rows = tour.check_bindings()
+    assert [r[0] for r in rows] == [f[0] for f in tour.FAMILIES]
+    for family, ref, names, nfds, nready, mismatches in rows:
+        assert mismatches == [], mismatches
+        assert nfds == 10 and 0 < nready < nfds      # one fd is never ready
+
+
+def test_states_give_the_stdlib_distinct_answers():
+    import contextlib
+    with contextlib.ExitStack() as stack:
+        states = tour.live_fds(stack)
+        answers = tour._poll_stdlib(list(states.values()))
+        by_state = {s: answers.get(fd, 0) for s, fd in states.items()}
+    assert by_state["socket, send buffer full"] == 0
+    assert by_state["TCP, urgent byte (OOB)"] & select.POLLPRI
+    assert by_state["TCP, reset by peer"] & select.POLLERR
+    assert by_state["pipe write end, reader gone"] & select.POLLERR
+    assert by_state["pipe read end, writer gone"] & select.POLLHUP
+    assert len(set(by_state.values())) >= 6
+
+
+def test_a_wrong_binding_is_reported(monkeypatch):
+    family, reference, askers = tour.FAMILIES[2]
+
+    def drops_one(fds):
+        answer = dict(askers[0][1](fds))
+        answer.pop(fds[0], None)
+        return answer
+    families = list(tour.FAMILIES)
+    families[2] = (family, reference, [("broken", drops_one)])
+    monkeypatch.setattr(tour, "FAMILIES", families)
+    rows = tour.check_bindings()
+    (mismatch,) = rows[2][5]
+    assert mismatch.startswith("broken on socket, data waiting")
+
+
+def test_echo_check_counts_every_byte():
+    ok, detail = tour.check_echo("epoll", clients=4, max_size=4096)
+    assert ok, detail
+    assert "4/4 byte-exact" in detail
