@@ -151,3 +151,15 @@ def sigset(*signals):
     for sig in signals:
         assert lib.sigaddset(s, sig) == 0
     return s
+
+
+@pytest.fixture(scope="module")
+def plotted(result, tmp_path_factory):
+    """The test module's ``result`` fixture (an experiment's Result) drawn
+    with ``--plot``'s code.  Module scope: matplotlib opens its font files on
+    first use and keeps them open, which the per-test fd-leak check would
+    count as a leak."""
+    pytest.importorskip("matplotlib")
+    path = tmp_path_factory.mktemp("plot") / f"{result.name}.png"
+    result.plot(str(path))
+    return path

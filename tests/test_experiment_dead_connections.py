@@ -21,70 +21,60 @@ from rawmux.experiments.dead_connections import IdleClients
 
 
 @pytest.fixture(scope="module")
-def fast():
+def result():
     return dead_connections.run(fast=True)
 
 
-def test_poll_falls_with_idle_connections_and_epoll_much_less(fast):
-    idle = max(fast.data["options"]["idle"])
-    poll = fast.data["ratios"]["poll"][idle]
-    epoll = fast.data["ratios"]["epoll"][idle]
+def test_poll_falls_with_idle_connections_and_epoll_much_less(result):
+    idle = max(result.data["options"]["idle"])
+    poll = result.data["ratios"]["poll"][idle]
+    epoll = result.data["ratios"]["epoll"][idle]
     # Each ratio: the loaded server's figure over its baseline's, measured
     # one after the other.  Throughput: poll loses most of it.
-    assert poll["msgs_per_s"] <= 0.6, fast.data["ratios"]
-    assert epoll["msgs_per_s"] >= 2 * poll["msgs_per_s"], fast.data["ratios"]
+    assert poll["msgs_per_s"] <= 0.6, result.data["ratios"]
+    assert epoll["msgs_per_s"] >= 2 * poll["msgs_per_s"], result.data["ratios"]
     # Server CPU per message, which other processes on the machine disturb
     # less: poll pays for the scan, epoll does not.
-    assert poll["cpu_us_per_msg"] >= 3, fast.data["ratios"]
+    assert poll["cpu_us_per_msg"] >= 3, result.data["ratios"]
     assert poll["cpu_us_per_msg"] >= 3 * epoll["cpu_us_per_msg"], \
-        fast.data["ratios"]
+        result.data["ratios"]
 
 
-def test_every_idle_connection_was_held_by_the_server(fast):
-    for p in fast.data["points"]:
+def test_every_idle_connection_was_held_by_the_server(result):
+    for p in result.data["points"]:
         # Its own fds, the idle connections, nothing else (the load
         # generator's previous connections were closed first).
-        base = min(q["server_fds"] for q in fast.data["points"]
+        base = min(q["server_fds"] for q in result.data["points"]
                    if q["backend"] == p["backend"] and q["idle"] == 0)
         assert p["server_fds"] >= base + p["idle"], p
         assert p["msgs_per_s"] > 0 and p["cpu_us_per_msg"] > 0, p
-    for counts in fast.data["servers"].values():
+    for counts in result.data["servers"].values():
         for c in counts.values():
             assert c["timeouts"] == 0 and c["refused"] == 0, counts
-    rounds = fast.data["options"]["rounds"]
-    assert len(fast.data["points"]) == 2 * 2 * rounds     # 2 backends
+    rounds = result.data["options"]["rounds"]
+    assert len(result.data["points"]) == 2 * 2 * rounds     # 2 backends
 
 
-def test_verdict_and_table_come_from_the_measurements(fast):
-    idle = max(fast.data["options"]["idle"])
-    poll = fast.data["ratios"]["poll"][idle]
-    epoll = fast.data["ratios"]["epoll"][idle]
+def test_verdict_and_table_come_from_the_measurements(result):
+    idle = max(result.data["options"]["idle"])
+    poll = result.data["ratios"]["poll"][idle]
+    epoll = result.data["ratios"]["epoll"][idle]
     assert (f"poll {1 / poll['msgs_per_s']:.3g}x fewer msgs/s, "
             f"{poll['cpu_us_per_msg']:.3g}x the CPU per message "
-            f"(at {idle:,})") in fast.verdict
+            f"(at {idle:,})") in result.verdict
     assert (f"epoll {epoll['msgs_per_s']:.0%} of its msgs/s, "
             f"{epoll['cpu_us_per_msg']:.2f}x the CPU per message "
-            f"(at {idle:,})") in fast.verdict
+            f"(at {idle:,})") in result.verdict
     dc = dead_connections
-    assert fast.confirmed == (
+    assert result.confirmed == (
         poll["cpu_us_per_msg"] >= dc.SCANNING_COST
         and poll["cpu_us_per_msg"] >= dc.MARGIN * epoll["cpu_us_per_msg"]
         and epoll["cpu_us_per_msg"] <= dc.FLAT_COST)
-    text = fast.report()
+    text = result.report()
     assert "CPU us/msg" in text and "server CPU %" in text
-    assert [row[:2] for row in fast.rows] == [
+    assert [row[:2] for row in result.rows] == [
         ["poll", 0], ["poll", idle], ["epoll", 0], ["epoll", idle]]
-    assert fast.rows[1][2] == fast.data["medians"]["poll"][idle]["msgs_per_s"]
-
-
-@pytest.fixture(scope="module")
-def plotted(fast, tmp_path_factory):
-    # Module scope: matplotlib opens its font files on first use and keeps
-    # them open, which the per-test fd-leak check would count as a leak.
-    pytest.importorskip("matplotlib")
-    path = tmp_path_factory.mktemp("plot") / "dead.png"
-    fast.plot(str(path))
-    return path
+    assert result.rows[1][2] == result.data["medians"]["poll"][idle]["msgs_per_s"]
 
 
 def test_plot_writes_a_png(plotted):

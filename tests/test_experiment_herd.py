@@ -87,15 +87,5 @@ def test_bad_options(options):
         herd.run(fast=True, **options)
 
 
-@pytest.fixture(scope="module")
-def plotted(result, tmp_path_factory):
-    # Module scope: matplotlib opens its font files on first use and keeps
-    # them open, which the per-test fd-leak check would count as a leak.
-    pytest.importorskip("matplotlib")
-    path = tmp_path_factory.mktemp("plot") / "herd.png"
-    result.plot(str(path))
-    return path
-
-
 def test_plot_writes_a_png(plotted):
     assert plotted.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -276,17 +276,6 @@ def test_default_ready_counts_stop_at_the_largest_size():
     assert r.data["sharing"]["buffer"]["returned"] == 100
 
 
-@pytest.fixture(scope="module")
-def plotted(result, tmp_path_factory):
-    # Module scope: matplotlib opens its font files on first use and keeps
-    # them for the life of the process, which the per-test leak check would
-    # count against the test.
-    pytest.importorskip("matplotlib")
-    path = tmp_path_factory.mktemp("plot") / "scaling.png"
-    result.plot(str(path))
-    return path
-
-
 def test_plot_writes_a_png(plotted):
     data = plotted.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10000
