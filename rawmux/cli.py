@@ -1,7 +1,11 @@
 """``python -m rawmux``: the command line.  Parses arguments, calls floor 3."""
 
 import argparse
+import errno
 import logging
+import os
+import signal
+import subprocess
 import sys
 
 
@@ -141,21 +145,45 @@ def _parser(experiments=True):
 _EXPERIMENT_COMMON = {"command", "name", "fast", "plot", "json"}
 
 
-def _experiment(args):
+def _experiment(args, progress):
     from rawmux import experiments
-    from rawmux._progress import ProgressBar
+    from rawmux.experiments.report import pyplot
     module = experiments.load(args.name)
     options = {k: v for k, v in vars(args).items()
                if k not in _EXPERIMENT_COMMON}
-    result = module.run(fast=args.fast, progress=ProgressBar(), **options)
-    print(result.report())
-    if args.json:
-        with open(args.json, "w") as f:
-            f.write(result.to_json() + "\n")
-    if getattr(args, "plot", None):
-        result.plot(args.plot)
-        print(f"plot: {args.plot}")
+    # Whatever can fail after the measuring fails before it instead.
+    plot = getattr(args, "plot", None)
+    if plot:
+        pyplot()
+        _check_writable(plot)
+    json_file = open(args.json, "w") if args.json else None
+    try:
+        result = module.run(fast=args.fast, progress=progress, **options)
+        print(result.report())
+        if json_file:
+            json_file.write(result.to_json() + "\n")
+    finally:
+        if json_file:
+            json_file.close()
+    if plot:
+        result.plot(plot)
+        print(f"plot: {plot}")
     return 0
+
+
+def _check_writable(path):
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.access(directory, os.W_OK):
+        raise OSError(errno.EACCES, f"cannot write {path!r}: "
+                      f"{directory!r} is not a writable directory")
+
+
+def _exit_on_sigterm():
+    """SIGTERM (timeout(1), a CI cancel) raises SystemExit, so that the
+    finally blocks run and stop the servers and load generators a run has
+    started, instead of leaving them to init."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(
+        128 + signum))
 
 
 def main(argv=None):
@@ -175,15 +203,22 @@ def main(argv=None):
         return serve(config)
     if args.command == "bench":
         from rawmux.bench import runner
+        _exit_on_sigterm()
         return runner.main(args)
     if args.command == "experiment":
+        from rawmux._progress import ProgressBar
+        _exit_on_sigterm()
+        progress = ProgressBar()
         try:
-            return _experiment(args)
-        except (OSError, RuntimeError, ValueError) as exc:
-            print(f"rawmux experiment {args.name}: {exc}", file=sys.stderr)
+            return _experiment(args, progress)
+        except (OSError, RuntimeError, ValueError,
+                subprocess.SubprocessError) as exc:
+            print(("\n" if progress.shown else "")
+                  + f"rawmux experiment {args.name}: {exc}", file=sys.stderr)
             return 1
     if args.command == "tour":
         from rawmux import tour
+        _exit_on_sigterm()
         return 0 if tour.run() else 1
     if args.command == "client":
         from rawmux.echo import client

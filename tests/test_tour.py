@@ -9,8 +9,9 @@ from rawmux import tour
 def test_every_binding_agrees_on_varied_states():
     rows = tour.check_bindings()
     assert [r[0] for r in rows] == [f[0] for f in tour.FAMILIES]
-    for family, ref, names, nfds, nready, mismatches in rows:
+    for family, ref, names, nfds, nready, mismatches, missing in rows:
         assert mismatches == [], mismatches
+        assert missing == []            # Linux >= 5.11 has epoll_pwait2
         assert nfds == 10 and 0 < nready < nfds      # one fd is never ready
 
 
@@ -47,3 +48,34 @@ def test_echo_check_counts_every_byte():
     ok, detail = tour.check_echo("epoll", clients=4, max_size=4096)
     assert ok, detail
     assert "4/4 byte-exact" in detail
+
+
+def test_a_binding_the_kernel_lacks_is_listed_not_failed(monkeypatch):
+    import errno
+
+    def enosys(fds):
+        raise OSError(errno.ENOSYS, "Function not implemented")
+    family, reference, askers = tour.FAMILIES[2]
+    families = list(tour.FAMILIES)
+    families[2] = (family, reference, askers + [("lib.missing", enosys)])
+    monkeypatch.setattr(tour, "FAMILIES", families)
+    row = tour.check_bindings()[2]
+    assert row[5] == [] and row[6] == ["lib.missing"]
+    assert "lib.missing" not in row[2]
+
+
+def test_tour_runs_at_the_common_soft_limit_of_1024_fds(tmp_path):
+    # Many systems start processes with a soft RLIMIT_NOFILE of 1024; the
+    # experiments that need more raise it up to the hard limit.
+    import resource
+    import subprocess
+    import sys
+
+    def soft_1024():
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, hard))
+    run = subprocess.run([sys.executable, "-m", "rawmux", "tour"],
+                         capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path, preexec_fn=soft_1024)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "NOT RUN" not in run.stdout

@@ -87,7 +87,11 @@ class ServerProcess:
             [*argv_prefix, sys.executable, *argv], stdin=stdin,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=tempfile.gettempdir(), preexec_fn=preexec)
-        line = read_line(self.proc.stdout, start_timeout)
+        try:
+            line = read_line(self.proc.stdout, start_timeout)
+        except BaseException:           # interrupted: no orphan server
+            self.kill()
+            raise
         match = _LISTENING.search(line)
         if not match:
             err = self.kill()[1] or b""

@@ -15,7 +15,7 @@ callback fills when data arrives: an idle connection costs nothing per wait.
 So as idle ("dead") connections grow, select/poll throughput falls and
 epoll's stays flat.  This is the classic result of Davide Libenzi's epoll
 "dead connections" test (http://www.xmailserver.org/linux-patches/
-nio-improve.html) and of Gammo, Bruning, Ramani and Barker, "Comparing and
+nio-improve.html) and of Gammo, Brecht, Shukla and Pariag, "Comparing and
 Evaluating epoll, select, and poll Event Mechanisms" (Ottawa Linux Symposium
 2004).
 
@@ -81,7 +81,8 @@ import time
 from rawmux import Epoll, lib
 from rawmux.bench import runner
 from rawmux.echo.process import EchoProcess
-from rawmux.experiments.report import Result, median, pyplot
+from rawmux.experiments.fdlimit import nofile
+from rawmux.experiments.report import MAX_SECONDS, Result, median, pyplot
 
 CLAIM = ("select and poll scan every watched fd on every wait, so an echo "
          "server's throughput falls as idle connections pile up; epoll's "
@@ -203,9 +204,9 @@ class IdleClients:
 
 def _high_socket():
     """A TCP socket numbered FD_SETSIZE or above.  Thousands of idle sockets
-    would otherwise take every fd below 1024 in this process, and
-    ``read_line()``, which reads the load generator's pipe, waits with
-    select(): it refuses fds >= FD_SETSIZE."""
+    would otherwise take every fd below 1024 in this process, and whatever
+    it opens next (pipes to the load generator and the servers) could no
+    longer be watched by select()-based code."""
     low = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         high = fcntl.fcntl(low.fileno(), fcntl.F_DUPFD_CLOEXEC,
@@ -382,17 +383,18 @@ def _resolve(fast, options):
         if type(resolved[name]) is not int or resolved[name] < 1:
             raise ValueError(f"{name} must be an integer >= 1, got "
                              f"{resolved[name]!r}")
-    if not resolved["seconds"] > 0 or not resolved["warmup"] >= 0:
-        raise ValueError("seconds must be > 0 and warmup >= 0")
-    # This process holds the idle connections of one server at a time, at
-    # fd FD_SETSIZE and above (see _high_socket).
-    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    need = lib.FD_SETSIZE + idle[-1] + 32
-    if need > soft:
-        raise ValueError(f"{idle[-1]} idle connections need about {need} "
-                         f"fds in this process; RLIMIT_NOFILE is {soft} "
-                         f"(lower the idle counts or raise ulimit -n)")
+    if not (0 < resolved["seconds"] <= MAX_SECONDS
+            and 0 <= resolved["warmup"] <= MAX_SECONDS):
+        raise ValueError(f"seconds must be > 0 and warmup >= 0, both at "
+                         f"most {MAX_SECONDS}")
     return resolved
+
+
+def _fds_needed(options):
+    """This process holds the idle connections of one server at a time, at
+    fd FD_SETSIZE and above (see _high_socket); each server holds them and
+    the active ones."""
+    return lib.FD_SETSIZE + max(options["idle"]) + 2 * options["conns"] + 32
 
 
 def _summarise(points, backends):
@@ -454,6 +456,7 @@ def _verdict(backends, ratios):
     if not (scanners and flat):
         verdict += (" (the claim compares a scanning backend, select or "
                     "poll, with epoll or epoll-et: it needs both)")
+        confirmed = None                # not tested, not refuted
     return confirmed, verdict
 
 
@@ -543,6 +546,12 @@ def run(*, fast=False, progress=None, **options):
     summary: timeouts, refused (both checked to be 0), errors}}).
     """
     options = _resolve(fast, options)
+    with nofile(_fds_needed(options),
+                f"{max(options['idle'])} idle connections"):
+        return _run(options, progress)
+
+
+def _run(options, progress):
     cpus = (0, 1) if len(os.sched_getaffinity(0)) >= 2 else (None, None)
     backends = options["backends"]
     per_backend = 2 * options["rounds"] * (len(options["idle"]) - 1)

@@ -45,6 +45,7 @@ import select
 import socket
 
 from rawmux import _select, ffi, lib
+from rawmux.experiments.fdlimit import nofile
 from rawmux.experiments.report import Result
 
 CLAIM = ("select's 1024-descriptor limit is glibc's fd_set size "
@@ -124,20 +125,6 @@ def _errno_name(negative):
     return errno.errorcode.get(-negative, str(-negative))
 
 
-def _raise_nofile(needed):
-    """Raise the soft RLIMIT_NOFILE to ``needed`` if the hard one allows;
-    return the old limits, to restore."""
-    soft, hard = old = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < needed:
-        if hard != resource.RLIM_INFINITY and hard < needed:
-            raise RuntimeError(
-                f"fdsetsize needs RLIMIT_NOFILE >= {needed} to open fd "
-                f"{needed - 1}; the hard limit is {hard} (try a smaller --fd "
-                f"or raise it with ulimit -Hn)")
-        resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
-    return old
-
-
 def add_arguments(parser):
     parser.add_argument("--fd", type=int, default=4000,
                         help="put the idle socket at the lowest free fd at "
@@ -160,9 +147,8 @@ def run(*, fast=False, progress=None, fd=4000):
     if fd <= lib.FD_SETSIZE:
         raise ValueError(f"--fd must be above FD_SETSIZE "
                          f"({lib.FD_SETSIZE}), got {fd}")
-    old_limit = _raise_nofile(fd + 16)
     with contextlib.ExitStack() as stack:
-        stack.callback(resource.setrlimit, resource.RLIMIT_NOFILE, old_limit)
+        stack.enter_context(nofile(fd + 16, f"putting a socket at fd {fd}"))
         ready, peer = socket.socketpair()
         idle, idle_peer = socket.socketpair()
         for s in (ready, peer, idle, idle_peer):

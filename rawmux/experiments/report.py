@@ -2,7 +2,12 @@
 
 import dataclasses
 import json
+import math
 import statistics
+
+# The longest measuring window an option may ask for (seconds): longer is a
+# typo, and infinity would overflow the timeouts derived from it.
+MAX_SECONDS = 3600
 
 
 @dataclasses.dataclass
@@ -48,11 +53,25 @@ class Result:
         self.plotter(self, path)
 
     def to_json(self):
-        return json.dumps({"name": self.name, "claim": self.claim,
-                           "verdict": self.verdict,
-                           "confirmed": self.confirmed,
-                           "columns": self.columns, "rows": self.rows,
-                           "data": self.data}, indent=1, default=str)
+        """Strict JSON: NaN (a table's empty cell) and infinities become
+        null, and keys
+        become strings, as JSON has no others."""
+        return json.dumps(_plain({
+            "name": self.name, "claim": self.claim, "verdict": self.verdict,
+            "confirmed": self.confirmed, "columns": self.columns,
+            "rows": self.rows, "data": self.data}), indent=1, default=str,
+            allow_nan=False)
+
+
+def _plain(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): _plain(v)
+                for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 def cell(value):

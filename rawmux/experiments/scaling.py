@@ -114,11 +114,11 @@ import errno
 import mmap
 import os
 import random
-import resource
 import socket
 import time
 
 from rawmux import Epoll, FdSet, PollArray, Select, ffi, lib
+from rawmux.experiments.fdlimit import nofile
 from rawmux.experiments.report import (Result, cell, format_table, median,
                                       pyplot)
 
@@ -470,13 +470,7 @@ def _options(fast, sizes, ready, ready_counts, repeats, batch_ms):
     needed = (len(os.listdir("/proc/self/fd")) + sizes[-1] + 2 * ready
               + len(sizes) + 2 * ready_counts[-1] + len(ready_counts)
               + _FD_MARGIN)
-    limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-    if needed > limit:
-        raise RuntimeError(
-            f"watching {sizes[-1]} idle fds needs about {needed} open fds, "
-            f"but RLIMIT_NOFILE is {limit}: raise it (ulimit -n) or pass "
-            f"smaller sizes")
-    return sizes, ready, ready_counts, watched, repeats, batch_ms
+    return sizes, ready, ready_counts, watched, repeats, batch_ms, needed
 
 
 def run(*, fast=False, progress=None, sizes=None, ready=None,
@@ -565,8 +559,14 @@ def run(*, fast=False, progress=None, sizes=None, ready=None,
     e.g. ``d["wait_ns"]["poll"][1000] / d["wait_ns"]["poll"][10]`` is
     ``d["ratio"]["poll"][1000]``.
     """
-    sizes, ready, ready_counts, watched, repeats, batch_ms = _options(
-        fast, sizes, ready, ready_counts, repeats, batch_ms)
+    (sizes, ready, ready_counts, watched, repeats, batch_ms,
+     needed) = _options(fast, sizes, ready, ready_counts, repeats, batch_ms)
+    with nofile(needed, f"watching {sizes[-1]} idle fds"):
+        return _run(sizes, ready, ready_counts, watched, repeats, batch_ms,
+                    progress)
+
+
+def _run(sizes, ready, ready_counts, watched, repeats, batch_ms, progress):
     batch_ns = batch_ms * 1e6
     fds = _Fds(ready, sizes[-1])
     interest, ready_fds, series = [], None, None

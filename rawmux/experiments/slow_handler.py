@@ -76,6 +76,7 @@ intervals, and the spinning handler itself takes longer in wall time.
 """
 
 import argparse
+import contextlib
 import os
 import socket
 import subprocess
@@ -87,7 +88,7 @@ import time
 from rawmux import Epoll, lib
 from rawmux.bench import runner
 from rawmux.echo.process import ServerProcess
-from rawmux.experiments.report import Result, median, pyplot
+from rawmux.experiments.report import MAX_SECONDS, Result, median, pyplot
 
 CLAIM = ("a single-threaded event loop mixes event detection with event "
          "response: one connection whose handler takes 10 ms stalls every "
@@ -400,9 +401,15 @@ def _measure(server, conns, built, warmup, seconds, cpu, slow, burn_ms):
     try:
         got = runner.drive(server.address, server.pid, case, built, warmup,
                            seconds, cpu)
-    finally:
+    except BaseException:
+        # Interrupted or failed: stop the client, but let the original
+        # exception through rather than the client's complaint about it.
         if client is not None:
-            client.finish()
+            with contextlib.suppress(RuntimeError):
+                client.finish()
+        raise
+    if client is not None:
+        client.finish()
     if "error" in got:
         raise RuntimeError(f"load generator against {server.name}: "
                            f"{got['error']}")
@@ -428,8 +435,8 @@ def _options(fast, options):
         raise ValueError("conns must be between 1 and 1000")
     if not 0 < chosen["burn_ms"] <= 1000:
         raise ValueError("burn-ms must be > 0 and at most 1000")
-    if chosen["seconds"] <= 0:
-        raise ValueError("seconds must be > 0")
+    if not 0 < chosen["seconds"] <= MAX_SECONDS:
+        raise ValueError(f"seconds must be > 0 and at most {MAX_SECONDS}")
     if chosen["rounds"] < 1:
         raise ValueError("rounds must be >= 1")
     return chosen

@@ -94,7 +94,7 @@ import threading
 
 from rawmux.bench import runner
 from rawmux.echo.process import EchoProcess, ServerProcess
-from rawmux.experiments.report import Result, median, pyplot
+from rawmux.experiments.report import MAX_SECONDS, Result, median, pyplot
 
 CLAIM = ("for one connection select + recv costs two system calls where a "
          "blocking recv costs one")
@@ -436,8 +436,8 @@ def _options(fast, options):
     _check_conns(chosen["conns"] + chosen["latency_conns"])
     if not chosen["conns"]:
         raise ValueError("conns: at least one connection count")
-    if chosen["seconds"] <= 0:
-        raise ValueError("seconds must be > 0")
+    if not 0 < chosen["seconds"] <= MAX_SECONDS:
+        raise ValueError(f"seconds must be > 0 and at most {MAX_SECONDS}")
     if chosen["rounds"] < 1:
         raise ValueError("rounds must be >= 1")
     return chosen
