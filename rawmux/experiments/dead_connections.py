@@ -67,6 +67,7 @@ and the GIL; it is the slowest to set up (a thread per idle connection).
         [--plot dead.png]
 """
 
+import argparse
 import contextlib
 import fcntl
 import math
@@ -497,7 +498,8 @@ def _int_list(text):
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ValueError(f"expected comma-separated integers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}") from None
 
 
 def _name_list(text):

@@ -110,8 +110,16 @@ _QUIET_TIMEOUT = 10.0   # seconds for the children to fall asleep again
 _IO_TIMEOUT = 10.0      # seconds for a connection to be accepted
 
 
+def _integer(text):
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected an integer, got {text!r}") from None
+
+
 def _procs(text):
-    value = int(text)
+    value = _integer(text)
     if not 2 <= value <= MAX_PROCS:
         raise argparse.ArgumentTypeError(
             f"must be 2-{MAX_PROCS}, got {value}")
@@ -119,7 +127,7 @@ def _procs(text):
 
 
 def _connections(text):
-    value = int(text)
+    value = _integer(text)
     if value < ROUNDS:
         raise argparse.ArgumentTypeError(f"must be >= {ROUNDS}, got {value}")
     return value
