@@ -43,7 +43,8 @@ def test_suite_passes_under_address_sanitizer(tmp_path):
     subprocess.run([sys.executable, "csrc/build.py"], cwd=tmp_path, env=env,
                    check=True, capture_output=True, timeout=300)
     env.update(PYTHONPATH=str(tmp_path), LD_PRELOAD=asan,
-               ASAN_OPTIONS="detect_leaks=0:abort_on_error=1")
+               ASAN_OPTIONS="detect_leaks=0:abort_on_error=1",
+               RAWMUX_UNDER_ASAN="1")
     run = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-m", "not slow",
          "-p", "no:cacheprovider", "tests"],

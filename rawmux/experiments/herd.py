@@ -212,6 +212,8 @@ def _fork_child(index, listener, ep, mask, report_fd, close_in_child):
                 f.close()
         _child(index, listener, ep, mask, report_fd)
         code = 0
+    except (KeyboardInterrupt, SystemExit):
+        pass                # the parent was interrupted too: it reports
     except BaseException:   # nothing may escape into the parent's code
         traceback.print_exc()
     finally:
