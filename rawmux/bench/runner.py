@@ -77,6 +77,12 @@ def build(directory):
 
 # ---- one measurement --------------------------------------------------------------
 
+def cpu_pair():
+    """(server CPU, load CPU): two different CPUs, so that the two never
+    compete for one; (None, None), no pinning, on a single-CPU machine."""
+    return (0, 1) if len(os.sched_getaffinity(0)) >= 2 else (None, None)
+
+
 def _pin(cpu):
     def pin():
         if cpu is not None:
@@ -180,7 +186,7 @@ def run(cases, contenders, rounds=3, warmup=0.5, seconds=2.0,
         progress=None):
     """Every (case, contender) measured once per round, contenders rotating
     their order each round.  Returns the list of raw results."""
-    cpus = (0, 1) if len(os.sched_getaffinity(0)) >= 2 else (None, None)
+    cpus = cpu_pair()
     total = rounds * len(cases) * len(contenders)
     results = []
     with tempfile.TemporaryDirectory() as tmp:

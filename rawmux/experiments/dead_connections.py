@@ -67,7 +67,6 @@ and the GIL; it is the slowest to set up (a thread per idle connection).
         [--plot dead.png]
 """
 
-import argparse
 import contextlib
 import fcntl
 import math
@@ -83,7 +82,8 @@ from rawmux import Epoll, lib
 from rawmux.bench import runner
 from rawmux.echo.process import EchoProcess
 from rawmux.experiments.fdlimit import nofile
-from rawmux.experiments.report import MAX_SECONDS, Result, median, pyplot
+from rawmux.experiments.report import (MAX_SECONDS, Result, int_list,
+                                       median, merge_options, pyplot)
 
 CLAIM = ("select and poll scan every watched fd on every wait, so an echo "
          "server's throughput falls as idle connections pile up; epoll's "
@@ -361,12 +361,7 @@ def _backend(backend, options, built, cpus, tick):
 # ---- the whole run ----------------------------------------------------------
 
 def _resolve(fast, options):
-    base = FAST if fast else DEFAULT
-    resolved = {k: (base[k] if options.get(k) is None else options[k])
-                for k in base}
-    unknown = set(options) - set(base)
-    if unknown:
-        raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
+    resolved = merge_options(FAST if fast else DEFAULT, options)
     idle = sorted(set(resolved["idle"]))
     if not idle or idle[0] != 0 or len(idle) < 2 or any(
             type(n) is not int or n < 0 for n in idle):
@@ -494,14 +489,6 @@ def _plot(result, path):
     plt.close(fig)
 
 
-def _int_list(text):
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}") from None
-
-
 def _name_list(text):
     return [x.strip() for x in text.split(",") if x.strip()]
 
@@ -509,7 +496,7 @@ def _name_list(text):
 def add_arguments(parser):
     d, f = DEFAULT, FAST
     parser.add_argument(
-        "--idle", type=_int_list, default=None, metavar="N,N,...",
+        "--idle", type=int_list, default=None, metavar="N,N,...",
         help=f"idle connection counts, comma-separated, including 0 "
              f"(default {','.join(map(str, d['idle']))}; --fast "
              f"{','.join(map(str, f['idle']))})")
@@ -554,7 +541,7 @@ def run(*, fast=False, progress=None, **options):
 
 
 def _run(options, progress):
-    cpus = (0, 1) if len(os.sched_getaffinity(0)) >= 2 else (None, None)
+    cpus = runner.cpu_pair()
     backends = options["backends"]
     per_backend = 2 * options["rounds"] * (len(options["idle"]) - 1)
     total, done = per_backend * len(backends), 0

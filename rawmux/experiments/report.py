@@ -1,5 +1,6 @@
 """What every experiment returns, and how it is printed."""
 
+import argparse
 import dataclasses
 import json
 import math
@@ -121,6 +122,33 @@ def pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+class OptionError(argparse.ArgumentTypeError, ValueError):
+    """A bad option value: argparse prints its message for a command-line
+    option, and Python callers of ``run()`` catch it as a ValueError."""
+
+
+def int_list(text):
+    """"10,100,1000" -> [10, 100, 1000], for list options."""
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise OptionError(f"expected comma-separated integers, got "
+                          f"{text!r}") from None
+
+
+def merge_options(defaults, options):
+    """The run's options: ``defaults`` overridden by every ``options``
+    value that is not None (an option left unset on the command line);
+    TypeError for a name ``defaults`` does not have, as a misspelt keyword
+    argument would be."""
+    unknown = set(options) - set(defaults)
+    if unknown:
+        raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
+    merged = dict(defaults)
+    merged.update({k: v for k, v in options.items() if v is not None})
+    return merged
 
 
 def percentile(values, q):

@@ -109,7 +109,6 @@ the probe land in the process's own heap.
 """
 
 
-import argparse
 import errno
 import mmap
 import os
@@ -119,8 +118,8 @@ import time
 
 from rawmux import Epoll, FdSet, PollArray, Select, ffi, lib
 from rawmux.experiments.fdlimit import nofile
-from rawmux.experiments.report import (Result, cell, format_table, median,
-                                      pyplot)
+from rawmux.experiments.report import (Result, cell, format_table,
+                                      int_list, median, pyplot)
 
 CLAIM = ("select and poll cost O(n) per wait in the number of watched fds, "
          "epoll_wait O(ready), copying each ready event into the caller's "
@@ -162,24 +161,9 @@ _EPOLLIN, _EPOLLPRI = lib.EPOLLIN, lib.EPOLLPRI
 _FD_MARGIN = 32
 
 
-def _int_list(text):
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise ValueError(f"expected comma-separated integers, got "
-                         f"{text!r}") from None
-    return values
-
-
 def add_arguments(parser):
-    def integers(text):
-        try:
-            return _int_list(text)
-        except ValueError as exc:
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
     parser.add_argument(
-        "--sizes", type=integers, default=None,
+        "--sizes", type=int_list, default=None,
         help="numbers of idle fds watched, comma-separated (default "
              f"{','.join(map(str, DEFAULT_SIZES))}; --fast: "
              f"{','.join(map(str, FAST_SIZES))})")
@@ -188,7 +172,7 @@ def add_arguments(parser):
         help=f"fds with data pending, watched besides the idle ones "
              f"(default {DEFAULTS['ready']}, at most {MAX_READY})")
     parser.add_argument(
-        "--ready-counts", type=integers, default=None,
+        "--ready-counts", type=int_list, default=None,
         help=f"numbers of ready fds in the ready series, which watches the "
              f"largest size's fds (at most {READY_WATCHED}) in all; "
              f"comma-separated, spanning 100x or more (default "
@@ -428,7 +412,7 @@ def _options(fast, sizes, ready, ready_counts, repeats, batch_ms):
     repeats = defaults["repeats"] if repeats is None else repeats
     batch_ms = defaults["batch_ms"] if batch_ms is None else batch_ms
     if isinstance(sizes, str):
-        sizes = _int_list(sizes)
+        sizes = int_list(sizes)
     sizes = sorted(set(sizes))
     if not sizes or any(type(n) is not int or n < 1 for n in sizes):
         raise ValueError(f"sizes must be positive integers, got {sizes}")
@@ -444,7 +428,7 @@ def _options(fast, sizes, ready, ready_counts, repeats, batch_ms):
     if ready_counts is None:
         ready_counts = [r for r in defaults["ready_counts"] if r <= watched]
     elif isinstance(ready_counts, str):
-        ready_counts = _int_list(ready_counts)
+        ready_counts = int_list(ready_counts)
     ready_counts = sorted(set(ready_counts))
     if not ready_counts or any(type(r) is not int or r < 1
                                for r in ready_counts):

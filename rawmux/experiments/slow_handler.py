@@ -77,7 +77,6 @@ intervals, and the spinning handler itself takes longer in wall time.
 
 import argparse
 import contextlib
-import os
 import socket
 import subprocess
 import sys
@@ -88,7 +87,8 @@ import time
 from rawmux import Epoll, lib
 from rawmux.bench import runner
 from rawmux.echo.process import ServerProcess
-from rawmux.experiments.report import MAX_SECONDS, Result, median, pyplot
+from rawmux.experiments.report import (MAX_SECONDS, Result, median,
+                                       merge_options, pyplot)
 
 CLAIM = ("a single-threaded event loop mixes event detection with event "
          "response: one connection whose handler takes 10 ms stalls every "
@@ -423,11 +423,7 @@ def _measure(server, conns, built, warmup, seconds, cpu, slow, burn_ms):
 
 
 def _options(fast, options):
-    chosen = dict(FAST_DEFAULTS if fast else DEFAULTS)
-    unknown = set(options) - set(chosen)
-    if unknown:
-        raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
-    chosen.update({k: v for k, v in options.items() if v is not None})
+    chosen = merge_options(FAST_DEFAULTS if fast else DEFAULTS, options)
     chosen["burns"] = tuple(chosen["burns"])
     if not chosen["burns"] or any(b not in BURNS for b in chosen["burns"]):
         raise ValueError(f"burns: choose from {', '.join(BURNS)}")
@@ -445,7 +441,7 @@ def _options(fast, options):
 def run(*, fast=False, progress=None, **options):
     opts = _options(fast, options)
     warmup = _WARMUP[bool(fast)]
-    cpus = (0, 1) if len(os.sched_getaffinity(0)) >= 2 else (None, None)
+    cpus = runner.cpu_pair()
     configs = [(s, b) for s in SERVERS for b in opts["burns"]]
     total, done = opts["rounds"] * len(configs), 0
     runs = []               # (server, burn, slow, row)

@@ -94,7 +94,8 @@ import threading
 
 from rawmux.bench import runner
 from rawmux.echo.process import EchoProcess, ServerProcess
-from rawmux.experiments.report import MAX_SECONDS, Result, median, pyplot
+from rawmux.experiments.report import (MAX_SECONDS, Result, int_list,
+                                       median, merge_options, pyplot)
 
 CLAIM = ("for one connection select + recv costs two system calls where a "
          "blocking recv costs one")
@@ -131,11 +132,7 @@ HOW_TO_COUNT_WITHOUT_STRACE = (
 
 
 def _conns_list(text):
-    try:
-        values = tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise ValueError(f"expected comma-separated integers, got "
-                         f"{text!r}") from None
+    values = tuple(int_list(text))
     _check_conns(values)
     return values
 
@@ -422,11 +419,7 @@ def _latency_medians(runs):
 # ---- the experiment ---------------------------------------------------------
 
 def _options(fast, options):
-    chosen = dict(FAST_DEFAULTS if fast else DEFAULTS)
-    unknown = set(options) - set(chosen)
-    if unknown:
-        raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
-    chosen.update({k: v for k, v in options.items() if v is not None})
+    chosen = merge_options(FAST_DEFAULTS if fast else DEFAULTS, options)
     chosen["backends"] = tuple(chosen["backends"])
     chosen["conns"] = tuple(chosen["conns"])
     chosen["latency_conns"] = tuple(chosen["latency_conns"])
@@ -478,7 +471,7 @@ def run(*, fast=False, progress=None, **options):
                                 if n in WAIT_CALLS)})
     runs = []
     if latency_jobs:
-        cpus = (0, 1) if len(os.sched_getaffinity(0)) >= 2 else (None, None)
+        cpus = runner.cpu_pair()
         with tempfile.TemporaryDirectory() as tmp:
             built = runner.build(tmp)
             for r in range(opts["rounds"]):
