@@ -1,8 +1,15 @@
-"""Build rawmux._rawmux: cffi, out-of-line API mode.
+"""Build _rawmux, rawmux's compiled half: cffi, out-of-line API mode.
 
 setup.py names this file in ``cffi_modules``; ``pip install .`` runs it.  To
 build by hand for a quick look: ``python csrc/build.py`` (writes the module
 into the current directory).
+
+The module is top-level (``_rawmux``, imported by rawmux/_extension.py), not
+``rawmux._rawmux``: at the repository's root, where ``python -m`` and a REPL
+put the source tree's ``rawmux/`` first on sys.path, the installed extension
+is still found.  It carries ``RAWMUX_SOURCE_DIGEST`` (csrc/digest.py), so
+that a source tree whose csrc/ has changed since refuses it, saying how to
+rebuild.
 
 What goes where:
 
@@ -24,6 +31,7 @@ Environment switches:
   (README.md, "Checking memory safety").
 """
 
+import importlib.util
 import os
 
 from cffi import FFI
@@ -66,15 +74,25 @@ def _compile_args():
     return args, link
 
 
+def _source_digest():
+    spec = importlib.util.spec_from_file_location(
+        "rawmux_csrc_digest", os.path.join(HERE, "digest.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.digest(HERE)
+
+
 ffibuilder = FFI()
-ffibuilder.cdef("\n".join(_read(h) for h in HEADERS))
+ffibuilder.cdef("\n".join(_read(h) for h in HEADERS)
+                + "\n#define RAWMUX_SOURCE_DIGEST ...\n")
 
 _compile, _link = _compile_args()
 ffibuilder.set_source(
-    "rawmux._rawmux",
+    "_rawmux",
     # The flags go into the generated source: setuptools rebuilds only when
     # a source changed, and a switch of RAWMUX_SANITIZE must rebuild too.
     f"/* compiled with: {' '.join(_compile)} */\n"
+    f"#define RAWMUX_SOURCE_DIGEST {_source_digest():#x}ULL\n"
     + "\n".join(f'#include "{c}"' for c in SOURCES)
     + "\n#include <limits.h>  /* PIPE_BUF */\n#include <signal.h>\n",
     include_dirs=[os.path.relpath(HERE)],

@@ -16,7 +16,7 @@ Three layers, each usable on its own:
   ready fds.
 """
 
-from rawmux._rawmux import ffi, lib
+from rawmux._extension import ffi, lib
 from rawmux._select import FD_SETSIZE, FdSet, Select, select
 from rawmux._poll import PollArray, poll
 from rawmux._epoll import Epoll, epoll

@@ -9,7 +9,7 @@ the array cannot be resized under C's feet.
 
 from array import array
 
-from rawmux._rawmux import ffi
+from rawmux._extension import ffi
 
 assert array("i").itemsize == ffi.sizeof("int")
 assert array("I").itemsize == ffi.sizeof("uint32_t")

@@ -48,7 +48,7 @@ import os
 from rawmux import _cpython
 from rawmux._arrays import int_array, pairs, uint32_array
 from rawmux._cpython import retry_eintr
-from rawmux._rawmux import ffi, lib
+from rawmux._extension import ffi, lib
 
 _ctl = lib.rawmux_epoll_ctl
 _waiter_wait = lib.rawmux_epoll_waiter_wait

@@ -39,7 +39,7 @@ import errno as _errno
 from rawmux import _cpython
 from rawmux._arrays import int_array, pairs, uint32_array
 from rawmux._cpython import retry_eintr
-from rawmux._rawmux import ffi, lib
+from rawmux._extension import ffi, lib
 
 _waiter_wait = lib.rawmux_poll_waiter_wait
 _MS = 1000000

@@ -45,7 +45,7 @@ from operator import index as operator_index
 from rawmux import _cpython
 from rawmux._arrays import int_array, pairs, uint32_array
 from rawmux._cpython import retry_eintr
-from rawmux._rawmux import ffi, lib
+from rawmux._extension import ffi, lib
 
 FD_SETSIZE = lib.FD_SETSIZE
 _positions = lib.rawmux_select_positions

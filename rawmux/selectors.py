@@ -37,7 +37,7 @@ from selectors import EVENT_READ, EVENT_WRITE, BaseSelector, SelectorKey
 
 from rawmux._epoll import Epoll
 from rawmux._poll import PollArray
-from rawmux._rawmux import lib
+from rawmux._extension import lib
 from rawmux._select import Select
 
 __all__ = ["EVENT_READ", "EVENT_WRITE", "SelectorKey", "SelectSelector",

@@ -19,7 +19,7 @@ lifts: its data is already in the socket, and no new edge will announce it.
 from time import monotonic as _monotonic
 
 from rawmux._epoll import Epoll
-from rawmux._rawmux import lib
+from rawmux._extension import lib
 from rawmux.echo.server import DONE, SHORT, ReadinessServer
 
 _IN, _OUT = lib.EPOLLIN, lib.EPOLLOUT

@@ -9,7 +9,7 @@ the read that follows returns EOF or the error.
 from time import monotonic as _monotonic
 
 from rawmux._poll import PollArray
-from rawmux._rawmux import lib
+from rawmux._extension import lib
 from rawmux.echo.server import ReadinessServer
 
 _IN, _OUT = lib.POLLIN, lib.POLLOUT

@@ -80,7 +80,7 @@ import traceback
 
 from rawmux._epoll import Epoll
 from rawmux._poll import PollArray
-from rawmux._rawmux import lib
+from rawmux._extension import lib
 from rawmux.experiments.report import Result, median, pyplot
 
 CLAIM = ("every process waiting in epoll_wait on a shared listening socket "

@@ -51,7 +51,7 @@ import re
 import socket
 
 from rawmux._epoll import Epoll
-from rawmux._rawmux import lib
+from rawmux._extension import lib
 from rawmux.experiments.report import Result
 
 CLAIM = ("epoll keys a registration on (fd number, open file description): "

@@ -60,7 +60,7 @@ import socket
 
 from rawmux._epoll import Epoll
 from rawmux._poll import PollArray
-from rawmux._rawmux import lib
+from rawmux._extension import lib
 from rawmux._select import Select
 from rawmux.experiments.report import Result, pyplot
 

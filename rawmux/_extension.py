@@ -1,0 +1,74 @@
+"""rawmux's compiled half, found and checked: ``ffi`` and ``lib``.
+
+The cffi extension is the top-level module ``_rawmux`` (csrc/build.py), not
+``rawmux._rawmux``.  At the root of a clone, ``python -m``, ``python -c`` and
+a REPL put the current directory first on sys.path, so ``import rawmux``
+finds the source tree's ``rawmux/``, which holds no compiled code; the
+extension that ``pip install .`` put in site-packages is still found, because
+it lives outside the package directory.
+
+Two things can go wrong, and each says what to run:
+
+* no extension for this interpreter (rawmux not installed into it);
+* run from a source tree whose csrc/ has changed since the extension was
+  built: the Python code would call C that is not there, or not what it
+  reads.  The extension carries the digest of the sources it was built from
+  (csrc/digest.py), and the tree's must match.
+"""
+
+import importlib.util
+import os
+import sys
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_CSRC = os.path.join(_ROOT, "csrc")
+
+
+def _in_source_tree():
+    return (os.path.isfile(os.path.join(_ROOT, "setup.py"))
+            and os.path.isfile(os.path.join(_CSRC, "digest.py")))
+
+
+def _install_command(inplace):
+    where = _ROOT if _in_source_tree() else "rawmux"
+    if where == os.getcwd():
+        where = "."
+    editable = "-e " if inplace else ""
+    return f"{sys.executable} -m pip install {editable}{where}"
+
+
+def source_digest():
+    """The digest of this source tree's csrc/ (None outside a source tree)."""
+    if not _in_source_tree():
+        return None
+    spec = importlib.util.spec_from_file_location(
+        "rawmux_csrc_digest", os.path.join(_CSRC, "digest.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.digest(_CSRC)
+
+
+try:
+    import _rawmux
+except ModuleNotFoundError as exc:
+    if exc.name != "_rawmux":
+        raise
+    raise ImportError(
+        f"rawmux's C extension (_rawmux) is not built for this Python "
+        f"({sys.executable}); build and install it with:\n    "
+        f"{_install_command(inplace=False)}") from None
+except ImportError as exc:
+    raise ImportError(
+        f"rawmux's C extension cannot be loaded ({exc}); rebuild it "
+        f"with:\n    {_install_command(inplace=False)}") from exc
+
+ffi = _rawmux.ffi
+lib = _rawmux.lib
+
+_digest = source_digest()
+if _digest is not None and _digest != lib.RAWMUX_SOURCE_DIGEST:
+    _built = os.path.dirname(os.path.abspath(_rawmux.__file__))
+    raise ImportError(
+        f"rawmux's C extension {_rawmux.__file__} was built from other "
+        f"sources than {_CSRC}; rebuild it with:\n    "
+        f"{_install_command(inplace=_built == _ROOT)}")
