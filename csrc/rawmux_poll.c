@@ -24,14 +24,18 @@
 #include "rawmux_clock.c"
 
 static size_t rawmux_poll_collect(const struct pollfd *fds, nfds_t nfds,
-                                  int *indices, size_t cap)
+                                  int *ready_fds, uint32_t *ready_events,
+                                  size_t cap)
 {
     size_t count = 0;
     nfds_t i;
 
     for (i = 0; i < nfds && count < cap; i++) {
-        if (fds[i].revents != 0)
-            indices[count++] = (int)i;
+        if (fds[i].revents != 0) {
+            ready_fds[count] = fds[i].fd;
+            ready_events[count] = (uint16_t)fds[i].revents;
+            count++;
+        }
     }
     return count;
 }
@@ -48,8 +52,7 @@ struct rawmux_poll_waiter {
 
 static int rawmux_poll_waiter_wait(struct rawmux_poll_waiter *w)
 {
-    nfds_t i;
-    int n, count = 0;
+    int n;
 
     if (w->nfds > w->cap) {
         errno = EINVAL;
@@ -60,13 +63,8 @@ static int rawmux_poll_waiter_wait(struct rawmux_poll_waiter *w)
     n = poll(w->fds, w->nfds, w->timeout < 0 ? -1 : w->timeout);
     if (n < 0)
         return -errno;
-    /* poll(2) counts the entries with revents != 0: stop at the last one. */
-    for (i = 0; i < w->nfds && count < n; i++) {
-        if (w->fds[i].revents != 0) {
-            w->ready_fds[count] = w->fds[i].fd;
-            w->ready_events[count] = (uint16_t)w->fds[i].revents;
-            count++;
-        }
-    }
-    return count;
+    /* poll(2) counts the entries with revents != 0: the scan stops at the
+     * last of them rather than at the end of the array. */
+    return (int)rawmux_poll_collect(w->fds, w->nfds, w->ready_fds,
+                                    w->ready_events, (size_t)n);
 }

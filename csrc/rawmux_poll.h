@@ -36,12 +36,14 @@ int ppoll(struct pollfd *fds, nfds_t nfds, const struct timespec *tmo_p,
 
 /* ---- rawmux helper (rawmux_poll.c) -------------------------------------
  * poll(2) reports readiness in place, in an array as long as the interest
- * set.  This collects the indices of the entries with revents != 0 into
- * indices[0..cap), in order, so that Python touches only the ready ones.
- * Returns how many were written. */
+ * set.  This copies the fd and revents (as unsigned) of each entry with
+ * revents != 0, in array order, into ready_fds[0..cap) and
+ * ready_events[0..cap), so that Python touches only the ready ones.  Returns
+ * how many it wrote.  The wait below uses it with cap = poll's own count. */
 
 size_t rawmux_poll_collect(const struct pollfd *fds, nfds_t nfds,
-                           int *indices, size_t cap);
+                           int *ready_fds, uint32_t *ready_events,
+                           size_t cap);
 
 /* ---- rawmux's wait call (rawmux_poll.c) ----------------------------------
  * The native API's state: a pollfd array the Python layer owns and grows,
@@ -58,7 +60,7 @@ struct rawmux_poll_waiter {
     ...;
 };
 
-/* poll(2) on w->fds[0..nfds) with w->timeout, then compaction.  Returns the
+/* poll(2) on w->fds[0..nfds) with w->timeout, then rawmux_poll_collect().  Returns the
  * number of ready entries, in array order, or -errno (errno set too);
  * -EINVAL if nfds > cap.  One argument: cffi calls it without an argument
  * tuple. */

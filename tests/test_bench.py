@@ -11,6 +11,8 @@ import subprocess
 import sys
 import threading
 
+import pytest
+
 from rawmux.bench import runner
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -71,3 +73,54 @@ def test_unknown_contender_is_refused():
                           "--contenders", "nginx"], capture_output=True,
                          text=True, timeout=60, cwd=HERE)
     assert run.returncode != 0 and "unknown contenders" in run.stderr
+
+
+def _bench_header(preexec=None):
+    run = subprocess.run(
+        [sys.executable, "-m", "rawmux", "bench", "--contenders", "c-floor",
+         "--conns", "1", "--sizes", "64", "--modes", "pingpong",
+         "--rounds", "1", "--seconds", "0.2", "--warmup", "0.1"],
+        capture_output=True, text=True, timeout=300, cwd=HERE,
+        preexec_fn=preexec)
+    assert run.returncode == 0, run.stdout + run.stderr
+    return run.stdout.splitlines()[0]
+
+
+def test_bench_says_where_it_ran_on_one_cpu():
+    """Confined to one CPU there is nothing to pin to: the header must not
+    claim different CPUs."""
+    first = min(os.sched_getaffinity(0))
+    header = _bench_header(lambda: os.sched_setaffinity(0, {first}))
+    assert (f"server and load generator both on CPU {first} (this process "
+            f"may use one CPU only)") in header, header
+
+
+def test_bench_says_where_it_ran_on_two_cpus():
+    allowed = sorted(os.sched_getaffinity(0))
+    if len(allowed) < 2:
+        pytest.skip("this process may use one CPU only")
+    header = _bench_header()
+    assert (f"server pinned to CPU {allowed[0]}, load generator to CPU "
+            f"{allowed[1]}") in header, header
+
+
+def test_refused_pinning_runs_unpinned_and_says_so(tmp_path):
+    """A CPU the system will not pin to (here: one that does not exist)
+    leaves the processes unpinned; the run goes on and reports it."""
+    built = runner.build(str(tmp_path))
+    result = runner.measure("c-floor", runner.Case(1, 64, "pingpong"), built,
+                            0.1, 0.2, cpus=(99999, 99999))
+    assert "error" not in result, result
+    assert result["placement"].startswith("not pinned"), result["placement"]
+    assert runner.placement([result]) == result["placement"]
+
+
+def test_where_describes_the_cpu_lists():
+    assert runner.where([0], [1]) == \
+        "server pinned to CPU 0, load generator to CPU 1"
+    assert runner.where([3], [3]).startswith(
+        "server and load generator both on CPU 3")
+    assert runner.where([0, 1, 2], [0, 2]).startswith(
+        "not pinned: server on CPUs 0-2, load generator on CPUs 0,2")
+    assert runner.placement([{"placement": "a"}, {"placement": "b"},
+                             {"placement": "a"}, {"error": "x"}]) == "a; b"

@@ -21,9 +21,10 @@ def pollfds(fds, mask=MASK):
 
 
 def collect(arr, n):
-    idx = ffi.new("int[]", max(n, 1))
-    count = lib.rawmux_poll_collect(arr, n, idx, n)
-    return {arr[i].fd: arr[i].revents & 0xFFFF for i in idx[0:count]}
+    fds = ffi.new("int[]", max(n, 1))
+    events = ffi.new("uint32_t[]", max(n, 1))
+    count = lib.rawmux_poll_collect(arr, n, fds, events, n)
+    return dict(zip(fds[0:count], events[0:count]))
 
 
 def stdlib_poll(fds, mask=MASK):
@@ -66,17 +67,20 @@ def test_negative_fd_is_skipped(res):
     assert [arr[i].revents for i in range(3)] == [0, lib.POLLOUT, 0]
 
 
-@given(st.lists(st.integers(-1, 100), max_size=60), st.integers(0, 70))
+@given(st.lists(st.integers(-2**15, 2**15 - 1), max_size=60),
+       st.integers(0, 70))
 def test_collect_picks_nonzero_revents_in_order_up_to_cap(revents, cap):
     n = len(revents)
     arr = ffi.new("struct pollfd[]", max(n, 1))
     for i, r in enumerate(revents):
-        arr[i].revents = r
-    idx = ffi.new("int[]", cap + 1)
-    idx[cap] = -7                               # canary just past the cap
-    count = lib.rawmux_poll_collect(arr, n, idx, cap)
-    assert list(idx[0:count]) == [i for i, r in enumerate(revents) if r][:cap]
-    assert idx[cap] == -7
+        arr[i].fd, arr[i].revents = 1000 + i, r
+    fds = ffi.new("int[]", cap + 1)
+    events = ffi.new("uint32_t[]", cap + 1)
+    fds[cap] = events[cap] = 7                  # canaries just past the cap
+    count = lib.rawmux_poll_collect(arr, n, fds, events, cap)
+    want = [(1000 + i, r & 0xFFFF) for i, r in enumerate(revents) if r][:cap]
+    assert list(zip(fds[0:count], events[0:count])) == want
+    assert (fds[cap], events[cap]) == (7, 7)
 
 
 def test_poll_bad_pointer_fails_with_efault():

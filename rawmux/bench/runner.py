@@ -13,7 +13,7 @@ import tempfile
 
 import rawmux
 from rawmux._progress import ProgressBar
-from rawmux.echo.process import cpu_seconds, read_line
+from rawmux.echo.process import cpu_seconds, pin, read_line
 
 # name -> how to start it; "{floor}" is the compiled C floor server.
 CONTENDERS = {
@@ -78,19 +78,56 @@ def build(directory):
 # ---- one measurement --------------------------------------------------------------
 
 def cpu_pair():
-    """(server CPU, load CPU): two different CPUs, so that the two never
-    compete for one; (None, None), no pinning, on a single-CPU machine."""
-    return (0, 1) if len(os.sched_getaffinity(0)) >= 2 else (None, None)
+    """(server CPU, load CPU): the first two CPUs this process may run on,
+    so that the two never compete for one; (None, None), no pinning, when
+    it may run on one only."""
+    allowed = sorted(os.sched_getaffinity(0))
+    return (allowed[0], allowed[1]) if len(allowed) >= 2 else (None, None)
 
 
-def _pin(cpu):
-    def pin():
-        if cpu is not None:
-            os.sched_setaffinity(0, {cpu})
-    return pin
+def _cpus(pid):
+    try:
+        return sorted(os.sched_getaffinity(pid))
+    except OSError:             # gone already
+        return None
 
 
-def measure(contender, case, built, warmup, seconds, cpus=(0, 1)):
+def _cpu_list(cpus):
+    if cpus is None:
+        return "unknown CPUs"
+    if len(cpus) == 1:
+        return f"CPU {cpus[0]}"
+    if cpus == list(range(cpus[0], cpus[-1] + 1)):
+        return f"CPUs {cpus[0]}-{cpus[-1]}"
+    return "CPUs " + ",".join(map(str, cpus))
+
+
+def where(server_cpus, load_cpus):
+    """Where a server and its load generator ran, in words, from the CPU
+    lists each was allowed (sched_getaffinity of the running process)."""
+    single = (server_cpus and load_cpus and len(server_cpus) == 1
+              and len(load_cpus) == 1)
+    if single and server_cpus != load_cpus:
+        return (f"server pinned to {_cpu_list(server_cpus)}, load generator "
+                f"to {_cpu_list(load_cpus)}")
+    if single:
+        text = f"server and load generator both on {_cpu_list(server_cpus)}"
+    else:
+        text = (f"not pinned: server on {_cpu_list(server_cpus)}, load "
+                f"generator on {_cpu_list(load_cpus)}")
+    if len(os.sched_getaffinity(0)) < 2:
+        text += " (this process may use one CPU only)"
+    return text
+
+
+def placement(runs):
+    """Where the servers and load generators of ``runs`` (drive() results)
+    ran, in one phrase: the runs' ``placement``, distinct ones joined."""
+    seen = dict.fromkeys(r["placement"] for r in runs if "placement" in r)
+    return "; ".join(seen) if seen else "placement unknown"
+
+
+def measure(contender, case, built, warmup, seconds, cpus=(None, None)):
     """Start the contender, load it, stop it.  Returns a result dict, or one
     with "error" when the run failed."""
     argv = [a.format(floor=built["echo_floor"])
@@ -101,7 +138,7 @@ def measure(contender, case, built, warmup, seconds, cpus=(0, 1)):
         argv += RAWMUX_SERVE_OPTIONS
     server = subprocess.Popen(argv, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL,
-                              preexec_fn=_pin(cpus[0]), cwd=tempfile.gettempdir())
+                              preexec_fn=pin(cpus[0]), cwd=tempfile.gettempdir())
     result = {"contender": contender, **dataclasses.asdict(case)}
     try:
         line = read_line(server.stdout, 30)
@@ -125,8 +162,9 @@ def drive(address, server_pid, case, built, warmup, seconds, cpu=None):
     """Run the load generator (pinned to cpu) against a server already
     listening at address (host, port), sampling the CPU time of process
     server_pid over the measured seconds.  Returns the load generator's
-    figures and the rates derived from them, or {"error": ...}.  The
-    experiments use it on servers they set up themselves."""
+    figures, the rates derived from them and ``placement`` (where the two
+    really ran: ``where()``), or {"error": ...}.  The experiments use it on
+    servers they set up themselves."""
     host, port = address
     # The with-block closes the pipes and reaps the child on every path.
     with subprocess.Popen(
@@ -134,8 +172,9 @@ def drive(address, server_pid, case, built, warmup, seconds, cpu=None):
              str(case.conns), str(case.size), case.mode, str(case.window),
              str(warmup), str(seconds)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            preexec_fn=_pin(cpu)) as load:
+            preexec_fn=pin(cpu)) as load:
         try:
+            ran = where(_cpus(server_pid), _cpus(load.pid))
             if read_line(load.stdout, warmup + 60).strip() != "measuring":
                 load.kill()
                 err = load.communicate(timeout=10)[1].decode().strip()
@@ -154,7 +193,7 @@ def drive(address, server_pid, case, built, warmup, seconds, cpu=None):
     stats = json.loads(line)
     messages = max(stats["messages"], 1)
     user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
-    return {**stats,
+    return {**stats, "placement": ran,
             "msgs_per_s": stats["messages"] / stats["seconds"],
             "mib_per_s": stats["bytes"] / stats["seconds"] / 2**20,
             "cpu_us_per_msg": (user + system) / messages * 1e6,
@@ -342,7 +381,7 @@ def main(args):
     results = run(cases, contenders, rounds, warmup, seconds,
                   progress=ProgressBar(after=0))
     print(f"rawmux bench: {rounds} round(s) x {seconds:g} s per run, medians;"
-          f" server and load generator pinned to different CPUs")
+          f" {placement(results)}")
     if skipped:
         print(f"skipped (not installed): {', '.join(skipped)}")
     print(table(results, contenders))

@@ -24,6 +24,20 @@ def cpu_seconds(pid):
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+def pin(cpu):
+    """A preexec_fn that pins the child to ``cpu`` (None: leaves it be).
+    A refusal (a cpuset that lacks the CPU, a sandbox that forbids the
+    call) leaves the child unpinned rather than failing the run; the bench
+    reads back where it really ran (rawmux.bench.runner.where)."""
+    def preexec():
+        if cpu is not None:
+            try:
+                os.sched_setaffinity(0, {cpu})
+            except OSError:
+                pass
+    return preexec
+
+
 def read_line(pipe, timeout):
     """One line from a child's pipe, byte by byte from the raw fd (a
     buffered readline could swallow what comes after it), within timeout.
@@ -64,7 +78,8 @@ class ServerProcess:
     """A server in a child process: ``python ARGV...`` run from the temp
     dir, whose first line says "listening on HOST:PORT".
 
-    ``server.address`` is (host, port).  ``cpu`` pins the child to one CPU;
+    ``server.address`` is (host, port).  ``cpu`` pins the child to one CPU
+    (if the system lets it: ``pin``);
     ``limit_fds`` sets its RLIMIT_NOFILE; ``argv_prefix`` runs it under
     another program (``["strace", "-c", "-f", "-o", path]``), in which case
     ``stop()`` and ``kill()`` signal the server, not the tracer (strace
@@ -74,15 +89,14 @@ class ServerProcess:
     def __init__(self, argv, name, *, cpu=None, limit_fds=None,
                  argv_prefix=(), start_timeout=30, stdin=None):
         def preexec():
-            if cpu is not None:
-                os.sched_setaffinity(0, {cpu})
+            pin(cpu)()
             if limit_fds is not None:
                 resource.setrlimit(resource.RLIMIT_NOFILE,
                                    (limit_fds, limit_fds))
         self.name = name
         self.traced = bool(argv_prefix)
-        # cwd elsewhere: "-m" puts the cwd first on sys.path, and a source
-        # checkout's rawmux/ holds no compiled extension.
+        # cwd elsewhere: "-m" puts the cwd first on sys.path, and the
+        # server should be the installed rawmux wherever the caller runs.
         self.proc = subprocess.Popen(
             [*argv_prefix, sys.executable, *argv], stdin=stdin,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -22,7 +22,8 @@ Evaluating epoll, select, and poll Event Mechanisms" (Ottawa Linux Symposium
 The method
 ----------
 For each backend (select, poll, epoll, epoll-et, threads) two echo servers
-(``python -m rawmux serve``) run pinned to one CPU: a baseline with no idle
+(``python -m rawmux serve``) run pinned to one CPU (where the system
+allows: the notes say where they ran): a baseline with no idle
 connections and a loaded one.  This process opens idle connections to the
 loaded server in batches, sends one byte on each and waits for its echo
 (proof that the server accepted it and watches it), then leaves them idle;
@@ -351,6 +352,7 @@ def _backend(backend, options, built, cpus, tick):
                     points.append({
                         "backend": backend, "idle": idle, "level": level,
                         "round": r, "server_fds": held,
+                        "placement": res["placement"],
                         **{k: res[k] for k in _METRICS}})
         clients.close()
         counts = {"loaded": _stop(loaded, fds[loaded]),
@@ -582,8 +584,8 @@ def _run(options, progress):
                          m["server_cpu_pct"], m["p50_us"], m["p99_us"]])
     notes = [
         f"{options['conns']} active connections x {options['size']} B "
-        f"ping-pong from the C load generator, server and load generator on "
-        f"different CPUs; {options['warmup']:g} s warm-up + "
+        f"ping-pong from the C load generator; {runner.placement(points)}; "
+        f"{options['warmup']:g} s warm-up + "
         f"{options['seconds']:g} s measured per run; medians.",
         f"ratio: to a baseline server of the same backend with no idle "
         f"connections, driven in turn with the loaded one, "

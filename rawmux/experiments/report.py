@@ -151,15 +151,5 @@ def merge_options(defaults, options):
     return merged
 
 
-def percentile(values, q):
-    """The q-th percentile (0-100) by nearest rank; values need not be
-    sorted."""
-    ordered = sorted(values)
-    if not ordered:
-        raise ValueError("percentile of no values")
-    rank = max(1, -(-len(ordered) * q // 100))
-    return ordered[int(rank) - 1]
-
-
 def median(values):
     return statistics.median(values)

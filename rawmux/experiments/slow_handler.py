@@ -46,9 +46,10 @@ GIL's share.  Both are reported.
 
 The method
 ----------
-The server runs in a child process pinned to CPU 0: the client must share
+The server runs in a child process pinned to one CPU: the client must share
 neither its GIL nor its core.  The C load generator of ``python -m rawmux
-bench`` (CPU 1) keeps one message in flight on each of 50 fast connections
+bench`` (pinned to another; the notes say where each really ran) keeps one
+message in flight on each of 50 fast connections
 and reports round-trip percentiles.  Each server, for each burn, is
 measured twice in a row: alone, then while a client thread here sends slow
 messages continuously on one more connection -- two in flight, so that one
@@ -414,7 +415,8 @@ def _measure(server, conns, built, warmup, seconds, cpu, slow, burn_ms):
         raise RuntimeError(f"load generator against {server.name}: "
                            f"{got['error']}")
     row = {"p50_ms": got["p50_us"] / 1000, "p99_ms": got["p99_us"] / 1000,
-           "max_ms": got["max_us"] / 1000, "fast_per_s": got["msgs_per_s"]}
+           "max_ms": got["max_us"] / 1000, "fast_per_s": got["msgs_per_s"],
+           "placement": got["placement"]}
     if client is not None:
         row["slow_per_s"] = client.echoed / client.seconds
         # The share of the time the server spent in the slow handler.
@@ -466,7 +468,8 @@ def run(*, fast=False, progress=None, **options):
 
 
 def _medians(rows):
-    return {k: median(r[k] for r in rows) for k in rows[0]}
+    return {k: median(r[k] for r in rows) for k in rows[0]
+            if k != "placement"}
 
 
 def _result(opts, runs):
@@ -497,10 +500,11 @@ def _result(opts, runs):
              r.get("slow_busy_pct", nan)]
             for r in summary]
     notes = [f"{opts['conns']} fast connections, one {SIZE}-byte message in "
-             f"flight each (C load generator, CPU 1); one slow connection "
-             f"with {SLOW_WINDOW} in flight; server on CPU 0; "
-             f"{opts['seconds']:g} s "
-             f"per run, median of {opts['rounds']} round(s).",
+             f"flight each (C load generator); one slow connection with "
+             f"{SLOW_WINDOW} in flight; "
+             f"{runner.placement([row for *_, row in runs])}; "
+             f"{opts['seconds']:g} s per run, median of {opts['rounds']} "
+             f"round(s).",
              "cpu: the handler spins in Python, holding the GIL (threads "
              f"get it back every {sys.getswitchinterval() * 1000:g} ms, the "
              "switch interval); sleep: it blocks in a system call, "

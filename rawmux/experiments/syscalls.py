@@ -61,7 +61,8 @@ it: counts are exact, times are not, and batching at 10 connections is
 larger than it would be untraced.
 
 Latency is measured separately, without strace: the C load generator of
-``python -m rawmux bench`` (pinned to CPU 1, the server to CPU 0) keeps one
+``python -m rawmux bench`` (pinned to one CPU, the server to another, where
+the system allows: the notes say where they ran) keeps one
 64-byte message in flight per connection and reports the round-trip
 percentiles; each server process is driven at every connection count in
 turn, the servers rotate their order each round, and the table shows the
@@ -487,7 +488,8 @@ def run(*, fast=False, progress=None, **options):
         LATENCY_BACKENDS.index(row["backend"]), row["conns"]))
     if progress:
         progress(total, total, "done")
-    return _result(opts, problem, counts, latency)
+    return _result(opts, problem, counts, latency,
+                   runner.placement([got for _, got in runs]))
 
 
 def _find(rows, backend, conns):
@@ -497,7 +499,7 @@ def _find(rows, backend, conns):
     return None
 
 
-def _result(opts, problem, counts, latency):
+def _result(opts, problem, counts, latency, placement):
     columns = ["backend", "conns", "calls/msg", "calls per message, by name",
                "p50 us", "p99 us"]
     rows = []
@@ -530,10 +532,11 @@ def _result(opts, problem, counts, latency):
     if latency:
         notes.append(f"latency: C load generator, one {SIZE}-byte message "
                      f"in flight per connection, {opts['seconds']:g} s per "
-                     f"run, median of {opts['rounds']} round(s); server on "
-                     f"CPU 0, client on CPU 1, no strace.")
+                     f"run, median of {opts['rounds']} round(s); "
+                     f"{placement}; no strace.")
     data = {"strace_problem": problem, "messages": opts["messages"],
-            "size": SIZE, "counts": counts, "latency": latency}
+            "size": SIZE, "counts": counts, "latency": latency,
+            "placement": placement if latency else None}
 
     latency_text = ""
     if latency:
