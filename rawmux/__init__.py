@@ -16,6 +16,8 @@ Three layers, each usable on its own:
   ready fds.
 """
 
+__version__ = "0.1.0"
+
 from rawmux._extension import ffi, lib
 from rawmux._select import FD_SETSIZE, FdSet, Select, select
 from rawmux._poll import PollArray, poll
@@ -58,6 +60,6 @@ EPOLL_CTL_MOD = lib.EPOLL_CTL_MOD
 EPOLL_CTL_DEL = lib.EPOLL_CTL_DEL
 
 __all__ = [
-    "ffi", "lib", "select", "poll", "epoll", "error", "PIPE_BUF",
+    "__version__", "ffi", "lib", "select", "poll", "epoll", "error", "PIPE_BUF",
     "FD_SETSIZE", "FdSet", "Select", "PollArray", "Epoll",
 ] + [name for name in dir() if name.startswith(("POLL", "EPOLL"))]

@@ -1,12 +1,13 @@
 """``python -m rawmux``: the command line.  Parses arguments, calls floor 3."""
 
 import argparse
-import errno
 import logging
 import os
+import platform
 import signal
 import subprocess
 import sys
+import textwrap
 
 
 def _positive_int(text):
@@ -30,20 +31,46 @@ def _port(text):
     return value
 
 
+def _version():
+    import _rawmux
+    import rawmux
+    return (f"rawmux {rawmux.__version__} from "
+            f"{os.path.dirname(rawmux.__file__)}, C extension "
+            f"{_rawmux.__file__}, Python {platform.python_version()}")
+
+
+def _command(commands, name, summary, example, details=""):
+    """A subcommand whose --help says what it does in one line, then
+    ``details``, then an example."""
+    description = summary + "."
+    if details:
+        description += "\n\n" + textwrap.fill(details, 79)
+    return commands.add_parser(
+        name, help=summary, description=description,
+        epilog=f"example:\n  {example}",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
 def _parser(experiments=True):
     from rawmux.echo import BACKENDS, Config
     d = Config()
     parser = argparse.ArgumentParser(
         prog="python -m rawmux",
-        description="select, poll and epoll at the level of the raw syscalls")
+        description="select, poll and epoll at the level of the raw "
+                    "syscalls.",
+        epilog="example:\n  python -m rawmux tour",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=_version(),
+                        help="print rawmux's version, where it was imported "
+                             "from, and exit")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    serve = commands.add_parser(
-        "serve", help="run an echo server on one mechanism",
-        description="Run an echo server written directly on one mechanism. "
-                    "SIGINT/SIGTERM stop it: it stops accepting, flushes for "
-                    "a grace period, closes everything, prints a summary and "
-                    "exits 0.")
+    serve = _command(
+        commands, "serve", "run an echo server on one mechanism",
+        "python -m rawmux serve --backend epoll-et --port 8093",
+        "An echo server written directly on one mechanism. SIGINT/SIGTERM "
+        "stop it: it stops accepting, flushes for a grace period, closes "
+        "everything, prints a summary and exits 0.")
     serve.add_argument("--backend", choices=BACKENDS, default=d.backend,
                        help="select, poll, epoll (level-triggered), epoll-et "
                             "(edge-triggered) or threads (one thread per "
@@ -81,43 +108,41 @@ def _parser(experiments=True):
     serve.add_argument("-v", "--verbose", action="count", default=0,
                        help="log connection events (-v) and more (-vv)")
 
-    client = commands.add_parser(
-        "client", help="send lines from stdin to an echo server, print the "
-                       "echo",
-        description="Read lines from the terminal (or a pipe, until EOF), "
-                    "send each to the echo server and print what comes back.")
+    client = _command(
+        commands, "client", "send lines from stdin to an echo server, print "
+        "the echo", "python -m rawmux client --port 8093",
+        "Reads lines from the terminal (or a pipe, until EOF), sends each to "
+        "the echo server and prints what comes back.")
     client.add_argument("--host", default=d.host,
                         help="server address; default %(default)s")
     client.add_argument("--port", type=_port, default=d.port,
                         help="server port; default %(default)s")
 
     from rawmux.bench import runner
-    bench = commands.add_parser(
-        "bench", help="echo throughput, latency and server CPU per message: "
-                      "rawmux against the stdlib, asyncio, uvloop and C",
-        description="Start each echo server in turn, load it with a C load "
-                    "generator on another CPU, and report medians across "
-                    "rounds: messages/s, MiB/s, round-trip percentiles, and "
-                    "server CPU microseconds per message with ratios to the "
-                    "C floor and to uvloop.")
+    bench = _command(
+        commands, "bench", "measure echo servers against the stdlib, "
+        "asyncio, uvloop and C", "python -m rawmux bench --quick",
+        "Starts each echo server in turn, loads it with a C load generator "
+        "on another CPU, and reports medians across rounds: messages/s, "
+        "MiB/s, round-trip percentiles, and server CPU microseconds per "
+        "message with ratios to the C floor and to uvloop.")
     runner.add_arguments(bench)
 
-    commands.add_parser(
-        "tour", help="in under a minute: every echo backend driven and "
-                     "checked, every binding cross-checked with the stdlib, "
-                     "and the first two experiments",
-        description="Start each echo backend, drive it with clients and "
-                    "verify every byte; ask each binding about live "
-                    "sockets and compare with the stdlib select module; "
-                    "run the fdsetsize experiment and a short scaling "
-                    "experiment; print one summary table.  Builds nothing.")
+    _command(
+        commands, "tour", "check every binding and echo server, run two "
+        "experiments", "python -m rawmux tour",
+        "In under a minute: asks each binding about live sockets and "
+        "compares with the stdlib select module; starts each echo backend, "
+        "drives it with clients and verifies every byte; runs the fdsetsize "
+        "experiment and a short scaling experiment; prints one summary "
+        "table.  Builds nothing.")
 
-    experiment = commands.add_parser(
-        "experiment", help="measure one classic claim about select, poll "
-                           "and epoll",
-        description="Each experiment tests one claim, prints a table and "
-                    "its verdict.  docs/walkthrough.md explains the results "
-                    "from the kernel's side.")
+    experiment = _command(
+        commands, "experiment", "measure one classic claim about select, "
+        "poll and epoll",
+        "python -m rawmux experiment scaling --fast --plot scaling.png",
+        "Each experiment tests one claim, prints a table and its verdict. "
+        "docs/walkthrough.md explains the results from the kernel's side.")
     names = experiment.add_subparsers(dest="name", required=True,
                                       metavar="NAME")
     if not experiments:
@@ -127,8 +152,11 @@ def _parser(experiments=True):
     from rawmux.experiments import NAMES, load
     for name in NAMES:
         module = load(name)
-        sub = names.add_parser(name, help=module.CLAIM,
-                               description=module.CLAIM)
+        example = f"python -m rawmux experiment {name} --fast"
+        if getattr(module, "PLOT", None):
+            example += f" --plot {name}.png"
+        sub = _command(names, name, module.SUMMARY, example,
+                       f"The claim: {module.CLAIM}.")
         sub.add_argument("--fast", action="store_true",
                          help="the short run the test suite uses")
         if getattr(module, "PLOT", None):
@@ -147,35 +175,28 @@ _EXPERIMENT_COMMON = {"command", "name", "fast", "plot", "json"}
 
 def _experiment(args, progress):
     from rawmux import experiments
+    from rawmux._atomic import check_writable, replacing, write_text
     from rawmux.experiments.report import pyplot
     module = experiments.load(args.name)
     options = {k: v for k, v in vars(args).items()
                if k not in _EXPERIMENT_COMMON}
-    # Whatever can fail after the measuring fails before it instead.
+    # Whatever can fail after the measuring fails before it instead; the
+    # files are written whole once the run is over, or not at all.
     plot = getattr(args, "plot", None)
     if plot:
         pyplot()
-        _check_writable(plot)
-    json_file = open(args.json, "w") if args.json else None
-    try:
-        result = module.run(fast=args.fast, progress=progress, **options)
-        print(result.report())
-        if json_file:
-            json_file.write(result.to_json() + "\n")
-    finally:
-        if json_file:
-            json_file.close()
+        check_writable(plot)
+    if args.json:
+        check_writable(args.json)
+    result = module.run(fast=args.fast, progress=progress, **options)
+    print(result.report())
+    if args.json:
+        write_text(args.json, result.to_json() + "\n")
     if plot:
-        result.plot(plot)
+        with replacing(plot) as tmp:
+            result.plot(tmp)
         print(f"plot: {plot}")
     return 0
-
-
-def _check_writable(path):
-    directory = os.path.dirname(os.path.abspath(path))
-    if not os.access(directory, os.W_OK):
-        raise OSError(errno.EACCES, f"cannot write {path!r}: "
-                      f"{directory!r} is not a writable directory")
 
 
 def _exit_on_sigterm():

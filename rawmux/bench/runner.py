@@ -12,6 +12,7 @@ import sys
 import tempfile
 
 import rawmux
+from rawmux._atomic import check_writable, replacing, write_text
 from rawmux._progress import ProgressBar
 from rawmux.echo.process import cpu_seconds, pin, read_line
 
@@ -378,6 +379,9 @@ def main(args):
         cases = [Case(c, s, m, args.window) for m in args.modes.split(",")
                  for c in args.conns for s in args.sizes]
         rounds, warmup, seconds = args.rounds, args.warmup, args.seconds
+    for path in (args.json, args.plot):
+        if path:
+            check_writable(path)
     results = run(cases, contenders, rounds, warmup, seconds,
                   progress=ProgressBar(after=0))
     print(f"rawmux bench: {rounds} round(s) x {seconds:g} s per run, medians;"
@@ -386,8 +390,8 @@ def main(args):
         print(f"skipped (not installed): {', '.join(skipped)}")
     print(table(results, contenders))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
+        write_text(args.json, json.dumps(results, indent=1) + "\n")
     if args.plot:
-        plot(results, contenders, args.plot)
+        with replacing(args.plot) as tmp:
+            plot(results, contenders, tmp)
     return 0 if all("error" not in r for r in results) else 1

@@ -10,6 +10,7 @@ this machine.
 
 Every experiment is one module here with
 
+- ``SUMMARY``: what it does, in one line (``--help``);
 - ``CLAIM``: the claim it tests, in one sentence;
 - ``run(*, fast=False, progress=None, **options)``: runs it and returns a
   :class:`~rawmux.experiments.report.Result` (the table, the measurements

@@ -86,6 +86,8 @@ from rawmux.experiments.fdlimit import nofile
 from rawmux.experiments.report import (MAX_SECONDS, Result, int_list,
                                        median, merge_options, pyplot)
 
+# What it does, in one line (--help); CLAIM is what it tests.
+SUMMARY = "echo throughput of each backend as idle connections pile up"
 CLAIM = ("select and poll scan every watched fd on every wait, so an echo "
          "server's throughput falls as idle connections pile up; epoll's "
          "stays flat")

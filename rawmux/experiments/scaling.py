@@ -121,6 +121,8 @@ from rawmux.experiments.fdlimit import nofile
 from rawmux.experiments.report import (Result, cell, format_table,
                                       int_list, median, pyplot)
 
+# What it does, in one line (--help); CLAIM is what it tests.
+SUMMARY = "time one wait of select, poll and epoll against watched, ready fds"
 CLAIM = ("select and poll cost O(n) per wait in the number of watched fds, "
          "epoll_wait O(ready), copying each ready event into the caller's "
          "buffer (no shared memory); epoll pays instead once per fd, in "

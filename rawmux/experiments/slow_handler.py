@@ -91,6 +91,8 @@ from rawmux.echo.process import ServerProcess
 from rawmux.experiments.report import (MAX_SECONDS, Result, median,
                                        merge_options, pyplot)
 
+# What it does, in one line (--help); CLAIM is what it tests.
+SUMMARY = "fast connections' round trips beside one slow handler"
 CLAIM = ("a single-threaded event loop mixes event detection with event "
          "response: one connection whose handler takes 10 ms stalls every "
          "other connection, where a thread per connection does not")

@@ -98,6 +98,8 @@ from rawmux.echo.process import EchoProcess, ServerProcess
 from rawmux.experiments.report import (MAX_SECONDS, Result, int_list,
                                        median, merge_options, pyplot)
 
+# What it does, in one line (--help); CLAIM is what it tests.
+SUMMARY = "count the system calls per echoed message of each backend"
 CLAIM = ("for one connection select + recv costs two system calls where a "
          "blocking recv costs one")
 PLOT = ("stacked bars of system calls per echoed message, by name, per "
