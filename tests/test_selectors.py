@@ -92,10 +92,13 @@ def test_classes_are_stdlib_selectors():
     assert rs.SelectorKey is stdlib_selectors.SelectorKey
 
 
-@pytest.mark.parametrize("cls, std", [
+WITH_STDLIB = pytest.mark.parametrize("cls, std", [
     (rs.SelectSelector, stdlib_selectors.SelectSelector),
     (rs.PollSelector, stdlib_selectors.PollSelector),
     (rs.EpollSelector, stdlib_selectors.EpollSelector)])
+
+
+@WITH_STDLIB
 def test_same_answers_as_stdlib_selector(res, cls, std):
     pairs = [res.socketpair() for _ in range(20)]
     for i, (a, b) in enumerate(pairs):
@@ -119,6 +122,23 @@ def test_same_answers_as_stdlib_selector(res, cls, std):
         theirs.modify(pairs[1][0], rs.EVENT_READ, "new")
         assert answer(ours) == answer(theirs)
         assert dict(ours.get_map()) == dict(theirs.get_map())
+
+
+@WITH_STDLIB
+def test_select_after_close_as_stdlib(res, cls, std):
+    a, b = res.socketpair()
+    b.send(b"x")
+
+    def after_close(selector_cls):
+        sel = selector_cls()
+        sel.register(a, rs.EVENT_READ)
+        sel.close()
+        try:
+            return sel.select(0)
+        except Exception as exc:
+            return type(exc), str(exc)
+
+    assert after_close(cls) == after_close(std)
 
 
 def test_epoll_flags_edge_triggered(res):
