@@ -410,21 +410,24 @@ _BACKENDS: dict[str, Callable[[], _Selector]] = {
     "select": SelectSelector, "poll": PollSelector, "epoll": EpollSelector}
 
 
-def new_event_loop(backend: str = "epoll") -> asyncio.SelectorEventLoop:
-    """A new asyncio event loop running on a rawmux selector
-    ("select", "poll" or "epoll")."""
+def _selector_class(backend: str) -> Callable[[], _Selector]:
     try:
-        selector_cls = _BACKENDS[backend]
+        return _BACKENDS[backend]
     except KeyError:
         raise ValueError(f"unknown backend {backend!r}: expected one of "
                          f"{', '.join(_BACKENDS)}") from None
-    return asyncio.SelectorEventLoop(selector_cls())
+
+
+def new_event_loop(backend: str = "epoll") -> asyncio.SelectorEventLoop:
+    """A new asyncio event loop running on a rawmux selector
+    ("select", "poll" or "epoll")."""
+    return asyncio.SelectorEventLoop(_selector_class(backend)())
 
 
 def loop_factory(backend: str = "epoll"
                  ) -> Callable[[], asyncio.SelectorEventLoop]:
     """For ``asyncio.Runner(loop_factory=...)``: makes rawmux loops."""
-    _BACKENDS[backend]      # fail early on a bad name
+    _selector_class(backend)        # fail early on a bad name
     return lambda: new_event_loop(backend)
 
 
@@ -433,7 +436,7 @@ class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
 
     def __init__(self, backend: str = "epoll") -> None:
         super().__init__()
-        new_event_loop(backend).close()         # fail early on a bad name
+        _selector_class(backend)    # fail early on a bad name
         self._backend = backend
 
     def new_event_loop(self) -> asyncio.SelectorEventLoop:

@@ -181,11 +181,28 @@ def test_select_selector_refuses_fd_above_setsize():
         assert len(sel.get_map()) == 0
 
 
-def test_bad_backend_names():
-    with pytest.raises(ValueError):
-        rs.new_event_loop("kqueue")
-    with pytest.raises(KeyError):
-        rs.loop_factory("nope")
+@pytest.mark.parametrize("make", [rs.new_event_loop, rs.loop_factory,
+                                  rs.EventLoopPolicy])
+def test_bad_backend_name_is_one_value_error(make, monkeypatch):
+    built = []
+    monkeypatch.setattr(asyncio, "SelectorEventLoop",
+                        lambda *args: built.append(args))
+    with pytest.raises(ValueError) as refused:
+        make("nope")
+    assert str(refused.value) == ("unknown backend 'nope': expected one of "
+                                  "select, poll, epoll")
+    assert built == []          # refused before any loop was made
+
+
+def test_event_loop_policy_builds_no_loop_until_asked(monkeypatch):
+    built = []
+    monkeypatch.setattr(asyncio, "SelectorEventLoop",
+                        lambda selector: built.append(selector))
+    policy = rs.EventLoopPolicy("poll")
+    assert built == []
+    policy.new_event_loop()
+    assert [type(s) for s in built] == [rs.PollSelector]
+    built[0].close()
 
 
 # ---- asyncio -----------------------------------------------------------------
