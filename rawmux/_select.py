@@ -218,11 +218,6 @@ class FdSet(collections.abc.MutableSet[int]):
         for fd in fds:
             self.add(fd)
 
-    @classmethod
-    def _from_iterable(  # type: ignore[override]  # only ints fit
-            cls, it: Iterable[int]) -> FdSet:
-        return cls(it)
-
     def add(self, fd: int) -> None:
         if lib.rawmux_fd_set(_in_int_range(fd), self.cdata) < 0:
             raise ValueError(f"fd {fd} out of range for select(): "
