@@ -113,8 +113,8 @@ class _EventBuffer:
 @final
 class epoll:
     """select.epoll(sizehint=-1, flags=0): an edge- and level-triggered I/O
-    event notification object, as the stdlib's (whose type is also made in
-    ``__new__``, and calls itself by its module's name: ``rawmux.epoll``)."""
+    event notification object, as the stdlib's: made in ``__new__``, and
+    presenting itself under the module's name (``<class 'rawmux.epoll'>``)."""
 
     __module__ = "rawmux"
     __slots__ = ("_epfd", "_free", "__weakref__")

@@ -91,11 +91,11 @@ def _arrays(capacity: int) -> tuple[Struct, Struct, array[int], array[int],
 class poll:
     """What ``rawmux.poll()`` returns: the stdlib's ``select.poll`` object.
 
-    As in the stdlib, the type calls itself ``poll``, in the module's name
-    (``rawmux.poll``), is not the module's ``poll`` (a function that makes
-    one) and cannot be instantiated itself.  A type checker sees the class
-    under both names, as typeshed has the stdlib's: ``p: rawmux.poll =
-    rawmux.poll()``.
+    Like the stdlib's, the type presents itself under the module's name
+    (``<class 'rawmux.poll'>``) without being the module's ``poll``, a
+    function that makes one, and cannot be instantiated directly.  A type
+    checker sees the class under that name, as typeshed has the stdlib's,
+    so that ``p: rawmux.poll = rawmux.poll()`` checks.
     """
 
     __module__ = "rawmux"
