@@ -14,7 +14,13 @@ Three layers, each usable on its own:
 * The native API -- ``FdSet``/``Select``, ``PollArray``, ``Epoll``: interest
   sets kept in C memory, waits that allocate nothing and hand back only the
   ready fds.
+
+The package is typed (PEP 561): the drop-in carries typeshed's types for the
+stdlib ``select`` module, so code checked against one checks against the
+other.
 """
+
+from typing import Final
 
 __version__ = "0.1.0"
 
@@ -24,42 +30,50 @@ from rawmux._poll import PollArray, poll
 from rawmux._epoll import Epoll, epoll
 
 error = OSError
-PIPE_BUF = lib.PIPE_BUF
+PIPE_BUF: Final[int] = lib.PIPE_BUF
 
-POLLIN = lib.POLLIN
-POLLPRI = lib.POLLPRI
-POLLOUT = lib.POLLOUT
-POLLERR = lib.POLLERR
-POLLHUP = lib.POLLHUP
-POLLNVAL = lib.POLLNVAL
-POLLRDNORM = lib.POLLRDNORM
-POLLRDBAND = lib.POLLRDBAND
-POLLWRNORM = lib.POLLWRNORM
-POLLWRBAND = lib.POLLWRBAND
-POLLMSG = lib.POLLMSG
-POLLRDHUP = lib.POLLRDHUP
+POLLIN: Final[int] = lib.POLLIN
+POLLPRI: Final[int] = lib.POLLPRI
+POLLOUT: Final[int] = lib.POLLOUT
+POLLERR: Final[int] = lib.POLLERR
+POLLHUP: Final[int] = lib.POLLHUP
+POLLNVAL: Final[int] = lib.POLLNVAL
+POLLRDNORM: Final[int] = lib.POLLRDNORM
+POLLRDBAND: Final[int] = lib.POLLRDBAND
+POLLWRNORM: Final[int] = lib.POLLWRNORM
+POLLWRBAND: Final[int] = lib.POLLWRBAND
+POLLMSG: Final[int] = lib.POLLMSG
+POLLRDHUP: Final[int] = lib.POLLRDHUP
 
-EPOLLIN = lib.EPOLLIN
-EPOLLPRI = lib.EPOLLPRI
-EPOLLOUT = lib.EPOLLOUT
-EPOLLRDNORM = lib.EPOLLRDNORM
-EPOLLRDBAND = lib.EPOLLRDBAND
-EPOLLWRNORM = lib.EPOLLWRNORM
-EPOLLWRBAND = lib.EPOLLWRBAND
-EPOLLMSG = lib.EPOLLMSG
-EPOLLERR = lib.EPOLLERR
-EPOLLHUP = lib.EPOLLHUP
-EPOLLRDHUP = lib.EPOLLRDHUP
-EPOLLEXCLUSIVE = lib.EPOLLEXCLUSIVE
-EPOLLWAKEUP = lib.EPOLLWAKEUP          # not in the stdlib module
-EPOLLONESHOT = lib.EPOLLONESHOT
-EPOLLET = lib.EPOLLET
-EPOLL_CLOEXEC = lib.EPOLL_CLOEXEC
-EPOLL_CTL_ADD = lib.EPOLL_CTL_ADD      # these three neither
-EPOLL_CTL_MOD = lib.EPOLL_CTL_MOD
-EPOLL_CTL_DEL = lib.EPOLL_CTL_DEL
+EPOLLIN: Final[int] = lib.EPOLLIN
+EPOLLPRI: Final[int] = lib.EPOLLPRI
+EPOLLOUT: Final[int] = lib.EPOLLOUT
+EPOLLRDNORM: Final[int] = lib.EPOLLRDNORM
+EPOLLRDBAND: Final[int] = lib.EPOLLRDBAND
+EPOLLWRNORM: Final[int] = lib.EPOLLWRNORM
+EPOLLWRBAND: Final[int] = lib.EPOLLWRBAND
+EPOLLMSG: Final[int] = lib.EPOLLMSG
+EPOLLERR: Final[int] = lib.EPOLLERR
+EPOLLHUP: Final[int] = lib.EPOLLHUP
+EPOLLRDHUP: Final[int] = lib.EPOLLRDHUP
+EPOLLEXCLUSIVE: Final[int] = lib.EPOLLEXCLUSIVE
+EPOLLWAKEUP: Final[int] = lib.EPOLLWAKEUP          # not in the stdlib module
+EPOLLONESHOT: Final[int] = lib.EPOLLONESHOT
+EPOLLET: Final[int] = lib.EPOLLET
+EPOLL_CLOEXEC: Final[int] = lib.EPOLL_CLOEXEC
+EPOLL_CTL_ADD: Final[int] = lib.EPOLL_CTL_ADD      # these three neither
+EPOLL_CTL_MOD: Final[int] = lib.EPOLL_CTL_MOD
+EPOLL_CTL_DEL: Final[int] = lib.EPOLL_CTL_DEL
 
+# Spelled out: type checkers read __all__ to know what the package exports.
 __all__ = [
-    "__version__", "ffi", "lib", "select", "poll", "epoll", "error", "PIPE_BUF",
-    "FD_SETSIZE", "FdSet", "Select", "PollArray", "Epoll",
-] + [name for name in dir() if name.startswith(("POLL", "EPOLL"))]
+    "__version__", "ffi", "lib", "select", "poll", "epoll", "error",
+    "PIPE_BUF", "FD_SETSIZE", "FdSet", "Select", "PollArray", "Epoll",
+    "POLLIN", "POLLPRI", "POLLOUT", "POLLERR", "POLLHUP", "POLLNVAL",
+    "POLLRDNORM", "POLLRDBAND", "POLLWRNORM", "POLLWRBAND", "POLLMSG",
+    "POLLRDHUP", "EPOLLIN", "EPOLLPRI", "EPOLLOUT", "EPOLLRDNORM",
+    "EPOLLRDBAND", "EPOLLWRNORM", "EPOLLWRBAND", "EPOLLMSG", "EPOLLERR",
+    "EPOLLHUP", "EPOLLRDHUP", "EPOLLEXCLUSIVE", "EPOLLWAKEUP", "EPOLLONESHOT",
+    "EPOLLET", "EPOLL_CLOEXEC", "EPOLL_CTL_ADD", "EPOLL_CTL_MOD",
+    "EPOLL_CTL_DEL",
+]

@@ -43,33 +43,42 @@ The native ``Epoll`` preallocates its event buffer and splits the events in
 C into ``ready_fds``/``ready_events`` arrays: a wait allocates nothing.
 """
 
+from __future__ import annotations
+
 import os
+from array import array
+from types import TracebackType
+from typing import TYPE_CHECKING, Self, final, overload
 
 from rawmux import _cpython
 from rawmux._arrays import int_array, pairs, uint32_array
 from rawmux._cpython import retry_eintr
-from rawmux._extension import ffi, lib
+from rawmux._extension import Struct, ffi, lib
+
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
+    from typing_extensions import deprecated
 
 _ctl = lib.rawmux_epoll_ctl
 _waiter_wait = lib.rawmux_epoll_waiter_wait
 _MS = 1000000
 _ADD, _MOD, _DEL = lib.EPOLL_CTL_ADD, lib.EPOLL_CTL_MOD, lib.EPOLL_CTL_DEL
-_DEFAULT_MASK = lib.EPOLLIN | lib.EPOLLPRI | lib.EPOLLOUT
-_DEFAULT_MAXEVENTS = lib.FD_SETSIZE - 1          # CPython's maxevents=-1
+_DEFAULT_MASK: int = lib.EPOLLIN | lib.EPOLLPRI | lib.EPOLLOUT
+_DEFAULT_MAXEVENTS: int = lib.FD_SETSIZE - 1     # CPython's maxevents=-1
 # A larger maxevents is honoured up to this many events per call; the kernel
 # keeps the rest ready for the next call (ep_send_events() stops at the
 # buffer's end), so nothing is lost, and no call can ask for gigabytes.
 MAX_BUFFERED_EVENTS = 65536
 
 
-def _epoll_create():
-    fd = lib.epoll_create1(lib.EPOLL_CLOEXEC)
+def _epoll_create() -> int:
+    fd: int = lib.epoll_create1(lib.EPOLL_CLOEXEC)
     if fd < 0:
         raise _cpython.oserror(ffi.errno)
     return fd
 
 
-def _as_mask(mask):
+def _as_mask(mask: int) -> int:
     if type(mask) is int and 0 <= mask <= 0xFFFFFFFF:
         return mask
     return _cpython.as_unsigned_int_mask(mask)
@@ -81,8 +90,14 @@ class _EventBuffer:
     __slots__ = ("waiter", "fds", "events", "capacity", "maxevents",
                  "timeout", "_keep")
 
-    def __init__(self, epfd, capacity):
-        w = self.waiter = ffi.new("struct rawmux_epoll_waiter *")
+    waiter: Struct
+    fds: array[int]
+    events: array[int]
+    _keep: tuple[object, ...]
+
+    def __init__(self, epfd: int, capacity: int) -> None:
+        w: Struct = ffi.new("struct rawmux_epoll_waiter *")
+        self.waiter = w
         buffer = ffi.new("struct epoll_event[]", capacity)
         self.fds, fds_ptr = int_array(capacity)
         self.events, events_ptr = uint32_array(capacity)
@@ -95,48 +110,59 @@ class _EventBuffer:
 
 # ---- the stdlib-compatible epoll --------------------------------------------
 
+@final
 class epoll:
     """select.epoll(sizehint=-1, flags=0): an edge- and level-triggered I/O
-    event notification object, as the stdlib's."""
+    event notification object, as the stdlib's: made in ``__new__``, and
+    presenting itself under the module's name (``<class 'rawmux.epoll'>``)."""
 
+    __module__ = "rawmux"
     __slots__ = ("_epfd", "_free", "__weakref__")
+    _epfd: int
+    _free: list[_EventBuffer]
 
-    def __init__(self, sizehint=-1, flags=0):
-        if getattr(self, "_epfd", -1) >= 0:
-            return      # __init__ called again: CPython's epoll ignores it too
-        self._epfd = -1
+    if TYPE_CHECKING:           # typeshed's signatures
+        @overload
+        def __new__(cls, sizehint: int = -1) -> Self: ...
+        @overload
+        @deprecated(
+            "The `flags` parameter is deprecated since Python 3.4. "
+            "Use `os.set_inheritable()` to make the file descriptor "
+            "inheritable.")
+        def __new__(cls, sizehint: int = -1, flags: int = 0) -> Self: ...
+
+    def __new__(cls, sizehint: int = -1, flags: int = 0) -> Self:
         sizehint = _cpython.index_as_c_int(sizehint)
         flags = _cpython.index_as_c_int(flags)
         if sizehint != -1 and sizehint <= 0:
             raise ValueError("negative sizehint")
         if flags and flags != lib.EPOLL_CLOEXEC:
             raise OSError("invalid flags")
-        self._init(-1)
+        return cls._create(-1)
 
-    def _init(self, fd):
+    @classmethod
+    def _create(cls, fd: int) -> Self:
+        self = object.__new__(cls)
         # fromfd(-1) creates a new instance, as CPython's does.
         self._epfd = _epoll_create() if fd == -1 else fd
         # Event buffers not in use.  A poll() pops one (atomic under the GIL)
         # so that two threads polling one object never share a buffer.
         self._free = []
-
-    @classmethod
-    def fromfd(cls, fd, /):
-        """Create an epoll object from a file descriptor, taking ownership."""
-        fd = _cpython.index_as_c_int(fd)
-        self = cls.__new__(cls)
-        self._epfd = -1
-        self._init(fd)
         return self
 
-    def __del__(self):
+    @classmethod
+    def fromfd(cls, fd: FileDescriptorLike, /) -> epoll:
+        """Create an epoll object from a file descriptor, taking ownership."""
+        return cls._create(_cpython.index_as_c_int(fd))
+
+    def __del__(self) -> None:
         if getattr(self, "_epfd", -1) >= 0:
             try:
                 self.close()
             except OSError:
                 pass
 
-    def close(self):
+    def close(self) -> None:
         """Close the epoll file descriptor; further operations raise
         ValueError.  Closing twice is harmless."""
         fd = self._epfd
@@ -145,27 +171,30 @@ class epoll:
             os.close(fd)
 
     @property
-    def closed(self):
+    def closed(self) -> bool:
         """True if the epoll object is closed."""
         return self._epfd < 0
 
-    def _check_open(self):
+    def _check_open(self) -> None:
         if self._epfd < 0:
             raise ValueError(_cpython.CLOSED_EPOLL)
 
-    def fileno(self):
+    def fileno(self) -> int:
         """Return the epoll control file descriptor."""
         self._check_open()
         return self._epfd
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self._check_open()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type: type[BaseException] | None = None,
+                 exc_value: BaseException | None = None,
+                 exc_tb: TracebackType | None = None, /) -> None:
         self.close()
 
-    def register(self, fd, eventmask=_DEFAULT_MASK):
+    def register(self, fd: FileDescriptorLike,
+                 eventmask: int = _DEFAULT_MASK) -> None:
         """Register a file descriptor (or an object with fileno()) for the
         events in eventmask (default EPOLLIN | EPOLLPRI | EPOLLOUT)."""
         fd = _cpython.as_fd(fd)
@@ -175,7 +204,7 @@ class epoll:
         if err:
             raise _cpython.oserror(-err)
 
-    def modify(self, fd, eventmask):
+    def modify(self, fd: FileDescriptorLike, eventmask: int) -> None:
         """Change the event mask of a registered file descriptor."""
         fd = _cpython.as_fd(fd)
         eventmask = _as_mask(eventmask)
@@ -184,7 +213,7 @@ class epoll:
         if err:
             raise _cpython.oserror(-err)
 
-    def unregister(self, fd):
+    def unregister(self, fd: FileDescriptorLike) -> None:
         """Remove a registered file descriptor."""
         fd = _cpython.as_fd(fd)
         self._check_open()
@@ -192,7 +221,8 @@ class epoll:
         if err:
             raise _cpython.oserror(-err)
 
-    def poll(self, timeout=None, maxevents=-1):
+    def poll(self, timeout: float | None = None,
+             maxevents: int = -1) -> list[tuple[int, int]]:
         """Wait for events; timeout in seconds (None or negative blocks).
         Returns a list of (fd, events)."""
         if type(maxevents) is not int or not -1 <= maxevents <= 0x7FFFFFFF:
@@ -259,9 +289,14 @@ class Epoll:
 
     __slots__ = ("_waiter", "_buffer", "ready_fds", "ready_events", "nready",
                  "maxevents")
+    _waiter: Struct             # unset only if __init__ failed
+    _buffer: _EventBuffer
+    ready_fds: array[int]
+    ready_events: array[int]
+    nready: int
+    maxevents: int
 
-    def __init__(self, maxevents=1024):
-        self._waiter = None
+    def __init__(self, maxevents: int = 1024) -> None:
         if type(maxevents) is not int or not 1 <= maxevents <= 0x7FFFFFFF:
             raise ValueError(f"maxevents must be a positive C int, "
                              f"got {maxevents!r}")
@@ -276,12 +311,12 @@ class Epoll:
         self.maxevents = maxevents
         self.nready = 0
 
-    def fileno(self):
+    def fileno(self) -> int:
         if self._waiter.epfd < 0:
             raise ValueError(_cpython.CLOSED_EPOLL)
         return self._waiter.epfd
 
-    def resize(self, maxevents):
+    def resize(self, maxevents: int) -> None:
         """Give the event buffer room for ``maxevents`` events: the most one
         wait returns (the kernel keeps the rest ready for the next)."""
         if type(maxevents) is not int or not 1 <= maxevents <= 0x7FFFFFFF:
@@ -294,28 +329,29 @@ class Epoll:
         self.nready = 0
 
     @property
-    def closed(self):
-        return self._waiter is None or self._waiter.epfd < 0
+    def closed(self) -> bool:
+        w = getattr(self, "_waiter", None)
+        return w is None or w.epfd < 0
 
-    def close(self):
-        w = self._waiter
+    def close(self) -> None:
+        w = getattr(self, "_waiter", None)
         if w is not None and w.epfd >= 0:
             fd, w.epfd = w.epfd, -1
             os.close(fd)
 
-    def __del__(self):
+    def __del__(self) -> None:
         try:
             self.close()
         except OSError:
             pass
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _ctl(self, op, fd, events):
+    def _ctl(self, op: int, fd: int, events: int) -> None:
         if type(fd) is not int or not 0 <= fd <= _cpython.INT_MAX:
             raise ValueError(f"bad file descriptor {fd!r}")
         if type(events) is not int or not 0 <= events <= 0xFFFFFFFF:
@@ -326,19 +362,19 @@ class Epoll:
                 raise ValueError(_cpython.CLOSED_EPOLL)
             raise _cpython.oserror(-err)
 
-    def register(self, fd, events=lib.EPOLLIN):
+    def register(self, fd: int, events: int = lib.EPOLLIN) -> None:
         """EPOLL_CTL_ADD; FileExistsError if already registered."""
         self._ctl(_ADD, fd, events)
 
-    def modify(self, fd, events):
+    def modify(self, fd: int, events: int) -> None:
         """EPOLL_CTL_MOD; FileNotFoundError if not registered."""
         self._ctl(_MOD, fd, events)
 
-    def unregister(self, fd):
+    def unregister(self, fd: int) -> None:
         """EPOLL_CTL_DEL; FileNotFoundError if not registered."""
         self._ctl(_DEL, fd, 0)
 
-    def wait(self, timeout_ms=-1):
+    def wait(self, timeout_ms: int = -1) -> int:
         """epoll_wait(2); timeout in milliseconds, negative blocks.  Returns
         the number of events (also kept in ``nready``)."""
         # buf pins the waiter and its arrays for the whole wait: a signal
@@ -359,6 +395,6 @@ class Epoll:
         self.nready = n
         return n
 
-    def ready(self):
+    def ready(self) -> list[tuple[int, int]]:
         """[(fd, events), ...] for the last wait."""
         return pairs(self.ready_fds, self.ready_events, self.nready)

@@ -16,20 +16,26 @@ Two things can go wrong, and each says what to run:
   (csrc/digest.py), and the tree's must match.
 """
 
+from __future__ import annotations
+
 import importlib.util
 import os
 import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cffi import FFI
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 _CSRC = os.path.join(_ROOT, "csrc")
 
 
-def _in_source_tree():
+def _in_source_tree() -> bool:
     return (os.path.isfile(os.path.join(_ROOT, "setup.py"))
             and os.path.isfile(os.path.join(_CSRC, "digest.py")))
 
 
-def _install_command(inplace):
+def _install_command(inplace: bool) -> str:
     where = _ROOT if _in_source_tree() else "rawmux"
     if where == os.getcwd():
         where = "."
@@ -37,15 +43,17 @@ def _install_command(inplace):
     return f"{sys.executable} -m pip install {editable}{where}"
 
 
-def source_digest():
+def source_digest() -> str | None:
     """The digest of this source tree's csrc/ (None outside a source tree)."""
     if not _in_source_tree():
         return None
     spec = importlib.util.spec_from_file_location(
         "rawmux_csrc_digest", os.path.join(_CSRC, "digest.py"))
+    assert spec is not None and spec.loader is not None   # a .py file path
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.digest(_CSRC)
+    digest: str = module.digest(_CSRC)
+    return digest
 
 
 try:
@@ -62,8 +70,15 @@ except ImportError as exc:
         f"rawmux's C extension cannot be loaded ({exc}); rebuild it "
         f"with:\n    {_install_command(inplace=False)}") from exc
 
-ffi = _rawmux.ffi
-lib = _rawmux.lib
+ffi: FFI = _rawmux.ffi
+# cffi builds lib's functions and constants at run time from csrc/*.h: no
+# type checker sees them, so lib is honestly Any.
+lib: Any = _rawmux.lib
+
+# A cdata struct or struct pointer (``ffi.new("struct pollfd[]", n)``,
+# ``ffi.new("struct rawmux_epoll_waiter *")``): cffi resolves its fields at
+# run time, so a checker can say no more about them than lib's.
+Struct = Any
 
 _digest = source_digest()
 if _digest is not None and _digest != lib.RAWMUX_SOURCE_DIGEST:

@@ -34,36 +34,49 @@ appends, unregister moves the last entry into the hole (O(1), so order is
 not registration order), and a wait allocates nothing.
 """
 
+from __future__ import annotations
+
 import errno as _errno
+from array import array
+from typing import TYPE_CHECKING, final
 
 from rawmux import _cpython
 from rawmux._arrays import int_array, pairs, uint32_array
 from rawmux._cpython import retry_eintr
-from rawmux._extension import ffi, lib
+from rawmux._extension import Struct, ffi, lib
+
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
+    from cffi import FFI
+
+    # What a waiter points at: the pollfd array, ready_fds, ready_events
+    # and the latter two's pointers.
+    _Keep = tuple[Struct, array[int], array[int], FFI.CData, FFI.CData]
 
 _waiter_wait = lib.rawmux_poll_waiter_wait
 _MS = 1000000
-_DEFAULT_MASK = lib.POLLIN | lib.POLLPRI | lib.POLLOUT
+_DEFAULT_MASK: int = lib.POLLIN | lib.POLLPRI | lib.POLLOUT
 
 
-def _as_mask(mask):
+def _as_mask(mask: int) -> int:
     if type(mask) is int and 0 <= mask <= 0xFFFF:
         return mask
     return _cpython.as_unsigned_short(mask)
 
 
-def _as_short(mask):
+def _as_short(mask: int) -> int:
     """The (short)(unsigned short) cast CPython stores into pollfd.events."""
     return mask - 0x10000 if mask > 0x7FFF else mask
 
 
-def _arrays(capacity):
+def _arrays(capacity: int) -> tuple[Struct, Struct, array[int], array[int],
+                                   _Keep]:
     """A waiter, the pollfd array it points at, and its ready_fds and
     ready_events arrays, all ``capacity`` long.  The last item holds all of
     them with the cdata the waiter points into: the waiter's pointers do not
     keep them alive."""
-    w = ffi.new("struct rawmux_poll_waiter *")
-    fds = ffi.new("struct pollfd[]", capacity)
+    w: Struct = ffi.new("struct rawmux_poll_waiter *")
+    fds: Struct = ffi.new("struct pollfd[]", capacity)
     ready_fds, fds_ptr = int_array(capacity)
     ready_events, events_ptr = uint32_array(capacity)
     w.fds, w.cap = fds, capacity
@@ -74,45 +87,66 @@ def _arrays(capacity):
 
 # ---- the stdlib-compatible poll object --------------------------------------
 
-class PollObject:
-    """What ``rawmux.poll()`` returns: the stdlib's ``select.poll`` object."""
+@final
+class poll:
+    """What ``rawmux.poll()`` returns: the stdlib's ``select.poll`` object.
 
+    Like the stdlib's, the type presents itself under the module's name
+    (``<class 'rawmux.poll'>``) without being the module's ``poll``, a
+    function that makes one, and cannot be instantiated directly.  A type
+    checker sees the class under that name, as typeshed has the stdlib's,
+    so that ``p: rawmux.poll = rawmux.poll()`` checks.
+    """
+
+    __module__ = "rawmux"
     __slots__ = ("_masks", "_dirty", "_waiter", "_timeout", "_keep",
                  "_ready_fds", "_ready_events", "_idle")
+    _masks: dict[int, int]
+    _dirty: bool
+    _idle: list[bool]
+    _waiter: Struct
+    _timeout: int
+    _keep: _Keep
+    _ready_fds: array[int]
+    _ready_events: array[int]
 
-    def __new__(cls, *args, **kwargs):
-        raise TypeError("cannot create 'select.poll' instances")
+    if not TYPE_CHECKING:       # typeshed's poll has the default __new__
+        def __new__(cls, *args, **kwargs):
+            # CPython's message for a type without tp_new, from its name.
+            raise TypeError(f"cannot create '{cls.__module__}."
+                            f"{cls.__qualname__}' instances")
 
     @classmethod
-    def _create(cls):
+    def _create(cls) -> poll:
         self = object.__new__(cls)
         self._masks = {}
         self._dirty = True
         self._idle = [True]     # popped while a poll() runs: an atomic flag
         return self
 
-    def register(self, fd, eventmask=_DEFAULT_MASK, /):
+    def register(self, fd: FileDescriptorLike, eventmask: int = _DEFAULT_MASK,
+                 /) -> None:
         """Register a file descriptor (or an object with fileno()) with an
         event mask (default POLLIN | POLLPRI | POLLOUT); overwrites."""
-        fd = _cpython.as_fd(fd)
-        self._masks[fd] = _as_mask(eventmask)
+        number: int = _cpython.as_fd(fd)
+        self._masks[number] = _as_mask(eventmask)
         self._dirty = True
 
-    def modify(self, fd, eventmask, /):
+    def modify(self, fd: FileDescriptorLike, eventmask: int, /) -> None:
         """Change the event mask of a registered file descriptor."""
-        fd = _cpython.as_fd(fd)
+        number: int = _cpython.as_fd(fd)
         eventmask = _as_mask(eventmask)
-        if fd not in self._masks:
+        if number not in self._masks:
             raise _cpython.oserror(_errno.ENOENT)
-        self._masks[fd] = eventmask
+        self._masks[number] = eventmask
         self._dirty = True
 
-    def unregister(self, fd, /):
+    def unregister(self, fd: FileDescriptorLike, /) -> None:
         """Remove a file descriptor; KeyError if it is not registered."""
         del self._masks[_cpython.as_fd(fd)]
         self._dirty = True
 
-    def _rebuild(self):
+    def _rebuild(self) -> None:
         # Snapshot first (list() of a dict is atomic under the GIL): another
         # thread may register meanwhile, and must then mark us dirty again.
         self._dirty = False
@@ -126,11 +160,19 @@ class PollObject:
         w.timeout = self._timeout = 0
         self._waiter = w
 
-    def poll(self, timeout=None, /, **no_keywords):
+    if TYPE_CHECKING:           # typeshed's signature: no keywords at all
+        def poll(self, timeout: float | None = None, /
+                 ) -> list[tuple[int, int]]: ...
+
+    def poll(self, timeout: float | None = None, /,  # type: ignore[no-redef]
+             **no_keywords: object) -> list[tuple[int, int]]:
         """Poll the registered fds; timeout in milliseconds (None or negative
         blocks).  Returns a list of (fd, revents) for the ready ones."""
+        # **no_keywords only makes a call with keywords fail with CPython's
+        # message.
         if no_keywords:
-            raise TypeError("poll.poll() takes no keyword arguments")
+            raise TypeError(f"{type(self).__qualname__}.poll() takes no "
+                            f"keyword arguments")
         if timeout is None:
             ms, ns = -1, None
         elif type(timeout) is int and 0 <= timeout <= _cpython.INT_MAX:
@@ -158,9 +200,14 @@ class PollObject:
             idle.append(True)
 
 
-def poll():
-    """Return a polling object, like the stdlib's ``select.poll()``."""
-    return PollObject._create()
+_poll_type = poll
+
+if not TYPE_CHECKING:
+    def poll():
+        """Return a polling object, like the stdlib's ``select.poll()``."""
+        return _poll_type._create()
+
+    poll.__module__ = "rawmux"
 
 
 # ---- the native API ----------------------------------------------------------
@@ -182,17 +229,24 @@ class PollArray:
 
     __slots__ = ("_waiter", "_timeout", "_keep", "_index", "fds",
                  "ready_fds", "ready_events", "nready")
+    _waiter: Struct
+    _timeout: int
+    _keep: _Keep
+    fds: Struct                 # the struct pollfd array
+    ready_fds: array[int]
+    ready_events: array[int]
+    nready: int
 
-    def __init__(self, capacity=64):
+    def __init__(self, capacity: int = 64) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
-        self._index = {}            # fd -> position in the array
+        self._index: dict[int, int] = {}    # fd -> position in the array
         self.nready = 0
         self._grow(capacity)
 
-    def _grow(self, capacity):
+    def _grow(self, capacity: int) -> None:
         w, fds, ready_fds, ready_events, keep = _arrays(capacity)
-        old = getattr(self, "_waiter", None)
+        old: Struct = getattr(self, "_waiter", None)
         if old is not None:
             # Copy before the old arrays are dropped: self._keep holds them.
             ffi.memmove(fds, self.fds, old.nfds * ffi.sizeof("struct pollfd"))
@@ -202,7 +256,7 @@ class PollArray:
         w.timeout = self._timeout = -1
         self._waiter = w
 
-    def register(self, fd, events=lib.POLLIN):
+    def register(self, fd: int, events: int = lib.POLLIN) -> None:
         """Watch ``fd`` for ``events`` (a POLL* mask); re-registering updates
         the mask."""
         if type(fd) is not int or not 0 <= fd <= _cpython.INT_MAX:
@@ -220,11 +274,11 @@ class PollArray:
             self._index[fd] = i
         self.fds[i].events = events
 
-    def modify(self, fd, events):
+    def modify(self, fd: int, events: int) -> None:
         """Change the mask of a registered fd; KeyError if it is not."""
         self.fds[self._index[fd]].events = _as_short(_as_mask(events))
 
-    def unregister(self, fd):
+    def unregister(self, fd: int) -> None:
         """Stop watching ``fd``; KeyError if it is not registered."""
         i = self._index.pop(fd)
         w = self._waiter
@@ -235,13 +289,13 @@ class PollArray:
             self._index[moved] = i
         w.nfds = last
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._index)
 
-    def __contains__(self, fd):
+    def __contains__(self, fd: object) -> bool:
         return fd in self._index
 
-    def wait(self, timeout_ms=-1):
+    def wait(self, timeout_ms: int = -1) -> int:
         """poll(2); timeout in milliseconds, negative blocks.  Returns the
         number of ready entries (also kept in ``nready``)."""
         w = self._waiter
@@ -261,6 +315,6 @@ class PollArray:
         self.nready = n
         return n
 
-    def ready(self):
+    def ready(self) -> list[tuple[int, int]]:
         """[(fd, revents), ...] for the last wait."""
         return pairs(self.ready_fds, self.ready_events, self.nready)

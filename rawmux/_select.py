@@ -37,17 +37,32 @@ keeps its three interest sets in C memory between calls and compacts the
 answer in C: a wait allocates nothing and Python touches only ready fds.
 """
 
+from __future__ import annotations
+
 import collections.abc
 import errno as _errno
 import time
+from array import array
+from collections.abc import Iterable, Iterator
 from operator import index as operator_index
+from typing import TYPE_CHECKING, Any, Final, SupportsIndex, cast
 
 from rawmux import _cpython
 from rawmux._arrays import int_array, pairs, uint32_array
 from rawmux._cpython import retry_eintr
-from rawmux._extension import ffi, lib
+from rawmux._extension import Struct, ffi, lib
 
-FD_SETSIZE = lib.FD_SETSIZE
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
+    from cffi import FFI
+    from typing_extensions import Never, TypeVar
+
+    # typeshed's, for select() (stdlib/select.pyi)
+    _R = TypeVar("_R", default=Never, bound=FileDescriptorLike)
+    _W = TypeVar("_W", default=Never, bound=FileDescriptorLike)
+    _X = TypeVar("_X", default=Never, bound=FileDescriptorLike)
+
+FD_SETSIZE: Final[int] = lib.FD_SETSIZE
 _positions = lib.rawmux_select_positions
 _waiter_wait = lib.rawmux_select_waiter_wait
 _EINTR = -_errno.EINTR
@@ -56,7 +71,8 @@ _EINVAL = -_errno.EINVAL
 
 # ---- the stdlib-compatible select() ---------------------------------------
 
-def _fds_of(seq, objs, fds):
+def _fds_of(seq: Iterable[FileDescriptorLike], objs: list[Any],
+            fds: list[int]) -> int:
     """CPython's seq2set(): convert one of the three arguments, appending to
     ``objs`` and ``fds``; raise what CPython raises, in the same order."""
     if type(seq) is not list and type(seq) is not tuple:
@@ -81,7 +97,7 @@ def _fds_of(seq, objs, fds):
     return count
 
 
-def _position_buffer():
+def _position_buffer() -> tuple[array[int], FFI.CData]:
     return int_array(3 + 3 * FD_SETSIZE)
 
 
@@ -90,7 +106,9 @@ def _position_buffer():
 _free_buffers = [_position_buffer()]
 
 
-def select(rlist, wlist, xlist, timeout=None, /):
+def select(rlist: Iterable[_R], wlist: Iterable[_W], xlist: Iterable[_X],
+           timeout: float | None = None, /
+           ) -> tuple[list[_R], list[_W], list[_X]]:
     """Wait until one or more file descriptors are ready for some kind of I/O.
 
     The same call as the stdlib's ``select.select``: three sequences of ints
@@ -117,9 +135,11 @@ def select(rlist, wlist, xlist, timeout=None, /):
         # refuses anything that is not an int.  A refusal, or a bad fd found
         # in C, sends the call down the exact path.
         n = _EINVAL
-        tr, tw, tx = type(rlist), type(wlist), type(xlist)
-        if ((tr is list or tr is tuple) and (tw is list or tw is tuple)
-                and (tx is list or tx is tuple)):
+        objs: list[Any]         # the caller's objects: _R, _W and _X
+        fds: list[Any]
+        if ((type(rlist) is list or type(rlist) is tuple)
+                and (type(wlist) is list or type(wlist) is tuple)
+                and (type(xlist) is list or type(xlist) is tuple)):
             objs = fds = [*rlist, *wlist, *xlist]
             nr, nw, nx = len(rlist), len(wlist), len(xlist)
             try:
@@ -144,7 +164,8 @@ def select(rlist, wlist, xlist, timeout=None, /):
         _free_buffers.append(buf)
 
 
-def _pick(objs, positions, first, count):
+def _pick(objs: list[Any], positions: array[int], first: int,
+          count: int) -> list[Any]:
     """The objects at positions[first:first + count], as a new list."""
     if count == 0:
         return []
@@ -153,7 +174,8 @@ def _pick(objs, positions, first, count):
     return [objs[i] for i in positions[first:first + count]]
 
 
-def _select_failed(n, fds, counts, timeout_us, start, out_ptr):
+def _select_failed(n: int, fds: list[Any], counts: tuple[int, int, int, int],
+                   timeout_us: int, start: int, out_ptr: FFI.CData) -> bool:
     """select() after EINTR (PEP 475) or a failed syscall.  Returns True if
     the timeout ran out (nothing is ready)."""
     deadline = start + timeout_us * 1000 if timeout_us > 0 else None
@@ -173,7 +195,7 @@ def _select_failed(n, fds, counts, timeout_us, start, out_ptr):
 
 # ---- the native API ----------------------------------------------------------
 
-class FdSet(collections.abc.MutableSet):
+class FdSet(collections.abc.MutableSet[int]):
     """A set of fds kept in a C ``fd_set`` (``.cdata`` is the ``fd_set *``).
 
     Works like a Python set of ints, but only 0 <= fd < FD_SETSIZE fit:
@@ -184,7 +206,9 @@ class FdSet(collections.abc.MutableSet):
 
     __slots__ = ("cdata", "_owner")
 
-    def __init__(self, fds=(), *, _view=None, _owner=None):
+    def __init__(self, fds: Iterable[int] = (), *,
+                 _view: FFI.CData | None = None,
+                 _owner: object = None) -> None:
         if _view is None:
             self.cdata = ffi.new("fd_set *")
             self._owner = None
@@ -194,53 +218,49 @@ class FdSet(collections.abc.MutableSet):
         for fd in fds:
             self.add(fd)
 
-    @classmethod
-    def _from_iterable(cls, it):
-        return cls(it)
-
-    def add(self, fd):
+    def add(self, fd: int) -> None:
         if lib.rawmux_fd_set(_in_int_range(fd), self.cdata) < 0:
             raise ValueError(f"fd {fd} out of range for select(): "
                              f"0 <= fd < {FD_SETSIZE}")
 
-    def discard(self, fd):
+    def discard(self, fd: int) -> None:
         if type(fd) is int and 0 <= fd < FD_SETSIZE:
             lib.rawmux_fd_clr(fd, self.cdata)
 
-    def remove(self, fd):
+    def remove(self, fd: int) -> None:
         if fd not in self:
             raise KeyError(fd)
         lib.rawmux_fd_clr(fd, self.cdata)
 
-    def clear(self):
+    def clear(self) -> None:
         lib.rawmux_fd_zero(self.cdata)
 
-    def __contains__(self, fd):
+    def __contains__(self, fd: object) -> bool:
         return (type(fd) is int and 0 <= fd < FD_SETSIZE
                 and lib.rawmux_fd_isset(fd, self.cdata) == 1)
 
-    def _members(self):
+    def _members(self) -> list[int]:
         out = ffi.new("int[]", FD_SETSIZE)
-        return ffi.unpack(out, lib.rawmux_fdset_to_array(
-            self.cdata, FD_SETSIZE, out, FD_SETSIZE))
+        return cast("list[int]", ffi.unpack(out, lib.rawmux_fdset_to_array(
+            self.cdata, FD_SETSIZE, out, FD_SETSIZE)))
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         return iter(self._members())
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._members())
 
     @property
-    def nfds(self):
+    def nfds(self) -> int:
         """One past the highest fd in the set: select(2)'s first argument."""
         members = self._members()
         return members[-1] + 1 if members else 0
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"FdSet({self._members()})"
 
 
-def _in_int_range(fd):
+def _in_int_range(fd: SupportsIndex) -> int:
     """An int fd for a C int parameter: out-of-range values become -1, which
     the C helpers refuse, so the caller's message covers both."""
     fd = operator_index(fd)
@@ -262,15 +282,16 @@ class Select:
             fd, ev = s.ready_fds[i], s.ready_events[i]
     """
 
-    READ = lib.RAWMUX_SELECT_READ
-    WRITE = lib.RAWMUX_SELECT_WRITE
-    EXCEPT = lib.RAWMUX_SELECT_EXCEPT
+    READ: Final[int] = lib.RAWMUX_SELECT_READ
+    WRITE: Final[int] = lib.RAWMUX_SELECT_WRITE
+    EXCEPT: Final[int] = lib.RAWMUX_SELECT_EXCEPT
 
     __slots__ = ("_waiter", "_timeout", "_keep", "read", "write", "exc",
                  "ready_fds", "ready_events", "nready")
 
-    def __init__(self):
-        w = self._waiter = ffi.new("struct rawmux_select_waiter *")
+    def __init__(self) -> None:
+        w: Struct = ffi.new("struct rawmux_select_waiter *")
+        self._waiter = w
         self.read = FdSet(_view=w.want + 0, _owner=w)
         self.write = FdSet(_view=w.want + 1, _owner=w)
         self.exc = FdSet(_view=w.want + 2, _owner=w)
@@ -281,7 +302,7 @@ class Select:
         w.timeout = self._timeout = -1
         self.nready = 0
 
-    def wait(self, timeout_us=-1):
+    def wait(self, timeout_us: int = -1) -> int:
         """select(2) on the interest sets; timeout in microseconds, negative
         blocks.  Returns the number of ready fds (also kept in ``nready``)."""
         w = self._waiter
@@ -293,6 +314,6 @@ class Select:
         self.nready = n
         return n
 
-    def ready(self):
+    def ready(self) -> list[tuple[int, int]]:
         """[(fd, events), ...] for the last wait."""
         return pairs(self.ready_fds, self.ready_events, self.nready)

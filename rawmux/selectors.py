@@ -30,15 +30,22 @@ or for every new loop: ``asyncio.set_event_loop_policy(
 rawmux.selectors.EventLoopPolicy("select"))``.
 """
 
+from __future__ import annotations
+
 import asyncio
 import collections.abc
 import math
+from collections.abc import Callable, Iterator, Mapping
 from selectors import EVENT_READ, EVENT_WRITE, BaseSelector, SelectorKey
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from rawmux._epoll import Epoll
 from rawmux._poll import PollArray
 from rawmux._extension import lib
 from rawmux._select import Select
+
+if TYPE_CHECKING:
+    from _typeshed import FileDescriptorLike
 
 __all__ = ["EVENT_READ", "EVENT_WRITE", "SelectorKey", "SelectSelector",
            "PollSelector", "EpollSelector", "DefaultSelector",
@@ -48,10 +55,11 @@ _INT_MAX = 2**31 - 1
 # select()'s hot loop reads these as globals.
 _EVENT_READ, _EVENT_WRITE = EVENT_READ, EVENT_WRITE
 assert lib.POLLIN == lib.EPOLLIN and lib.POLLOUT == lib.EPOLLOUT
-_NOT_IN, _NOT_OUT = ~lib.POLLIN, ~lib.POLLOUT
+_NOT_IN: int = ~lib.POLLIN
+_NOT_OUT: int = ~lib.POLLOUT
 
 
-def _fileobj_to_fd(fileobj):
+def _fileobj_to_fd(fileobj: FileDescriptorLike) -> int:
     """An fd from an int or an object with fileno(); ValueError otherwise
     (as the stdlib's selectors module does it)."""
     if isinstance(fileobj, int):
@@ -66,7 +74,7 @@ def _fileobj_to_fd(fileobj):
     return fd
 
 
-def _timeout_units(timeout, per_second):
+def _timeout_units(timeout: float, per_second: int) -> int:
     """A positive select() timeout in seconds to the syscall's unit, rounded
     up so that the wait is never shorter than asked."""
     units = math.ceil(timeout * per_second)
@@ -75,23 +83,24 @@ def _timeout_units(timeout, per_second):
     return units
 
 
-class _SelectorMapping(collections.abc.Mapping):
+class _SelectorMapping(collections.abc.Mapping["FileDescriptorLike",
+                                               SelectorKey]):
     """get_map(): file objects to keys, read-only."""
 
-    def __init__(self, selector):
+    def __init__(self, selector: _Selector) -> None:
         self._selector = selector
 
-    def __len__(self):
+    def __len__(self) -> int:
         return len(self._selector._fd_to_key)
 
-    def __getitem__(self, fileobj):
+    def __getitem__(self, fileobj: FileDescriptorLike) -> SelectorKey:
         try:
             fd = self._selector._fileobj_lookup(fileobj)
             return self._selector._fd_to_key[fd]
         except KeyError:
             raise KeyError(f"{fileobj!r} is not registered") from None
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[int]:
         return iter(self._selector._fd_to_key)
 
 
@@ -104,15 +113,25 @@ class _Selector(BaseSelector):
     ``select()``.
     """
 
-    _native_cls = None
+    _native_cls: ClassVar[type[Select] | type[PollArray] | type[Epoll]]
+    _native: Select | PollArray | Epoll
 
-    def __init__(self):
-        self._fd_to_key = {}
-        self._map = _SelectorMapping(self)
+    def __init__(self) -> None:
+        self._fd_to_key: dict[int, SelectorKey] = {}
+        self._map: _SelectorMapping | None = _SelectorMapping(self)
         self._native = self._native_cls()
         self._wait = self._native.wait
 
-    def _fileobj_lookup(self, fileobj):
+    def _add(self, fd: int, events: int) -> None:
+        raise NotImplementedError
+
+    def _change(self, fd: int, events: int) -> None:
+        raise NotImplementedError
+
+    def _remove(self, fd: int) -> None:
+        raise NotImplementedError
+
+    def _fileobj_lookup(self, fileobj: FileDescriptorLike) -> int:
         """The fd of fileobj; for an object that no longer has one (closed),
         the fd it was registered with."""
         try:
@@ -123,7 +142,8 @@ class _Selector(BaseSelector):
                     return key.fd
             raise
 
-    def register(self, fileobj, events, data=None):
+    def register(self, fileobj: FileDescriptorLike, events: int,
+                 data: Any = None) -> SelectorKey:
         if (not events) or (events & ~(EVENT_READ | EVENT_WRITE)):
             raise ValueError(f"Invalid events: {events!r}")
         key = SelectorKey(fileobj, self._fileobj_lookup(fileobj), events, data)
@@ -137,7 +157,7 @@ class _Selector(BaseSelector):
             raise
         return key
 
-    def unregister(self, fileobj):
+    def unregister(self, fileobj: FileDescriptorLike) -> SelectorKey:
         try:
             key = self._fd_to_key.pop(self._fileobj_lookup(fileobj))
         except KeyError:
@@ -148,7 +168,8 @@ class _Selector(BaseSelector):
             pass    # the fd was closed since it was registered
         return key
 
-    def modify(self, fileobj, events, data=None):
+    def modify(self, fileobj: FileDescriptorLike, events: int,
+               data: Any = None) -> SelectorKey:
         try:
             key = self._fd_to_key[self._fileobj_lookup(fileobj)]
         except KeyError:
@@ -168,16 +189,18 @@ class _Selector(BaseSelector):
             self._fd_to_key[key.fd] = key
         return key
 
-    def close(self):
+    def close(self) -> None:
+        # What is left answers as the stdlib's does after close(): select()
+        # finds no keys, and a closed Epoll raises ValueError.
         self._fd_to_key.clear()
         self._map = None
-        native, self._native = self._native, None
-        self._wait = None
-        if native is not None and hasattr(native, "close"):
-            native.close()
+        if isinstance(self._native, Epoll):
+            self._native.close()
 
-    def get_map(self):
-        return self._map
+    def get_map(self) -> Mapping[FileDescriptorLike, SelectorKey]:
+        # None once closed, as the stdlib's (BaseSelector.get_key relies on
+        # it): typeshed's signature leaves that out.
+        return self._map  # type: ignore[return-value]
 
 
 class SelectSelector(_Selector):
@@ -185,23 +208,25 @@ class SelectSelector(_Selector):
     (1024); register() refuses a larger one with ValueError."""
 
     _native_cls = Select
+    _native: Select
 
-    def _add(self, fd, events):
+    def _add(self, fd: int, events: int) -> None:
         native = self._native
         if events & EVENT_READ:
             native.read.add(fd)
         if events & EVENT_WRITE:
             native.write.add(fd)
 
-    def _remove(self, fd):
+    def _remove(self, fd: int) -> None:
         self._native.read.discard(fd)
         self._native.write.discard(fd)
 
-    def _change(self, fd, events):
+    def _change(self, fd: int, events: int) -> None:
         self._remove(fd)
         self._add(fd, events)
 
-    def modify(self, fileobj, events, data=None):
+    def modify(self, fileobj: FileDescriptorLike, events: int,
+               data: Any = None) -> SelectorKey:
         # The stdlib's SelectSelector modifies by unregister + register, so
         # bad events leave the file object unregistered: so here.
         key = self.get_key(fileobj)
@@ -211,7 +236,8 @@ class SelectSelector(_Selector):
             raise ValueError(f"Invalid events: {events!r}")
         return super().modify(fileobj, events, data)
 
-    def select(self, timeout=None):
+    def select(self, timeout: float | None = None
+               ) -> list[tuple[SelectorKey, int]]:
         if timeout is None:
             us = -1
         elif timeout <= 0:
@@ -236,13 +262,15 @@ class SelectSelector(_Selector):
 class _PollLikeSelector(_Selector):
     """poll and epoll: one kernel mask per fd."""
 
+    _native: PollArray | Epoll
     _IN = _OUT = 0
 
-    def _mask(self, events):
+    def _mask(self, events: int) -> int:
         return ((self._IN if events & EVENT_READ else 0)
                 | (self._OUT if events & EVENT_WRITE else 0))
 
-    def select(self, timeout=None):
+    def select(self, timeout: float | None = None
+               ) -> list[tuple[SelectorKey, int]]:
         # Inlined for speed: this runs once per event-loop iteration.
         if timeout is None:
             ms = -1
@@ -281,15 +309,16 @@ class PollSelector(_PollLikeSelector):
     """poll(2) through the native ``PollArray``."""
 
     _native_cls = PollArray
+    _native: PollArray
     _IN, _OUT = lib.POLLIN, lib.POLLOUT
 
-    def _add(self, fd, events):
+    def _add(self, fd: int, events: int) -> None:
         self._native.register(fd, self._mask(events))
 
-    def _change(self, fd, events):
+    def _change(self, fd: int, events: int) -> None:
         self._native.modify(fd, self._mask(events))
 
-    def _remove(self, fd):
+    def _remove(self, fd: int) -> None:
         self._native.unregister(fd)
 
 
@@ -298,16 +327,18 @@ class EpollSelector(_PollLikeSelector):
     adds raw EPOLL* flags to one registration, for experiments."""
 
     _native_cls = Epoll
+    _native: Epoll
     _IN, _OUT = lib.EPOLLIN, lib.EPOLLOUT
 
-    def __init__(self):
+    def __init__(self) -> None:
         super().__init__()
-        self._flags = {}        # fd -> extra EPOLL* flags, where there are
+        self._flags: dict[int, int] = {}    # fd -> extra EPOLL* flags
 
-    def fileno(self):
+    def fileno(self) -> int:
         return self._native.fileno()
 
-    def register(self, fileobj, events, data=None, *, epoll_flags=0):
+    def register(self, fileobj: FileDescriptorLike, events: int,
+                 data: Any = None, *, epoll_flags: int = 0) -> SelectorKey:
         if not epoll_flags:
             return super().register(fileobj, events, data)
         fd = self._fileobj_lookup(fileobj)
@@ -320,7 +351,9 @@ class EpollSelector(_PollLikeSelector):
             del self._flags[fd]
             raise
 
-    def modify(self, fileobj, events, data=None, *, epoll_flags=None):
+    def modify(self, fileobj: FileDescriptorLike, events: int,
+               data: Any = None, *,
+               epoll_flags: int | None = None) -> SelectorKey:
         fd = self._fileobj_lookup(fileobj)
         old_flags = self._flags.get(fd, 0)
         key = self._fd_to_key.get(fd)
@@ -340,12 +373,12 @@ class EpollSelector(_PollLikeSelector):
         self._fd_to_key[fd] = key
         return key
 
-    def unregister(self, fileobj):
+    def unregister(self, fileobj: FileDescriptorLike) -> SelectorKey:
         key = super().unregister(fileobj)
         self._flags.pop(key.fd, None)
         return key
 
-    def _add(self, fd, events):
+    def _add(self, fd: int, events: int) -> None:
         native = self._native
         native.register(fd, self._mask(events) | self._flags.get(fd, 0))
         # Room for every registered fd to be ready at once, as the stdlib's
@@ -353,7 +386,8 @@ class EpollSelector(_PollLikeSelector):
         if len(self._fd_to_key) > native.maxevents:
             native.resize(2 * native.maxevents)
 
-    def _change(self, fd, events, old_flags=None):
+    def _change(self, fd: int, events: int,
+                old_flags: int | None = None) -> None:
         flags = self._flags.get(fd, 0)
         if old_flags is None:
             old_flags = flags
@@ -366,40 +400,44 @@ class EpollSelector(_PollLikeSelector):
         else:
             self._native.modify(fd, mask)
 
-    def _remove(self, fd):
+    def _remove(self, fd: int) -> None:
         self._native.unregister(fd)
 
 
 DefaultSelector = EpollSelector
 
-_BACKENDS = {"select": SelectSelector, "poll": PollSelector,
-             "epoll": EpollSelector}
+_BACKENDS: dict[str, Callable[[], _Selector]] = {
+    "select": SelectSelector, "poll": PollSelector, "epoll": EpollSelector}
 
 
-def new_event_loop(backend="epoll"):
-    """A new asyncio event loop running on a rawmux selector
-    ("select", "poll" or "epoll")."""
+def _selector_class(backend: str) -> Callable[[], _Selector]:
     try:
-        selector_cls = _BACKENDS[backend]
+        return _BACKENDS[backend]
     except KeyError:
         raise ValueError(f"unknown backend {backend!r}: expected one of "
                          f"{', '.join(_BACKENDS)}") from None
-    return asyncio.SelectorEventLoop(selector_cls())
 
 
-def loop_factory(backend="epoll"):
+def new_event_loop(backend: str = "epoll") -> asyncio.SelectorEventLoop:
+    """A new asyncio event loop running on a rawmux selector
+    ("select", "poll" or "epoll")."""
+    return asyncio.SelectorEventLoop(_selector_class(backend)())
+
+
+def loop_factory(backend: str = "epoll"
+                 ) -> Callable[[], asyncio.SelectorEventLoop]:
     """For ``asyncio.Runner(loop_factory=...)``: makes rawmux loops."""
-    _BACKENDS[backend]      # fail early on a bad name
+    _selector_class(backend)        # fail early on a bad name
     return lambda: new_event_loop(backend)
 
 
 class EventLoopPolicy(asyncio.DefaultEventLoopPolicy):
     """An event loop policy whose new loops run on a rawmux selector."""
 
-    def __init__(self, backend="epoll"):
+    def __init__(self, backend: str = "epoll") -> None:
         super().__init__()
-        new_event_loop(backend).close()         # fail early on a bad name
+        _selector_class(backend)    # fail early on a bad name
         self._backend = backend
 
-    def new_event_loop(self):
+    def new_event_loop(self) -> asyncio.SelectorEventLoop:
         return new_event_loop(self._backend)

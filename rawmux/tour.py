@@ -119,7 +119,7 @@ def _errno(ok):
 # select(2): each asker returns {fd: "r"/"w"/"x" letters}.
 
 def _letters(r, w, x):
-    out = {}
+    out: dict[int, str] = {}
     for letter, fds in zip("rwx", (r, w, x)):
         for fd in fds:
             out[fd] = out.get(fd, "") + letter

@@ -136,7 +136,8 @@ def test_sdist_alone_builds_and_installs(tmp_path):
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     for needed in ("setup.py", "pyproject.toml", "README.md", "csrc/build.py",
-                   "csrc/rawmux_select.c", "csrc/rawmux_epoll.h"):
+                   "csrc/rawmux_select.c", "csrc/rawmux_epoll.h",
+                   "rawmux/py.typed", "tests/typed_example.py"):
         assert needed in names
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True,
@@ -146,7 +147,9 @@ def test_sdist_alone_builds_and_installs(tmp_path):
                    check=True, capture_output=True, timeout=600,
                    cwd=str(tmp_path))
     check = subprocess.run(
-        [python, "-c", "from rawmux import lib; print(lib.FD_SETSIZE)"],
+        [python, "-c", "import os, rawmux; print(rawmux.lib.FD_SETSIZE, "
+         "os.path.isfile(os.path.join(os.path.dirname(rawmux.__file__), "
+         "'py.typed')))"],
         capture_output=True, text=True, check=True, cwd=str(tmp_path),
         timeout=60)
-    assert check.stdout.strip() == "1024"
+    assert check.stdout.split() == ["1024", "True"]    # typed (PEP 561)

@@ -92,10 +92,13 @@ def test_classes_are_stdlib_selectors():
     assert rs.SelectorKey is stdlib_selectors.SelectorKey
 
 
-@pytest.mark.parametrize("cls, std", [
+WITH_STDLIB = pytest.mark.parametrize("cls, std", [
     (rs.SelectSelector, stdlib_selectors.SelectSelector),
     (rs.PollSelector, stdlib_selectors.PollSelector),
     (rs.EpollSelector, stdlib_selectors.EpollSelector)])
+
+
+@WITH_STDLIB
 def test_same_answers_as_stdlib_selector(res, cls, std):
     pairs = [res.socketpair() for _ in range(20)]
     for i, (a, b) in enumerate(pairs):
@@ -119,6 +122,23 @@ def test_same_answers_as_stdlib_selector(res, cls, std):
         theirs.modify(pairs[1][0], rs.EVENT_READ, "new")
         assert answer(ours) == answer(theirs)
         assert dict(ours.get_map()) == dict(theirs.get_map())
+
+
+@WITH_STDLIB
+def test_select_after_close_as_stdlib(res, cls, std):
+    a, b = res.socketpair()
+    b.send(b"x")
+
+    def after_close(selector_cls):
+        sel = selector_cls()
+        sel.register(a, rs.EVENT_READ)
+        sel.close()
+        try:
+            return sel.select(0)
+        except Exception as exc:
+            return type(exc), str(exc)
+
+    assert after_close(cls) == after_close(std)
 
 
 def test_epoll_flags_edge_triggered(res):
@@ -161,11 +181,28 @@ def test_select_selector_refuses_fd_above_setsize():
         assert len(sel.get_map()) == 0
 
 
-def test_bad_backend_names():
-    with pytest.raises(ValueError):
-        rs.new_event_loop("kqueue")
-    with pytest.raises(KeyError):
-        rs.loop_factory("nope")
+@pytest.mark.parametrize("make", [rs.new_event_loop, rs.loop_factory,
+                                  rs.EventLoopPolicy])
+def test_bad_backend_name_is_one_value_error(make, monkeypatch):
+    built = []
+    monkeypatch.setattr(asyncio, "SelectorEventLoop",
+                        lambda *args: built.append(args))
+    with pytest.raises(ValueError) as refused:
+        make("nope")
+    assert str(refused.value) == ("unknown backend 'nope': expected one of "
+                                  "select, poll, epoll")
+    assert built == []          # refused before any loop was made
+
+
+def test_event_loop_policy_builds_no_loop_until_asked(monkeypatch):
+    built = []
+    monkeypatch.setattr(asyncio, "SelectorEventLoop",
+                        lambda selector: built.append(selector))
+    policy = rs.EventLoopPolicy("poll")
+    assert built == []
+    policy.new_event_loop()
+    assert [type(s) for s in built] == [rs.PollSelector]
+    built[0].close()
 
 
 # ---- asyncio -----------------------------------------------------------------

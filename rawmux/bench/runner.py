@@ -189,7 +189,7 @@ def drive(address, server_pid, case, built, warmup, seconds, cpu=None):
                 load.kill()
                 load.wait(timeout=10)
         if load.returncode != 0 or not line:
-            err = load.stderr.read().decode().strip()
+            err = load.communicate(timeout=10)[1].decode().strip()
             return {"error": err or "load generator failed"}
     stats = json.loads(line)
     messages = max(stats["messages"], 1)
@@ -249,7 +249,7 @@ def run(cases, contenders, rounds=3, warmup=0.5, seconds=2.0,
 
 def medians(results):
     """{(case label, contender): {metric: median}} over the rounds."""
-    grouped = {}
+    grouped: dict[tuple[str, str], list[dict]] = {}
     for res in results:
         case = Case(res["conns"], res["size"], res["mode"], res["window"])
         grouped.setdefault((case.label(), res["contender"]), []).append(res)

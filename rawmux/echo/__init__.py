@@ -7,15 +7,27 @@ Backends: ``select``, ``poll``, ``epoll`` (level-triggered), ``epoll-et``
 (edge-triggered), ``threads`` (blocking I/O, one thread per connection).
 """
 
+from __future__ import annotations
+
 import os
 import signal
 import socket
 import sys
+from types import FrameType
+from typing import TYPE_CHECKING, TextIO
 
 from rawmux.echo.server import Config, Stats, listening_socket
 
+if TYPE_CHECKING:
+    from rawmux.echo.server import ReadinessServer
+    from rawmux.echo.threads_server import ThreadsServer
 
-def backend_class(name):
+    ServerClass = type[ReadinessServer] | type[ThreadsServer]
+
+
+def backend_class(name: str) -> ServerClass:
+    """The server class of backend ``name`` (one of ``BACKENDS``), imported
+    on demand."""
     if name == "select":
         from rawmux.echo.select_server import SelectServer
         return SelectServer
@@ -38,7 +50,7 @@ def backend_class(name):
 BACKENDS = ["select", "poll", "epoll", "epoll-et", "threads"]
 
 
-def serve(config, out=None):
+def serve(config: Config, out: TextIO | None = None) -> int:
     """Run the echo server until SIGINT/SIGTERM; returns the exit status.
 
     With ``config.workers`` > 1, that many processes each run their own loop
@@ -54,7 +66,7 @@ def serve(config, out=None):
     return _serve_workers(cls, config, out)
 
 
-def _serve_workers(cls, config, out):
+def _serve_workers(cls: ServerClass, config: Config, out: TextIO) -> int:
     # Bind (without listening) to choose the port when it is 0: a bound
     # socket that does not listen receives no connections.
     holder = socket.socket(socket.AF_INET6 if ":" in config.host
@@ -62,7 +74,7 @@ def _serve_workers(cls, config, out):
     holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     holder.bind((config.host, config.port))
     config.port = holder.getsockname()[1]
-    children = []
+    children: list[int] = []
     try:
         for _ in range(config.workers):
             pid = os.fork()
@@ -79,7 +91,7 @@ def _serve_workers(cls, config, out):
     finally:
         holder.close()
 
-    def forward(signum, frame):
+    def forward(signum: int, frame: FrameType | None) -> None:
         for pid in children:
             try:
                 os.kill(pid, signum)

@@ -2,11 +2,17 @@
 echo comes back to stdout.  Works at a terminal and with piped input; at EOF
 it shuts down its sending side, prints what is still coming, and exits."""
 
+from __future__ import annotations
+
 import socket
 import sys
+from typing import BinaryIO
 
 
-def run(host, port, stdin=None, stdout=None, timeout=10.0):
+def run(host: str, port: int, stdin: BinaryIO | None = None,
+        stdout: BinaryIO | None = None, timeout: float = 10.0) -> int:
+    """Echo stdin's lines through the server at (host, port) to stdout;
+    returns the exit status (0)."""
     stdin = stdin or sys.stdin.buffer
     stdout = stdout or sys.stdout.buffer
     with socket.create_connection((host, port), timeout=timeout) as sock:

@@ -16,11 +16,16 @@ with a zero timeout).  The same list takes a connection whose backpressure
 lifts: its data is already in the socket, and no new edge will announce it.
 """
 
+from __future__ import annotations
+
+import socket
 from time import monotonic as _monotonic
+from typing import TextIO
 
 from rawmux._epoll import Epoll
 from rawmux._extension import lib
-from rawmux.echo.server import DONE, SHORT, ReadinessServer
+from rawmux.echo.server import (DONE, SHORT, Config, Connection,
+                                ReadinessServer)
 
 _IN, _OUT = lib.EPOLLIN, lib.EPOLLOUT
 _READABLE = lib.EPOLLIN | lib.EPOLLHUP | lib.EPOLLERR | lib.EPOLLRDHUP
@@ -32,11 +37,12 @@ _BUDGET = 16        # 64 KiB reads per connection per wakeup, edge-triggered
 class EpollServer(ReadinessServer):
     name = "epoll"
 
-    def __init__(self, config, listener=None, out=None):
+    def __init__(self, config: Config, listener: socket.socket | None = None,
+                 out: TextIO | None = None) -> None:
         self.ep = Epoll(maxevents=1024)
         super().__init__(config, listener, out)
 
-    def _watch(self, conn):
+    def _watch(self, conn: Connection) -> None:
         read = conn.reading and not conn.eof
         mask = (_IN if read else 0) | (_OUT if conn.writing else 0)
         if conn.watched_read is None:
@@ -45,22 +51,22 @@ class EpollServer(ReadinessServer):
             self.ep.modify(conn.fd, mask)
         conn.watched_read, conn.watched_write = read, conn.writing
 
-    def _watch_fd(self, fd, read):
+    def _watch_fd(self, fd: int, read: bool) -> None:
         if read:
             self.ep.register(fd, _IN)
         else:
             self.ep.unregister(fd)
 
-    def _forget(self, fd):
+    def _forget(self, fd: int) -> None:
         try:
             self.ep.unregister(fd)
         except FileNotFoundError:
             pass
 
-    def _close_mechanism(self):
+    def _close_mechanism(self) -> None:
         self.ep.close()
 
-    def _run_once(self, timeout):
+    def _run_once(self, timeout: float) -> None:
         ep = self.ep
         n = ep.wait(int(timeout * 1000))
         self.now = _monotonic()     # stamps for what this wakeup does
@@ -70,11 +76,12 @@ class EpollServer(ReadinessServer):
 class EpollETServer(EpollServer):
     name = "epoll-et"
 
-    def __init__(self, config, listener=None, out=None):
-        self._again = set()     # fds to serve without waiting for an edge
+    def __init__(self, config: Config, listener: socket.socket | None = None,
+                 out: TextIO | None = None) -> None:
+        self._again: set[int] = set()   # fds to serve without an edge
         super().__init__(config, listener, out)
 
-    def _watch(self, conn):
+    def _watch(self, conn: Connection) -> None:
         read = conn.reading and not conn.eof
         if conn.watched_read is None:
             self.ep.register(conn.fd, _ET_MASK)
@@ -83,7 +90,7 @@ class EpollETServer(EpollServer):
             self._again.add(conn.fd)    # backpressure lifted
         conn.watched_read, conn.watched_write = read, conn.writing
 
-    def _watch_fd(self, fd, read):
+    def _watch_fd(self, fd: int, read: bool) -> None:
         if read:
             self.ep.register(fd, lib.EPOLLIN | lib.EPOLLET)
             self._again.add(fd)
@@ -91,11 +98,11 @@ class EpollETServer(EpollServer):
             self.ep.unregister(fd)
             self._again.discard(fd)
 
-    def _forget(self, fd):
+    def _forget(self, fd: int) -> None:
         self._again.discard(fd)
         super()._forget(fd)
 
-    def _serve_input(self, conn, to_eof):
+    def _serve_input(self, conn: Connection, to_eof: int) -> None:
         """Read until the socket is drained.  A short read drains it -- data
         arriving later makes a new edge -- unless the peer's FIN is queued
         too (to_eof: the event said EPOLLRDHUP/HUP/ERR), which only another
@@ -108,13 +115,13 @@ class EpollETServer(EpollServer):
                 return
         self._again.add(conn.fd)    # budget spent, input may remain
 
-    def _serve_output(self, conn):
+    def _serve_output(self, conn: Connection) -> None:
         # One send: if it was short, the socket is full and the next
         # EPOLLOUT edge brings us back.
         if conn.out and conn.fd not in self._closed_now:
             self.on_writable(conn)
 
-    def _run_once(self, timeout):
+    def _run_once(self, timeout: float) -> None:
         again, self._again = self._again, set()
         ep = self.ep
         n = ep.wait(0 if again else int(timeout * 1000))

@@ -33,6 +33,8 @@ Rules every backend follows, and why:
   does not stay readable and spin.
 """
 
+from __future__ import annotations
+
 import dataclasses
 import errno
 import logging
@@ -41,6 +43,9 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Sequence
+from types import FrameType
+from typing import Any, TextIO
 
 log = logging.getLogger("rawmux.echo")
 
@@ -67,7 +72,7 @@ class Config:
     grace: float = 2.0                  # flushing time at shutdown
     backlog: int = 1024
 
-    def validate(self):
+    def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} out of range 0-65535")
         for name in ("workers", "max_conns", "buffer_cap", "accept_batch",
@@ -90,7 +95,7 @@ class Stats:
     refused: int = 0            # dropped: EMFILE/ENFILE, or fd >= FD_SETSIZE
     errors: int = 0             # anything else
 
-    def summary(self, backend):
+    def summary(self, backend: str) -> str:
         return (f"rawmux echo ({backend}): {self.accepted} connections "
                 f"accepted, {self.closed} closed, {self.bytes_in} bytes in, "
                 f"{self.bytes_out} bytes out; resets {self.resets}, idle "
@@ -98,7 +103,8 @@ class Stats:
                 f"{self.errors}")
 
 
-def listening_socket(config, reuse_port=False):
+def listening_socket(config: Config,
+                     reuse_port: bool = False) -> socket.socket:
     sock = socket.socket(socket.AF_INET6 if ":" in config.host
                          else socket.AF_INET, socket.SOCK_STREAM)
     try:
@@ -123,17 +129,17 @@ class FdReserve:
     closed, and the backlog drains.
     """
 
-    def __init__(self):
-        self.fd = None
+    def __init__(self) -> None:
+        self.fd: int | None = None
         self.take()
 
-    def take(self):
+    def take(self) -> None:
         try:
             self.fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
             self.fd = None
 
-    def drop(self, listener):
+    def drop(self, listener: socket.socket) -> bool:
         """Accept one pending connection on the reserve and close it.
         Returns whether one was dropped: False when there was no reserve to
         free, or nothing pending (Linux reports EMFILE before it looks at
@@ -153,7 +159,7 @@ class FdReserve:
         finally:
             self.take()
 
-    def close(self):
+    def close(self) -> None:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
@@ -162,8 +168,10 @@ class FdReserve:
 class Connection:
     __slots__ = ("sock", "fd", "out", "eof", "shut", "reading", "writing",
                  "watched_read", "watched_write", "last_active", "peer")
+    watched_read: bool | None
+    watched_write: bool | None
 
-    def __init__(self, sock, peer, now):
+    def __init__(self, sock: socket.socket, peer: Any, now: float) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.out = bytearray()      # received, not yet echoed
@@ -181,11 +189,12 @@ class ReadinessServer:
 
     name = "?"
 
-    def __init__(self, config, listener=None, out=None):
+    def __init__(self, config: Config, listener: socket.socket | None = None,
+                 out: TextIO | None = None) -> None:
         config.validate()
         self.config = config
         self.stats = Stats()
-        self.conns = {}             # fd -> Connection
+        self.conns: dict[int, Connection] = {}
         self.listener = listener or listening_socket(config)
         self.listener.setblocking(False)
         self.listen_fd = self.listener.fileno()
@@ -194,7 +203,7 @@ class ReadinessServer:
         self.out = out or sys.stdout
         self._buf = bytearray(READ_CHUNK)
         self._view = memoryview(self._buf)
-        self._closed_now = set()    # fds closed in this iteration
+        self._closed_now: set[int] = set()  # fds closed in this iteration
         self._cap = config.buffer_cap
         self._low_water = config.buffer_cap // 4
         self.now = time.monotonic()    # read once per loop iteration
@@ -205,28 +214,29 @@ class ReadinessServer:
 
     # ---- what a backend supplies ----------------------------------------
 
-    def _watch(self, conn):
+    def _watch(self, conn: Connection) -> None:
         """Make the mechanism wait for what conn wants now (conn.reading and
         not conn.eof: input; conn.writing: output)."""
         raise NotImplementedError
 
-    def _watch_fd(self, fd, read):
+    def _watch_fd(self, fd: int, read: bool) -> None:
         """Watch (or stop watching) a non-connection fd for input: the
         listener, the wakeup socket."""
         raise NotImplementedError
 
-    def _forget(self, fd):
+    def _forget(self, fd: int) -> None:
         """Remove fd from the mechanism; called before it is closed."""
         raise NotImplementedError
 
-    def _run_once(self, timeout):
+    def _run_once(self, timeout: float) -> None:
         """Wait up to timeout seconds and dispatch what is ready."""
         raise NotImplementedError
 
-    def _close_mechanism(self):
+    def _close_mechanism(self) -> None:
         pass
 
-    def _dispatch(self, n, fds, events, readable, writable):
+    def _dispatch(self, n: int, fds: Sequence[int], events: Sequence[int],
+                  readable: int, writable: int) -> None:
         """Hand the n ready entries (fds[i], events[i]) to their handlers;
         ``readable``/``writable`` are the mechanism's event bits for each.
         An entry for an fd closed earlier in this iteration is skipped: its
@@ -249,7 +259,7 @@ class ReadinessServer:
 
     # ---- the loop -----------------------------------------------------------
 
-    def serve_forever(self):
+    def serve_forever(self) -> Stats:
         """Serve until SIGINT/SIGTERM, then flush, close and print the
         summary."""
         old_handlers = {sig: signal.signal(sig, self._on_signal)
@@ -283,17 +293,17 @@ class ReadinessServer:
         self.out.flush()
         return self.stats
 
-    def _on_signal(self, signum, frame):
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self.stopping = True        # the wakeup fd interrupts the wait
 
-    def on_wakeup(self):
+    def on_wakeup(self) -> None:
         try:
             while self._wake_r.recv(4096):
                 pass
         except BlockingIOError:
             pass
 
-    def _drain(self):
+    def _drain(self) -> None:
         """Shutdown: stop accepting and echoing, give pending output up to
         ``grace`` seconds to leave, then close everything.  Input still
         arriving is read and discarded (see _finish)."""
@@ -312,12 +322,12 @@ class ReadinessServer:
             self._run_once(max(0.0, min(0.1, deadline - self.now)))
             self.now = time.monotonic()
 
-    def _stop_accepting(self):
+    def _stop_accepting(self) -> None:
         if self.accepting:
             self._watch_fd(self.listen_fd, False)
             self.accepting = False
 
-    def _sweep(self, now):
+    def _sweep(self, now: float) -> None:
         limit = self.config.idle_timeout
         for conn in list(self.conns.values()):
             if now - conn.last_active > limit:
@@ -330,7 +340,7 @@ class ReadinessServer:
             self._watch_fd(self.listen_fd, True)
             self.accepting = True
 
-    def close(self):
+    def close(self) -> None:
         for conn in list(self.conns.values()):
             self.close_conn(conn)
         if self.listener.fileno() >= 0:
@@ -347,7 +357,7 @@ class ReadinessServer:
 
     # ---- accepting ----------------------------------------------------------
 
-    def on_acceptable(self, budget=None):
+    def on_acceptable(self, budget: int | None = None) -> bool:
         """Accept up to ``budget`` (accept_batch) connections.  Returns True
         if the backlog may still hold more (the budget ran out)."""
         budget = budget or self.config.accept_batch
@@ -371,7 +381,7 @@ class ReadinessServer:
             self._add_conn(sock, peer)
         return True
 
-    def _refuse_without_fd(self):
+    def _refuse_without_fd(self) -> bool:
         """EMFILE/ENFILE: drop a pending connection through the reserve.
         Returns whether to go on accepting in this batch."""
         if self._reserve.fd is None:
@@ -388,7 +398,7 @@ class ReadinessServer:
             return True
         return False                    # nothing was pending after all
 
-    def _add_conn(self, sock, peer):
+    def _add_conn(self, sock: socket.socket, peer: Any) -> None:
         sock.setblocking(False)
         if not self._admit(sock):
             sock.close()
@@ -401,14 +411,14 @@ class ReadinessServer:
         log.info("%s: fd %d connected from %s", self.name, conn.fd, peer)
         self._watch(conn)
 
-    def _admit(self, sock):
+    def _admit(self, sock: socket.socket) -> bool:
         """Whether the mechanism can watch this socket (select: fd <
         FD_SETSIZE)."""
         return True
 
     # ---- data -------------------------------------------------------------
 
-    def on_readable(self, conn):
+    def on_readable(self, conn: Connection) -> int:
         """Read what fits under the buffer cap, echo at once what the socket
         takes, keep the rest.  Returns DONE, SHORT or FULL."""
         if self.stopping:
@@ -455,7 +465,7 @@ class ReadinessServer:
         self._update(conn)
         return FULL if n == room else SHORT
 
-    def on_writable(self, conn):
+    def on_writable(self, conn: Connection) -> bool:
         """Send what is pending.  Returns True if all of it left."""
         if not conn.out:
             self._update(conn)
@@ -476,7 +486,7 @@ class ReadinessServer:
             self._update(conn)
         return not conn.out
 
-    def _update(self, conn):
+    def _update(self, conn: Connection) -> None:
         """Recompute what conn waits for (backpressure with hysteresis) and
         tell the mechanism if it changed."""
         pending = len(conn.out)
@@ -492,7 +502,7 @@ class ReadinessServer:
                 or conn.watched_write != conn.writing):
             self._watch(conn)
 
-    def _finish(self, conn):
+    def _finish(self, conn: Connection) -> None:
         """Everything echoed: shut down our side.  If the peer is done too,
         close.  Otherwise (at shutdown) linger: closing a socket with unread
         input makes the kernel send RST and throw away what we just sent, so
@@ -510,7 +520,7 @@ class ReadinessServer:
         conn.reading, conn.writing = True, False
         self._watch(conn)
 
-    def _discard(self, conn):
+    def _discard(self, conn: Connection) -> int:
         """Shutting down: read and drop input until EOF."""
         try:
             n = conn.sock.recv_into(self._view)
@@ -526,7 +536,7 @@ class ReadinessServer:
             self._finish(conn)
         return DONE
 
-    def _failed(self, conn, exc):
+    def _failed(self, conn: Connection, exc: OSError) -> None:
         """A recv or send raised: ECONNRESET/EPIPE is the peer's doing (a
         reset), anything else an error.  Either way only this connection
         closes."""
@@ -538,7 +548,7 @@ class ReadinessServer:
             log.warning("%s: fd %d: %s", self.name, conn.fd, exc)
         self.close_conn(conn)
 
-    def close_conn(self, conn):
+    def close_conn(self, conn: Connection) -> None:
         if self.conns.pop(conn.fd, None) is None:
             return
         self._forget(conn.fd)           # before close(): see the module doc

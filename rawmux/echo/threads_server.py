@@ -8,6 +8,8 @@ is compared on are a thread (stack, scheduling) per connection and a context
 switch per wakeup; the experiments measure them.
 """
 
+from __future__ import annotations
+
 import errno
 import logging
 import signal
@@ -15,8 +17,11 @@ import socket
 import sys
 import threading
 import time
+from types import FrameType
+from typing import Any, TextIO
 
-from rawmux.echo.server import READ_CHUNK, FdReserve, Stats, listening_socket
+from rawmux.echo.server import (READ_CHUNK, Config, FdReserve, Stats,
+                                listening_socket)
 
 log = logging.getLogger("rawmux.echo")
 
@@ -24,7 +29,8 @@ log = logging.getLogger("rawmux.echo")
 class ThreadsServer:
     name = "threads"
 
-    def __init__(self, config, listener=None, out=None):
+    def __init__(self, config: Config, listener: socket.socket | None = None,
+                 out: TextIO | None = None) -> None:
         config.validate()
         self.config = config
         self.stats = Stats()
@@ -33,18 +39,19 @@ class ThreadsServer:
         # Accept with a timeout, to notice a stop request in bounded time.
         self.listener.settimeout(0.2)
         self.stopping = False
-        self.deadline = None        # end of the grace period, once stopping
+        self.deadline: float | None = None  # end of the grace period,
+                                            # set before stopping
         self._lock = threading.Lock()       # guards stats and conns
-        self._conns = {}                    # socket -> thread
+        self._conns: dict[socket.socket, threading.Thread] = {}
         self._slots = threading.BoundedSemaphore(config.max_conns)
         self._reserve = FdReserve()
 
-    def _count(self, **deltas):
+    def _count(self, **deltas: int) -> None:
         with self._lock:
             for name, delta in deltas.items():
                 setattr(self.stats, name, getattr(self.stats, name) + delta)
 
-    def serve_forever(self):
+    def serve_forever(self) -> Stats:
         old = {sig: signal.signal(sig, self._on_signal)
                for sig in (signal.SIGINT, signal.SIGTERM)}
         host, port = self.listener.getsockname()[:2]
@@ -82,12 +89,12 @@ class ThreadsServer:
         self.out.flush()
         return self.stats
 
-    def _on_signal(self, signum, frame):
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if not self.stopping:
             self.deadline = time.monotonic() + self.config.grace
         self.stopping = True
 
-    def _start(self, sock, peer):
+    def _start(self, sock: socket.socket, peer: Any) -> None:
         sock.settimeout(self.config.idle_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         thread = threading.Thread(target=self._serve, args=(sock,),
@@ -98,7 +105,7 @@ class ThreadsServer:
         log.info("threads: fd %d connected from %s", sock.fileno(), peer)
         thread.start()
 
-    def _serve(self, sock):
+    def _serve(self, sock: socket.socket) -> None:
         buf = bytearray(READ_CHUNK)
         view = memoryview(buf)
         try:
@@ -134,13 +141,15 @@ class ThreadsServer:
             sock.close()
             self._slots.release()
 
-    def _linger(self, sock):
+    def _linger(self, sock: socket.socket) -> None:
         """Shut down our side, then read and drop input until the peer's EOF
         or the end of the grace period: closing with unread input would make
         the kernel send RST and throw away what was already echoed."""
+        deadline = self.deadline
+        assert deadline is not None     # set before stopping
         sock.shutdown(socket.SHUT_WR)
         while True:
-            left = self.deadline - time.monotonic()
+            left = deadline - time.monotonic()
             if left <= 0:
                 return
             sock.settimeout(left)
@@ -150,7 +159,7 @@ class ThreadsServer:
             except socket.timeout:
                 return
 
-    def _drain(self):
+    def _drain(self) -> None:
         """Stop: active threads notice ``stopping`` and linger (above); at
         the end of the grace period the sockets still open are shut down,
         which wakes the threads blocked in recv() on idle clients."""
@@ -166,6 +175,6 @@ class ThreadsServer:
                     pass
                 thread.join(1.0)
 
-    def close(self):
+    def close(self) -> None:
         self.listener.close()
         self._reserve.close()

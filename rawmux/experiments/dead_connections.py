@@ -68,6 +68,8 @@ and the GIL; it is the slowest to set up (a thread per idle connection).
         [--plot dead.png]
 """
 
+from __future__ import annotations
+
 import contextlib
 import fcntl
 import math
@@ -78,13 +80,15 @@ import socket
 import struct
 import tempfile
 import time
+from typing import Any
 
 from rawmux import Epoll, lib
 from rawmux.bench import runner
 from rawmux.echo.process import EchoProcess
 from rawmux.experiments.fdlimit import nofile
-from rawmux.experiments.report import (MAX_SECONDS, Result, int_list,
-                                       median, merge_options, pyplot)
+from rawmux.experiments.report import (MAX_SECONDS, Progress, Result,
+                                       int_list, median, merge_options,
+                                       pyplot)
 
 # What it does, in one line (--help); CLAIM is what it tests.
 SUMMARY = "echo throughput of each backend as idle connections pile up"
@@ -101,10 +105,10 @@ READY_LIST = ("epoll", "epoll-et")      # O(ready fds) per wait
 # The default run and the short one the test suite uses: 5000 idle, where
 # poll's loss stands far above this machine's noise (at 900 it is ~2.5x in
 # msgs/s on a quiet machine, and other processes can hide it).
-DEFAULT = {"idle": [0, 1000, 5000, 10000], "backends": list(BACKENDS),
+DEFAULT: dict[str, Any] = {"idle": [0, 1000, 5000, 10000], "backends": list(BACKENDS),
            "conns": 16, "size": 64, "seconds": 0.25, "warmup": 0.05,
            "rounds": 3}
-FAST = {"idle": [0, 5000], "backends": ["poll", "epoll"], "conns": 16,
+FAST: dict[str, Any] = {"idle": [0, 5000], "backends": ["poll", "epoll"], "conns": 16,
         "size": 64, "seconds": 0.25, "warmup": 0.05, "rounds": 3}
 
 # Idle connections are opened this many at a time, each batch echoed before
@@ -402,7 +406,8 @@ def _summarise(points, backends):
     the backend -- and the ratios to the baseline: for each pair, loaded
     over baseline, of msgs/s and of server CPU per message; the median over
     the pairs.  Returns (medians, ratios) as {backend: {idle: ...}}."""
-    medians, ratios = {}, {}
+    medians: dict[str, dict[int, dict[str, float]]] = {}
+    ratios: dict[str, dict[int, dict[str, float]]] = {}
     for backend in backends:
         mine = [p for p in points if p["backend"] == backend]
         medians[backend] = {}
@@ -436,7 +441,7 @@ def _verdict(backends, ratios):
 
     scanners = [b for b in backends if b in SCANNING]
     flat = [b for b in backends if b in READY_LIST]
-    confirmed = bool(scanners and flat)
+    confirmed: bool | None = bool(scanners and flat)
     parts = []
     for b in scanners:
         msgs, cpu, level = at(b)
@@ -523,7 +528,8 @@ def add_arguments(parser):
                              f"per idle count (default {d['rounds']})")
 
 
-def run(*, fast=False, progress=None, **options):
+def run(*, fast: bool = False, progress: Progress | None = None,
+        **options: object) -> Result:
     """Run the experiment; ``options`` are those of ``add_arguments`` (None
     or missing: the default run's value, or the fast run's with ``fast``).
 
@@ -538,10 +544,10 @@ def run(*, fast=False, progress=None, **options):
     ``servers`` ({backend: {"baseline"/"loaded": counters from the server's
     summary: timeouts, refused (both checked to be 0), errors}}).
     """
-    options = _resolve(fast, options)
-    with nofile(_fds_needed(options),
-                f"{max(options['idle'])} idle connections"):
-        return _run(options, progress)
+    resolved = _resolve(fast, options)
+    with nofile(_fds_needed(resolved),
+                f"{max(resolved['idle'])} idle connections"):
+        return _run(resolved, progress)
 
 
 def _run(options, progress):

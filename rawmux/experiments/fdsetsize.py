@@ -36,6 +36,8 @@ to allow it where the hard limit does).  Then:
     python -m rawmux experiment fdsetsize [--fd 4000]
 """
 
+from __future__ import annotations
+
 import contextlib
 import errno
 import fcntl
@@ -46,7 +48,7 @@ import socket
 
 from rawmux import _select, ffi, lib
 from rawmux.experiments.fdlimit import nofile
-from rawmux.experiments.report import Result
+from rawmux.experiments.report import Progress, Result
 
 # What it does, in one line (--help); CLAIM is what it tests.
 SUMMARY = "select(2) on fds above 1023: glibc's fd_set, then a bigger bitmap"
@@ -134,7 +136,8 @@ def add_arguments(parser):
                              "least 1025)")
 
 
-def run(*, fast=False, progress=None, fd=4000):
+def run(*, fast: bool = False, progress: Progress | None = None,
+        fd: int = 4000) -> Result:
     """Run the experiment (instant: ``fast`` changes nothing).
 
     ``result.data``: ``high_fd`` (readable, >= 1024) and ``idle_fd`` (>= fd),

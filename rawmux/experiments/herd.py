@@ -69,6 +69,8 @@ space (and EAGAIN) depends on scheduling: on how soon the winner accepts.
     python -m rawmux experiment herd --procs 4 --plot herd.png
 """
 
+from __future__ import annotations
+
 import argparse
 import contextlib
 import json
@@ -77,11 +79,13 @@ import signal
 import socket
 import time
 import traceback
+from collections.abc import Iterable
+from typing import Any
 
 from rawmux._epoll import Epoll
 from rawmux._poll import PollArray
 from rawmux._extension import lib
-from rawmux.experiments.report import Result, median, pyplot
+from rawmux.experiments.report import Progress, Result, median, pyplot
 
 # What it does, in one line (--help); CLAIM is what it tests.
 SUMMARY = "count the processes woken per connection on a shared listener"
@@ -287,7 +291,7 @@ def measure(config, procs, connections, progress=None):
                          f"of {', '.join(CONFIGS)}")
     mask = lib.EPOLLIN | (lib.EPOLLEXCLUSIVE if config == "exclusive"
                           else 0)
-    pids = []
+    pids: list[int] = []
     with contextlib.ExitStack() as stack:
         listeners = [stack.enter_context(_listener(config == "reuseport"))]
         address = listeners[0].getsockname()
@@ -381,7 +385,7 @@ def _merge(blocks):
               "connections": 0, "switches": [], "winners": [],
               "block_winners": [], "block_first_registered": [],
               "pids": [], "children": []}
-    totals = {}
+    totals: dict[int, dict[str, int]] = {}
     for b in blocks:
         merged["connections"] += b["connections"]
         merged["switches"] += b["switches"]
@@ -436,8 +440,9 @@ def summarize(m):
     }
 
 
-def run(*, fast=False, progress=None, procs=DEFAULT_PROCS, connections=None,
-        configs=None):
+def run(*, fast: bool = False, progress: Progress | None = None,
+        procs: int = DEFAULT_PROCS, connections: int | None = None,
+        configs: Iterable[str] | None = None) -> Result:
     if connections is None:
         connections = FAST_CONNECTIONS if fast else DEFAULT_CONNECTIONS
     configs = list(DEFAULT_CONFIGS if configs is None else configs)
@@ -458,7 +463,7 @@ def run(*, fast=False, progress=None, procs=DEFAULT_PROCS, connections=None,
              for r in range(ROUNDS)]
     total = connections * len(configs)
     done = 0
-    blocks = {c: [] for c in configs}
+    blocks: dict[str, list[dict[str, Any]]] = {c: [] for c in configs}
     for size in sizes:
         for config in configs:
             def tick(n, base=done, config=config):

@@ -1,14 +1,24 @@
 """What every experiment returns, and how it is printed."""
 
+from __future__ import annotations
+
 import argparse
 import dataclasses
 import json
 import math
 import statistics
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from _typeshed import StrPath
 
 # The longest measuring window an option may ask for (seconds): longer is a
 # typo, and infinity would overflow the timeouts derived from it.
 MAX_SECONDS = 3600
+
+# What an experiment's run(progress=...) calls: progress(done, total, what).
+Progress = Callable[[int, int, str], object]
 
 
 @dataclasses.dataclass
@@ -19,26 +29,27 @@ class Result:
     numbers); ``data`` holds the measurements behind it, in plain Python
     types, for tests and ``--json``; ``verdict`` is one line saying what the
     measurement shows; ``confirmed`` says whether the claim held as the
-    experiment states it (None: the run could not test it, e.g. strace is
-    missing); ``notes`` are printed between the table and the
-    verdict (method, caveats); ``plotter(result, path)`` draws the figure,
-    where a picture says more than the table.
+    experiment states it: True (CONFIRMED), False (REFUTED) or None (NOT
+    TESTED: the run could not test it, e.g. strace is missing); ``notes``
+    are printed between the table and the verdict (method, caveats);
+    ``plotter(result, path)`` draws the figure, where a picture says more
+    than the table.
     """
 
     name: str
     claim: str
-    columns: list
-    rows: list
+    columns: list[str]
+    rows: list[list[Any]]
     verdict: str
-    confirmed: bool
-    data: dict = dataclasses.field(default_factory=dict)
-    notes: list = dataclasses.field(default_factory=list)
-    plotter: object = None
+    confirmed: bool | None
+    data: dict[str, Any] = dataclasses.field(default_factory=dict)
+    notes: list[str] = dataclasses.field(default_factory=list)
+    plotter: Callable[[Result, StrPath], None] | None = None
 
-    def table(self):
+    def table(self) -> str:
         return format_table(self.columns, self.rows)
 
-    def report(self):
+    def report(self) -> str:
         parts = [f"{self.name}: {self.claim}", "", self.table()]
         if self.notes:
             parts += [""] + list(self.notes)
@@ -47,13 +58,13 @@ class Result:
         parts += ["", f"verdict: {word}: {self.verdict}"]
         return "\n".join(parts)
 
-    def plot(self, path):
+    def plot(self, path: StrPath) -> None:
         if self.plotter is None:
             raise RuntimeError(f"experiment {self.name} draws no plot: its "
                                f"table says it all")
         self.plotter(self, path)
 
-    def to_json(self):
+    def to_json(self) -> str:
         """Strict JSON: NaN (a table's empty cell) and infinities become
         null, and keys
         become strings, as JSON has no others."""

@@ -109,17 +109,22 @@ the probe land in the process's own heap.
 """
 
 
+from __future__ import annotations
+
 import errno
 import mmap
 import os
 import random
 import socket
 import time
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from rawmux import Epoll, FdSet, PollArray, Select, ffi, lib
 from rawmux.experiments.fdlimit import nofile
-from rawmux.experiments.report import (Result, cell, format_table,
-                                      int_list, median, pyplot)
+from rawmux.experiments.report import (Progress, Result, cell,
+                                      format_table, int_list, median,
+                                      pyplot)
 
 # What it does, in one line (--help); CLAIM is what it tests.
 SUMMARY = "time one wait of select, poll and epoll against watched, ready fds"
@@ -135,9 +140,9 @@ PLOT = ("left: cost per wait versus watched fds, log-log, one line per "
 MECHANISMS = ("select", "poll", "epoll")
 DEFAULT_SIZES = (10, 30, 100, 300, 1000, 3000, 10000)
 FAST_SIZES = (10, 100, 1000)
-DEFAULTS = {"ready": 1, "ready_counts": (1, 10, 100, 1000), "repeats": 15,
+DEFAULTS: dict[str, Any] = {"ready": 1, "ready_counts": (1, 10, 100, 1000), "repeats": 15,
             "batch_ms": 2.0}
-FAST_DEFAULTS = {"ready": 1, "ready_counts": (1, 10, 100), "repeats": 7,
+FAST_DEFAULTS: dict[str, Any] = {"ready": 1, "ready_counts": (1, 10, 100), "repeats": 7,
                  "batch_ms": 1.0}
 MAX_READY = 100
 # The ready series watches the largest N fds, but no more than this: poll's
@@ -208,8 +213,9 @@ class _Fds:
     """
 
     def __init__(self, ready, idle):
-        self.opened = []
-        self.ready, self.idle = [], []
+        self.opened: list[int] = []
+        self.ready: list[int] = []
+        self.idle: list[int] = []
         try:
             for _ in range(ready):
                 watched, writer = _socketpair_fds()
@@ -459,8 +465,10 @@ def _options(fast, sizes, ready, ready_counts, repeats, batch_ms):
     return sizes, ready, ready_counts, watched, repeats, batch_ms, needed
 
 
-def run(*, fast=False, progress=None, sizes=None, ready=None,
-        ready_counts=None, repeats=None, batch_ms=None):
+def run(*, fast: bool = False, progress: Progress | None = None,
+        sizes: Sequence[int] | str | None = None, ready: int | None = None,
+        ready_counts: Sequence[int] | str | None = None,
+        repeats: int | None = None, batch_ms: float | None = None) -> Result:
     """Measure; see the module docstring.  ``sizes`` (numbers of idle fds
     watched; a list or "10,100,1000"), ``ready``, ``ready_counts`` (the
     ready series' numbers of ready fds, a list or "1,10,100"), ``repeats``
@@ -587,6 +595,8 @@ def _measure(interest, series, ready, repeats, batch_ns, progress):
     the ADDs of each size, the ready series, the loop floor) once, in an
     order shuffled per round, so that a noisy moment hits a random few of
     them instead of one size or one mechanism."""
+    # (key, measure(calls), calls): the ADD tasks take no calls (None)
+    tasks: list[tuple[tuple[Any, ...], Callable[[Any], float], int | None]]
     tasks = []
     for r in series.counts:
         for mech, waiter in (("epoll", series.epolls[r]),
@@ -596,26 +606,29 @@ def _measure(interest, series, ready, repeats, batch_ns, progress):
             tasks.append((("ready", mech, r), measure,
                           _calls_for(measure, batch_ns)))
     for sets in interest:
-        for (mech, kind), measure in _contenders(sets, ready).items():
-            tasks.append(((kind, mech, sets.n), measure,
-                          _calls_for(measure, batch_ns)))
+        for (mech, kind), timed in _contenders(sets, ready).items():
+            tasks.append(((kind, mech, sets.n), timed,
+                          _calls_for(timed, batch_ns)))
         # Enough ADDs per task that a small N is not one timer tick.
         cycles = max(1, 1000 // sets.n)
-        tasks.append((("add", sets.n), lambda _, s=sets, k=cycles:
-                      _time_epoll_add(s.epoll.fileno(), s.idle, k), None))
+
+        def add(_, s=sets, k=cycles):
+            return _time_epoll_add(s.epoll.fileno(), s.idle, k)
+        tasks.append((("add", sets.n), add, None))
     empty = FdSet().cdata          # owns its memory, unlike a Select's view
 
     def floor(calls):
         return _time_floor(lib.rawmux_fd_isset, empty, calls)
     tasks.append((("floor",), floor, _calls_for(floor, batch_ns)))
 
-    samples = {key: [] for key, _, _ in tasks}
+    samples: dict[tuple[Any, ...], list[float]] = {
+        key: [] for key, _, _ in tasks}
     shuffler = random.Random(7)
     for round_ in range(repeats):
         order = list(tasks)
         shuffler.shuffle(order)
-        for key, measure, calls in order:
-            samples[key].append(measure(calls))
+        for key, task, calls in order:
+            samples[key].append(task(calls))
         if progress is not None:
             progress(round_ + 1, repeats, f"round {round_ + 1}/{repeats}")
     return samples
@@ -736,7 +749,7 @@ def _result(sizes, ready, repeats, select_nfds, samples, watched, sharing):
         ratio[m] = {n: ns / ns0 for n, ns in wait_ns[m].items()}
         slope[m] = {n: (ns - ns0) / (n - n0)
                     for n, ns in wait_ns[m].items() if n != n0}
-    break_even = {}
+    break_even: dict[str, dict[int, float | None]] = {}
     for mech in ("select", "poll"):
         break_even[mech] = {}
         for n, ns in wait_ns[mech].items():

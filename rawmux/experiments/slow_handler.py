@@ -76,6 +76,8 @@ one their median barely moves but their p99 grows to a few switch
 intervals, and the spinning handler itself takes longer in wall time.
 """
 
+from __future__ import annotations
+
 import argparse
 import contextlib
 import socket
@@ -88,8 +90,8 @@ import time
 from rawmux import Epoll, lib
 from rawmux.bench import runner
 from rawmux.echo.process import ServerProcess
-from rawmux.experiments.report import (MAX_SECONDS, Result, median,
-                                       merge_options, pyplot)
+from rawmux.experiments.report import (MAX_SECONDS, Progress, Result,
+                                       median, merge_options, pyplot)
 
 # What it does, in one line (--help); CLAIM is what it tests.
 SUMMARY = "fast connections' round trips beside one slow handler"
@@ -192,7 +194,8 @@ def _serve_epoll(listener, burn, seconds):
     """The event loop.  Its stdin (a pipe from the experiment) is watched
     too: EOF there means stop."""
     listener.setblocking(False)
-    lfd, conns = listener.fileno(), {}
+    lfd = listener.fileno()
+    conns: dict[int, _LoopConn] = {}
     buf = bytearray(65536)
     view = memoryview(buf)
     with Epoll(maxevents=256) as ep:
@@ -356,8 +359,9 @@ class _SlowClient:
         self.sock = socket.create_connection(address, timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.echoed = 0
-        self.error = None
-        self.seconds = None             # how long it ran, once finished
+        self.timeout = timeout
+        self.error: OSError | None = None
+        self.seconds = 0.0              # how long it ran, once finished
         self._started = time.perf_counter()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -383,7 +387,7 @@ class _SlowClient:
 
     def finish(self):
         self._stop.set()
-        self._thread.join(self.sock.gettimeout() + 5)
+        self._thread.join(self.timeout + 5)
         self.seconds = time.perf_counter() - self._started
         self.sock.close()
         if self._thread.is_alive():
@@ -442,7 +446,8 @@ def _options(fast, options):
     return chosen
 
 
-def run(*, fast=False, progress=None, **options):
+def run(*, fast: bool = False, progress: Progress | None = None,
+        **options: object) -> Result:
     opts = _options(fast, options)
     warmup = _WARMUP[bool(fast)]
     cpus = runner.cpu_pair()

@@ -43,16 +43,20 @@ variant repeats the story with a child process as the other reference.
     python -m rawmux experiment stale
 """
 
+from __future__ import annotations
+
 import collections
 import contextlib
 import errno
 import os
 import re
 import socket
+from collections.abc import Callable
+from typing import Any
 
 from rawmux._epoll import Epoll
 from rawmux._extension import lib
-from rawmux.experiments.report import Result
+from rawmux.experiments.report import Progress, Result
 
 # What it does, in one line (--help); CLAIM is what it tests.
 SUMMARY = "close an fd a dup or a child still holds; watch epoll report it"
@@ -72,7 +76,7 @@ CLAIM = ("epoll keys a registration on (fd number, open file description): "
 #   ("write", file, n)        the file's peer sends n bytes
 #   ("read", name, n)         read(2) up to n bytes from that number
 #   ("dup", name, new_name), ("close", name), ("fork",), ("child_exit",)
-MAIN = [
+MAIN: list[tuple[str | None, tuple[Any, ...]]] = [
     (None, ("socket", "A", "N")),
     (None, ("ctl", "ADD", "N")),
     (None, ("write", "A", 5)),
@@ -92,7 +96,7 @@ MAIN = [
     ("close_second", ("close", "N")),
     ("last_close", ("close", "M")),
 ]
-FORK = [
+FORK: list[tuple[str | None, tuple[Any, ...]]] = [
     (None, ("socket", "C", "K")),
     (None, ("ctl", "ADD", "K")),
     (None, ("fork",)),
@@ -112,7 +116,7 @@ class Model:
     def __init__(self):
         self.fds = {}                       # number -> file
         self.child_holds = set()            # files a forked child keeps open
-        self.unread = collections.Counter()  # file -> bytes queued
+        self.unread: collections.Counter[str] = collections.Counter()
         self.entries = []                   # [(number, file)], in ADD order
 
     def _release_if_unreferenced(self, file):
@@ -201,7 +205,8 @@ class _Lab:
         self.open = set()       # raw fds we own and must close
         self.peers = {}         # file -> peer socket
         self.inodes = {}        # inode -> file label
-        self.child = None       # (pid, the write end of its "go" pipe)
+        # (pid, the write end of its "go" pipe)
+        self.child: tuple[int, int] | None = None
         self.reuse = []         # (name, number the kernel gave, number used)
         stack.callback(self._cleanup)
 
@@ -215,6 +220,7 @@ class _Lab:
             self._end_child()
 
     def _end_child(self):
+        assert self.child is not None, "no child to end"
         pid, go = self.child
         self.child = None
         os.close(go)            # EOF on its pipe: the child exits
@@ -255,7 +261,7 @@ class _Lab:
                 else:
                     self.ep.unregister(fd)
             except OSError as exc:
-                return errno.errorcode.get(exc.errno, str(exc.errno)), fd
+                return errno.errorcode.get(exc.errno or 0, str(exc.errno)), fd
             return "ok", fd
         if kind == "write":
             self.peers[action[1]].sendall(b"s" * action[2])
@@ -343,7 +349,7 @@ def _show_ready(fds):
 
 # ---- the experiment ---------------------------------------------------------
 
-def run(*, fast=False, progress=None):
+def run(*, fast: bool = False, progress: Progress | None = None) -> Result:
     # One pass is the whole experiment (it takes milliseconds): fast and
     # default runs are the same.
     steps = []
@@ -376,8 +382,8 @@ def _result(steps, reuse):
     columns = ["#", "action", "result", "epoll_wait(0)",
                "interest list (fd:socket)"]
     rows, mismatches = [], []
-    shows = {"result": str, "ready": _show_ready,
-             "interest": _show_interest}
+    shows: dict[str, Callable[[Any], str]] = {
+        "result": str, "ready": _show_ready, "interest": _show_interest}
     for i, s in enumerate(steps):
         if i and s["variant"] != steps[i - 1]["variant"]:
             rows.append(["", f"-- {s['variant']} variant --", "", "", ""])

@@ -84,6 +84,8 @@ are close; at 100 connections the threads pay context switches and GIL
 handoffs.
 """
 
+from __future__ import annotations
+
 import os
 import shutil
 import signal
@@ -92,11 +94,13 @@ import subprocess
 import sys
 import tempfile
 import threading
+from typing import Any
 
 from rawmux.bench import runner
 from rawmux.echo.process import EchoProcess, ServerProcess
-from rawmux.experiments.report import (MAX_SECONDS, Result, int_list,
-                                       median, merge_options, pyplot)
+from rawmux.experiments.report import (MAX_SECONDS, Progress, Result,
+                                       int_list, median, merge_options,
+                                       pyplot)
 
 # What it does, in one line (--help); CLAIM is what it tests.
 SUMMARY = "count the system calls per echoed message of each backend"
@@ -292,7 +296,7 @@ def strace_problem():
 
 def parse_strace_summary(text):
     """{syscall: calls} from the table ``strace -c`` writes."""
-    counts = {}
+    counts: dict[str, int] = {}
     for line in text.splitlines():
         fields = line.split()
         # "% time seconds usecs/call calls [errors] syscall"; the header,
@@ -409,7 +413,7 @@ def _latency(backend, conns_list, built, seconds, cpus):
 def _latency_medians(runs):
     """One row per (backend, conns): the median of each figure over the
     rounds."""
-    grouped = {}
+    grouped: dict[tuple[str, int], list[Any]] = {}
     for (backend, conns), got in runs:
         grouped.setdefault((backend, conns), []).append(got)
     return [{"backend": backend, "conns": conns, "rounds": len(got),
@@ -439,7 +443,8 @@ def _options(fast, options):
     return chosen
 
 
-def run(*, fast=False, progress=None, **options):
+def run(*, fast: bool = False, progress: Progress | None = None,
+        **options: object) -> Result:
     opts = _options(fast, options)
     backends, messages = opts["backends"], opts["messages"]
     problem = strace_problem()
@@ -635,10 +640,10 @@ def _plot(result, path):
         for backend in dict.fromkeys(r["backend"] for r in latency):
             rows = sorted((r for r in latency if r["backend"] == backend),
                           key=lambda r: r["conns"])
-            x = [r["conns"] for r in rows]
-            line, = ax.plot(x, [r["p99_us"] for r in rows], marker="o",
+            conns = [r["conns"] for r in rows]
+            line, = ax.plot(conns, [r["p99_us"] for r in rows], marker="o",
                             label=f"{backend} p99")
-            ax.plot(x, [r["p50_us"] for r in rows], marker=".",
+            ax.plot(conns, [r["p50_us"] for r in rows], marker=".",
                     linestyle="--", color=line.get_color(),
                     label=f"{backend} p50")
         ax.set_xscale("log")

@@ -54,6 +54,8 @@ to show that the kernel's answer is deterministic.
     python -m rawmux experiment triggers --plot triggers.png
 """
 
+from __future__ import annotations
+
 import argparse
 import contextlib
 import socket
@@ -62,7 +64,7 @@ from rawmux._epoll import Epoll
 from rawmux._poll import PollArray
 from rawmux._extension import lib
 from rawmux._select import Select
-from rawmux.experiments.report import Result, pyplot
+from rawmux.experiments.report import Progress, Result, pyplot
 
 # What it does, in one line (--help); CLAIM is what it tests.
 SUMMARY = "count the reports of one unread fd: level, edge and one-shot"
@@ -192,7 +194,7 @@ def expected_timeline(script=SCRIPT):
     alone, plus the bytes queued after each step's actions."""
     entries = {name: _Entry(flags) for name, flags in EPOLL_MODES.items()}
     queued, eof = 0, False
-    cells = {name: [] for name in MECHANISMS}
+    cells: dict[str, list[str]] = {name: [] for name in MECHANISMS}
     backlog = []
     for _label, _what, actions in script:
         for action in actions:
@@ -254,7 +256,7 @@ def _do(action, peer, watcher, epolls, fd):
 def observe_timeline(script=SCRIPT):
     """Run the script once on a fresh socketpair; {mechanism: [cell per
     step]} as the kernel answered."""
-    cells = {name: [] for name in MECHANISMS}
+    cells: dict[str, list[str]] = {name: [] for name in MECHANISMS}
     with contextlib.ExitStack() as stack:
         peer, watcher = socket.socketpair()
         stack.callback(peer.close)
@@ -293,7 +295,8 @@ def observe_timeline(script=SCRIPT):
 
 # ---- the experiment ---------------------------------------------------------
 
-def run(*, fast=False, progress=None, repeats=None):
+def run(*, fast: bool = False, progress: Progress | None = None,
+        repeats: int | None = None) -> Result:
     if repeats is None:
         repeats = FAST_REPEATS if fast else DEFAULT_REPEATS
     if type(repeats) is not int or repeats < 1:
