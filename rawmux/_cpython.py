@@ -2,20 +2,43 @@
 
 The stdlib ``select`` module converts its arguments with a handful of C
 helpers from CPython's core; each function here is one of them, named in its
-docstring, with the same exception types and messages (checked against
-CPython 3.11 by the compatibility tests).  They sit on the slow paths: the
-common cases (an int fd, an int or None timeout) are handled inline by the
-callers.
+docstring, with the same exception types and messages (checked against the
+running interpreter's ``select`` by the compatibility tests).  They sit on
+the slow paths: the common cases (an int fd, an int or None timeout) are
+handled inline by the callers.
+
+``import rawmux as select`` stands in for the ``select`` of the interpreter
+it runs on, so where CPython changed between the versions rawmux supports
+(3.11 and later), ``sys.version_info`` picks the behaviour once, here, at
+import; the constants below name the CPython source and the change.
+Between 3.11 and 3.12 nothing the select module does on Linux changed.  3.13
+changed a message rawmux reproduces (PYTIME_OVERFLOW), and
+two messages it does not, since its objects are Python classes whose
+signatures and names differ from the C ones anyway: the TypeError for an
+unknown keyword argument (Python/getargs.c: "'x' is an invalid keyword
+argument for poll()" became "poll() got an unexpected keyword argument 'x'")
+and the AttributeError for a new attribute (Objects/object.c adds "and no
+__dict__ for setting new attributes", which rawmux's classes get from the
+interpreter, under their own names).
 """
 
 import errno as _errno
 import math
 import operator
 import os
+import sys
 import time
 
 INT_MIN, INT_MAX = -2**31, 2**31 - 1
-_PYTIME_MIN, _PYTIME_MAX = -2**63, 2**63 - 1     # _PyTime_t: int64 nanoseconds
+_PYTIME_MIN, _PYTIME_MAX = -2**63, 2**63 - 1     # (_)PyTime_t: int64 ns
+
+# Python/pytime.c, pytime_overflow(): an int timeout whose nanoseconds do not
+# fit the 64-bit time type.  3.13 made the type public as PyTime_t (gh-110850)
+# and the message names it.  (A float that does not fit says "timestamp out
+# of range for platform time_t" in every version.)
+PYTIME_OVERFLOW = ("timestamp too large to convert to C "
+                   + ("PyTime_t" if sys.version_info >= (3, 13)
+                      else "_PyTime_t"))
 
 CLOSED_EPOLL = "I/O operation on closed epoll object"
 
@@ -110,7 +133,7 @@ def timeout_ns(obj, unit_ns, type_error):
         raise TypeError(type_error) from None
     ns = value * unit_ns
     if not _PYTIME_MIN <= ns <= _PYTIME_MAX:
-        raise OverflowError("timestamp too large to convert to C _PyTime_t")
+        raise OverflowError(PYTIME_OVERFLOW)
     return ns
 
 
