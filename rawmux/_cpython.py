@@ -12,7 +12,7 @@ it runs on, so where CPython changed between the versions rawmux supports
 (3.11 and later), ``sys.version_info`` picks the behaviour once, here, at
 import; the constants below name the CPython source and the change.
 Between 3.11 and 3.12 nothing the select module does on Linux changed.  3.13
-changed a message rawmux reproduces (PYTIME_OVERFLOW), and
+changed two things rawmux reproduces (PYTIME_OVERFLOW, BOOL_FD_WARNS), and
 two messages it does not, since its objects are Python classes whose
 signatures and names differ from the C ones anyway: the TypeError for an
 unknown keyword argument (Python/getargs.c: "'x' is an invalid keyword
@@ -28,6 +28,7 @@ import operator
 import os
 import sys
 import time
+import warnings
 
 INT_MIN, INT_MAX = -2**31, 2**31 - 1
 _PYTIME_MIN, _PYTIME_MAX = -2**63, 2**63 - 1     # (_)PyTime_t: int64 ns
@@ -39,6 +40,21 @@ _PYTIME_MIN, _PYTIME_MAX = -2**63, 2**63 - 1     # (_)PyTime_t: int64 ns
 PYTIME_OVERFLOW = ("timestamp too large to convert to C "
                    + ("PyTime_t" if sys.version_info >= (3, 13)
                       else "_PyTime_t"))
+
+# Objects/fileobject.c, PyObject_AsFileDescriptor(): from 3.13, True or False
+# given as a file descriptor still works as 1 or 0 but first warns
+# (RuntimeWarning, gh-82626); a fileno() that returns a bool does not.  Under
+# ``-W error`` the warning is the exception, raised before anything happens.
+BOOL_FD_WARNS = sys.version_info >= (3, 13)
+
+# The warning is reported against the caller's line, as PyErr_WarnEx(...,
+# stacklevel=1) from C does: the frames of the compatible API's files are
+# skipped.  The prefixes leave out ".py": the C warnings.warn() compares a
+# prefix with the file name minus its last character, so a whole file name
+# never matches (CPython gh-126209).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_COMPAT_FILES = tuple(os.path.join(_HERE, name) for name in
+                      ("_cpython", "_select", "_poll", "_epoll"))
 
 CLOSED_EPOLL = "I/O operation on closed epoll object"
 
@@ -61,6 +77,9 @@ def as_fd(obj):
     if type(obj) is int and 0 <= obj <= INT_MAX:     # the common case
         return obj
     if isinstance(obj, int):
+        if BOOL_FD_WARNS and type(obj) is bool:
+            warnings.warn("bool is used as a file descriptor", RuntimeWarning,
+                          skip_file_prefixes=_COMPAT_FILES)
         fd = as_c_int(obj)
     else:
         try:

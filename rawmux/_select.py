@@ -31,8 +31,8 @@ Some facts about select
   since PEP 475 the call is retried with the remaining time, and an
   exception raised by a signal handler propagates instead.
 
-The stdlib-compatible ``select()`` reproduces CPython 3.11's results and
-errors (same objects, input order, duplicates kept).  The native ``Select``
+The stdlib-compatible ``select()`` reproduces the running CPython's results
+and errors (same objects, input order, duplicates kept).  The native ``Select``
 keeps its three interest sets in C memory between calls and compacts the
 answer in C: a wait allocates nothing and Python touches only ready fds.
 """
@@ -52,6 +52,11 @@ _positions = lib.rawmux_select_positions
 _waiter_wait = lib.rawmux_select_waiter_wait
 _EINTR = -_errno.EINTR
 _EINVAL = -_errno.EINVAL
+# cffi turns True and False into 1 and 0 without a word, but from Python
+# 3.13 on a bool among the fds must warn (_cpython.BOOL_FD_WARNS).  There, C
+# refuses fds 0 and 1 on the fast path, so that a call naming them takes the
+# exact path, which looks at each object; elsewhere nothing changes.
+_FAST_MIN_FD = 2 if _cpython.BOOL_FD_WARNS else 0
 
 
 # ---- the stdlib-compatible select() ---------------------------------------
@@ -123,8 +128,8 @@ def select(rlist, wlist, xlist, timeout=None, /):
             objs = fds = [*rlist, *wlist, *xlist]
             nr, nw, nx = len(rlist), len(wlist), len(xlist)
             try:
-                n = _positions(objs, len(objs), nr, nw, nx, timeout_us,
-                               out_ptr)
+                n = _positions(objs, len(objs), nr, nw, nx, _FAST_MIN_FD,
+                               timeout_us, out_ptr)
             except (TypeError, OverflowError):
                 pass
         if n == _EINVAL:
@@ -132,8 +137,8 @@ def select(rlist, wlist, xlist, timeout=None, /):
             nr = _fds_of(rlist, objs, fds)
             nw = _fds_of(wlist, objs, fds)
             nx = _fds_of(xlist, objs, fds)
-            n = _positions(fds, len(fds), nr, nw, nx, timeout_us, out_ptr)
-        if n < 0 and _select_failed(n, fds, (len(fds), nr, nw, nx),
+            n = _positions(fds, len(fds), nr, nw, nx, 0, timeout_us, out_ptr)
+        if n < 0 and _select_failed(n, fds, (len(fds), nr, nw, nx, 0),
                                     timeout_us, start, out_ptr):
             return [], [], []
         nr, nw, nx = out[0], out[1], out[2]
