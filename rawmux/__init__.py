@@ -9,7 +9,8 @@ Three layers, each usable on its own:
 
 * ``import rawmux as select`` -- a drop-in for the stdlib ``select`` module
   on Linux: ``select()``, ``poll()``, ``epoll``, ``error``, the constants, with
-  CPython 3.11's results and exceptions.
+  the results, exceptions and warnings of the running CPython's (3.11 or
+  later; rawmux/_cpython.py lists what changed between versions).
 
 * The native API -- ``FdSet``/``Select``, ``PollArray``, ``Epoll``: interest
   sets kept in C memory, waits that allocate nothing and hand back only the

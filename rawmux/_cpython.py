@@ -2,20 +2,59 @@
 
 The stdlib ``select`` module converts its arguments with a handful of C
 helpers from CPython's core; each function here is one of them, named in its
-docstring, with the same exception types and messages (checked against
-CPython 3.11 by the compatibility tests).  They sit on the slow paths: the
-common cases (an int fd, an int or None timeout) are handled inline by the
-callers.
+docstring, with the same exception types and messages (checked against the
+running interpreter's ``select`` by the compatibility tests).  They sit on
+the slow paths: the common cases (an int fd, an int or None timeout) are
+handled inline by the callers.
+
+``import rawmux as select`` stands in for the ``select`` of the interpreter
+it runs on, so where CPython changed between the versions rawmux supports
+(3.11 and later), ``sys.version_info`` picks the behaviour once, here, at
+import; the constants below name the CPython source and the change.
+Between 3.11 and 3.12 nothing the select module does on Linux changed.  3.13
+changed two things rawmux reproduces (PYTIME_OVERFLOW, BOOL_FD_WARNS), and
+two messages it does not, since its objects are Python classes whose
+signatures and names differ from the C ones anyway: the TypeError for an
+unknown keyword argument (Python/getargs.c: "'x' is an invalid keyword
+argument for poll()" became "poll() got an unexpected keyword argument 'x'")
+and the AttributeError for a new attribute (Objects/object.c adds "and no
+__dict__ for setting new attributes", which rawmux's classes get from the
+interpreter, under their own names).
 """
 
 import errno as _errno
 import math
 import operator
 import os
+import sys
 import time
+import warnings
 
 INT_MIN, INT_MAX = -2**31, 2**31 - 1
-_PYTIME_MIN, _PYTIME_MAX = -2**63, 2**63 - 1     # _PyTime_t: int64 nanoseconds
+_PYTIME_MIN, _PYTIME_MAX = -2**63, 2**63 - 1     # (_)PyTime_t: int64 ns
+
+# Python/pytime.c, pytime_overflow(): an int timeout whose nanoseconds do not
+# fit the 64-bit time type.  3.13 made the type public as PyTime_t (gh-110850)
+# and the message names it.  (A float that does not fit says "timestamp out
+# of range for platform time_t" in every version.)
+PYTIME_OVERFLOW = ("timestamp too large to convert to C "
+                   + ("PyTime_t" if sys.version_info >= (3, 13)
+                      else "_PyTime_t"))
+
+# Objects/fileobject.c, PyObject_AsFileDescriptor(): from 3.13, True or False
+# given as a file descriptor still works as 1 or 0 but first warns
+# (RuntimeWarning, gh-82626); a fileno() that returns a bool does not.  Under
+# ``-W error`` the warning is the exception, raised before anything happens.
+BOOL_FD_WARNS = sys.version_info >= (3, 13)
+
+# The warning is reported against the caller's line, as PyErr_WarnEx(...,
+# stacklevel=1) from C does: the frames of the compatible API's files are
+# skipped.  The prefixes leave out ".py": the C warnings.warn() compares a
+# prefix with the file name minus its last character, so a whole file name
+# never matches (CPython gh-126209).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+_COMPAT_FILES = tuple(os.path.join(_HERE, name) for name in
+                      ("_cpython", "_select", "_poll", "_epoll"))
 
 CLOSED_EPOLL = "I/O operation on closed epoll object"
 
@@ -38,6 +77,11 @@ def as_fd(obj):
     if type(obj) is int and 0 <= obj <= INT_MAX:     # the common case
         return obj
     if isinstance(obj, int):
+        # BOOL_FD_WARNS, spelled so that a type checker running as 3.11 or
+        # 3.12 knows warn() has no skip_file_prefixes there (3.12+).
+        if sys.version_info >= (3, 13) and type(obj) is bool:
+            warnings.warn("bool is used as a file descriptor", RuntimeWarning,
+                          skip_file_prefixes=_COMPAT_FILES)
         fd = as_c_int(obj)
     else:
         try:
@@ -110,7 +154,7 @@ def timeout_ns(obj, unit_ns, type_error):
         raise TypeError(type_error) from None
     ns = value * unit_ns
     if not _PYTIME_MIN <= ns <= _PYTIME_MAX:
-        raise OverflowError("timestamp too large to convert to C _PyTime_t")
+        raise OverflowError(PYTIME_OVERFLOW)
     return ns
 
 

@@ -31,8 +31,8 @@ Some facts about select
   since PEP 475 the call is retried with the remaining time, and an
   exception raised by a signal handler propagates instead.
 
-The stdlib-compatible ``select()`` reproduces CPython 3.11's results and
-errors (same objects, input order, duplicates kept).  The native ``Select``
+The stdlib-compatible ``select()`` reproduces the running CPython's results
+and errors (same objects, input order, duplicates kept).  The native ``Select``
 keeps its three interest sets in C memory between calls and compacts the
 answer in C: a wait allocates nothing and Python touches only ready fds.
 """
@@ -67,6 +67,11 @@ _positions = lib.rawmux_select_positions
 _waiter_wait = lib.rawmux_select_waiter_wait
 _EINTR = -_errno.EINTR
 _EINVAL = -_errno.EINVAL
+# cffi turns True and False into 1 and 0 without a word, but from Python
+# 3.13 on a bool among the fds must warn (_cpython.BOOL_FD_WARNS).  There, C
+# refuses fds 0 and 1 on the fast path, so that a call naming them takes the
+# exact path, which looks at each object; elsewhere nothing changes.
+_FAST_MIN_FD = 2 if _cpython.BOOL_FD_WARNS else 0
 
 
 # ---- the stdlib-compatible select() ---------------------------------------
@@ -143,8 +148,8 @@ def select(rlist: Iterable[_R], wlist: Iterable[_W], xlist: Iterable[_X],
             objs = fds = [*rlist, *wlist, *xlist]
             nr, nw, nx = len(rlist), len(wlist), len(xlist)
             try:
-                n = _positions(objs, len(objs), nr, nw, nx, timeout_us,
-                               out_ptr)
+                n = _positions(objs, len(objs), nr, nw, nx, _FAST_MIN_FD,
+                               timeout_us, out_ptr)
             except (TypeError, OverflowError):
                 pass
         if n == _EINVAL:
@@ -152,8 +157,8 @@ def select(rlist: Iterable[_R], wlist: Iterable[_W], xlist: Iterable[_X],
             nr = _fds_of(rlist, objs, fds)
             nw = _fds_of(wlist, objs, fds)
             nx = _fds_of(xlist, objs, fds)
-            n = _positions(fds, len(fds), nr, nw, nx, timeout_us, out_ptr)
-        if n < 0 and _select_failed(n, fds, (len(fds), nr, nw, nx),
+            n = _positions(fds, len(fds), nr, nw, nx, 0, timeout_us, out_ptr)
+        if n < 0 and _select_failed(n, fds, (len(fds), nr, nw, nx, 0),
                                     timeout_us, start, out_ptr):
             return [], [], []
         nr, nw, nx = out[0], out[1], out[2]
@@ -174,10 +179,12 @@ def _pick(objs: list[Any], positions: array[int], first: int,
     return [objs[i] for i in positions[first:first + count]]
 
 
-def _select_failed(n: int, fds: list[Any], counts: tuple[int, int, int, int],
+def _select_failed(n: int, fds: list[Any],
+                   counts: tuple[int, int, int, int, int],
                    timeout_us: int, start: int, out_ptr: FFI.CData) -> bool:
-    """select() after EINTR (PEP 475) or a failed syscall.  Returns True if
-    the timeout ran out (nothing is ready)."""
+    """select() after EINTR (PEP 475) or a failed syscall; ``counts`` are
+    rawmux_select_positions()'s (total, nr, nw, nx, min_fd).  Returns True
+    if the timeout ran out (nothing is ready)."""
     deadline = start + timeout_us * 1000 if timeout_us > 0 else None
     while n == _EINTR:
         # The signal handlers have run by now (an exception from one has

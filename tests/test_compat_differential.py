@@ -5,13 +5,19 @@ some numbered above 1023) in random states: readable, writable, send buffer
 full, peer closed, peer reset (TCP RST), closed locally.  On each population
 the stdlib ``select`` module and rawmux -- the compatible API and the native
 one -- are asked the same question; the answers must be equal, fd for fd.
+
+It also draws timeouts and fds, crowded around the edges where CPython's
+conversions round, overflow or (from 3.13) warn, and checks that rawmux
+converts them as the running interpreter's ``select`` does.
 """
 
 import fcntl
+import math
 import os
 import select as stdlib
 import socket
 import struct
+import warnings
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
@@ -284,3 +290,117 @@ def test_several_hundred_fds(listener, seed):
                                                                low, 0)
     finally:
         pop.close()
+
+
+# ---- argument conversion: the running version's --------------------------------
+
+def converted(call):
+    """What ``call()`` returned or raised (type and message), and the warnings
+    it gave."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            result = "ok", call()
+        except Exception as exc:        # noqa: BLE001 -- we compare them
+            result = type(exc).__name__, str(exc)
+    return result, [(w.category.__name__, str(w.message)) for w in caught]
+
+
+def around(edges, ints):
+    """Values next to each edge and its negative: ints a few steps away, or
+    floats a few ulps away."""
+    signed = [e for edge in edges for e in (edge, -edge)]
+    if ints:
+        return st.sampled_from(signed).flatmap(
+            lambda e: st.integers(e - 3, e + 3))
+
+    def ulps(e):
+        return st.integers(-4, 4).map(
+            lambda k: e if k == 0 else
+            math.nextafter(e, math.copysign(math.inf, k)) if abs(k) == 1 else
+            math.nextafter(math.nextafter(e, math.copysign(math.inf, k)),
+                           math.copysign(math.inf, k)))
+    return st.sampled_from([float(e) for e in signed]).flatmap(ulps)
+
+
+# Where the conversions change their answer: the int64 nanoseconds of
+# (_)PyTime_t (in seconds and in milliseconds), a C int of milliseconds (in
+# milliseconds and in seconds), the half units that rounding turns up.
+INT_EDGES = [9223372036, 9223372037, 9223372036854, 9223372036855,
+             2**31 - 1, 2**31, 2147483, 2147484, 2**63, 2**64, 0, 1]
+FLOAT_EDGES = [2**63 / 1e9, 2**63 / 1e6, (2**31 - 1) / 1e3, 2**31 / 1e3,
+               2**31 - 1, 2**31, 0.5, 1.5, 0.5e-3, 1e-6, 0.5e-6, 1e-9,
+               0.0, 1e300]
+timeouts = st.one_of(
+    st.none(), st.booleans(), st.integers(), st.floats(),
+    around(INT_EDGES, ints=True), around(FLOAT_EDGES, ints=False))
+
+
+@settings(max_examples=300, deadline=None)
+@given(timeout=timeouts)
+def test_timeout_conversion_matches_stdlib(timeout):
+    """Each timeout, on a writable socket so that no call blocks: the answer
+    or the error (and warnings) must be the stdlib's."""
+    a, b = socket.socketpair()
+    try:
+        fd = a.fileno()
+        assert converted(lambda: rawmux.select([], [fd], [], timeout)) == \
+            converted(lambda: stdlib.select([], [fd], [], timeout))
+        p, q = stdlib.poll(), rawmux.poll()
+        p.register(fd, stdlib.POLLOUT)
+        q.register(fd, stdlib.POLLOUT)
+        assert converted(lambda: q.poll(timeout)) == \
+            converted(lambda: p.poll(timeout))
+        with stdlib.epoll() as ep, rawmux.epoll() as eq:
+            ep.register(fd, stdlib.EPOLLOUT)
+            eq.register(fd, stdlib.EPOLLOUT)
+            assert converted(lambda: eq.poll(timeout)) == \
+                converted(lambda: ep.poll(timeout))
+    finally:
+        a.close()
+        b.close()
+
+
+class FileNo:
+    def __init__(self, value):
+        self.value = value
+
+    def fileno(self):
+        return self.value
+
+
+fd_values = st.one_of(
+    st.booleans(), st.integers(-3, 1100), st.integers(),
+    around([2**31, 2**32, 2**63], ints=True))
+fd_objects = st.one_of(fd_values, fd_values.map(FileNo))
+
+
+@settings(max_examples=200, deadline=None)
+@given(objs=st.lists(fd_objects, min_size=1, max_size=4))
+def test_fd_conversion_matches_stdlib(objs):
+    """Fds of every kind -- bools, negative, past FD_SETSIZE or a C int,
+    through fileno() or not, open or not -- with timeout 0: the answer or
+    the error (and, from 3.13, the warnings) must be the stdlib's."""
+    def plain(results):         # select() hands back the caller's objects
+        return [[o.value if isinstance(o, FileNo) else o for o in r]
+                for r in results]
+    assert converted(lambda: plain(rawmux.select(objs, objs, [], 0))) == \
+        converted(lambda: plain(stdlib.select(objs, objs, [], 0)))
+
+    def poll(module):
+        p = module.poll()
+        for obj in objs:
+            p.register(obj, 0)
+        return p.poll(0)
+    assert converted(lambda: poll(rawmux)) == converted(lambda: poll(stdlib))
+
+    def epoll(module):
+        errnos = []         # a closed fd, a file, a repeated one: go on
+        with module.epoll() as ep:
+            for obj in objs:
+                try:
+                    ep.register(obj, 0)
+                except OSError as exc:
+                    errnos.append(exc.errno)
+            return errnos, ep.poll(0)
+    assert converted(lambda: epoll(rawmux)) == converted(lambda: epoll(stdlib))

@@ -2,7 +2,10 @@
 
 Every case runs twice, once against the stdlib ``select`` module and once
 against ``rawmux``, on the same sockets; the two outcomes (the result, or the
-exception's type, errno and message) must be equal.
+exception's type, errno and message, and the warnings with the line they are
+reported against) must be equal.  The stdlib is the running interpreter's, so
+each case checks rawmux against the Python version it runs on: where CPython
+changed (rawmux/_cpython.py lists how), the expectation changes with it.
 """
 
 import decimal
@@ -10,6 +13,8 @@ import fractions
 import os
 import select as stdlib_select
 import socket
+import sys
+import warnings
 
 import pytest
 
@@ -19,8 +24,11 @@ import rawmux
 class Index:
     """Has __index__ but is not an int."""
 
+    def __init__(self, value=0):
+        self.value = value
+
     def __index__(self):
-        return 0
+        return self.value
 
 
 class FileNo:
@@ -90,11 +98,18 @@ def normalize(value):
     return value
 
 
-def outcome(call):
-    try:
-        return "returned", normalize(call())
-    except Exception as exc:        # noqa: BLE001 -- we compare them
-        return type(exc).__name__, getattr(exc, "errno", None), str(exc)
+def outcome(call, action="always"):
+    """What ``call()`` did: returned or raised what, and the warnings it gave
+    (category, message, and where they point), under warning filter
+    ``action``."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter(action)
+        try:
+            result = "returned", normalize(call())
+        except Exception as exc:        # noqa: BLE001 -- we compare them
+            result = type(exc).__name__, getattr(exc, "errno", None), str(exc)
+    return result, [(w.category.__name__, str(w.message), w.filename, w.lineno)
+                    for w in caught]
 
 
 def select_cases():
@@ -108,6 +123,8 @@ def select_cases():
         "str": "1", "index": Index(), "decimal": decimal.Decimal("0.001"),
         "fraction": fractions.Fraction(1, 1000), "bool": True,
         "edge float": 9223372036.854775807, "lower edge": -9223372036.854776,
+        "negative int too big": -9223372037, "index too big": Index(2**70),
+        "huge negative int": -2**63 - 1,
     }.items():
         cases[f"timeout {name}"] = (
             lambda m, e, t=timeout: m.select([], [e["a"]], [], t))
@@ -147,6 +164,14 @@ def select_cases():
             0),
         "duplicates": lambda e: ([e["b"]] * 3, [e["b"], e["a"]] * 2, [], 0),
         "bool fd": lambda e: ([], [FileNo(True), True], [], 0),
+        # Lists of ints with a bool among them, which cffi would take for 1
+        # and 0 (rawmux/_select.py: _FAST_MIN_FD).
+        "bool fds in int lists": lambda e: (
+            [e["b"].fileno(), False], (True, e["a"].fileno()), [], 0),
+        "bool fd then a bad one": lambda e: ([True, -1], [], [], 0),
+        "bad fd then a bool": lambda e: ([-1, True], [], [], 0),
+        "bool fd in an iterable": lambda e: (iter([True]), [], [], 0),
+        "fds 0 and 1 as ints": lambda e: ([0, 1], [0, 1], [], 0),
         "closed fd": lambda e: ([e["closed"]()], [], [], 0),
     }.items():
         cases[f"select {name}"] = (
@@ -170,6 +195,16 @@ def select_cases():
     cases["select list grown by fileno()"] = grows
     cases["select returns new lists"] = new_lists
     return cases
+
+
+def register_despite_warning(m, e, p):
+    """Register fd True, carrying on if the warning is an error: then (3.13+)
+    nothing may have been registered."""
+    try:
+        p.register(True, m.POLLOUT)
+    except RuntimeWarning:
+        pass
+    return p.poll(0)
 
 
 def poll_cases():
@@ -224,6 +259,16 @@ def poll_cases():
         "poll register 2**31": with_poll(lambda m, e, p: p.register(2**31)),
         "poll register fileno non-int": with_poll(
             lambda m, e, p: p.register(FileNo(None))),
+        "poll register bool fd": with_poll(
+            lambda m, e, p: (p.register(True, 0), p.poll(0))),
+        "poll modify bool fd": with_poll(
+            lambda m, e, p: (p.register(1, 0), p.modify(True, 0), p.poll(0))),
+        "poll unregister bool fd": with_poll(
+            lambda m, e, p: p.unregister(False)),
+        "poll register fileno bool": with_poll(
+            lambda m, e, p: (p.register(FileNo(True), 0), p.poll(0))),
+        "poll bool fd refused under -W error": with_poll(
+            register_despite_warning),
         "poll closed fd is POLLNVAL": with_poll(
             lambda m, e, p: (p.register(e["closed"]()), p.poll(0))),
         "poll takes no keywords": with_poll(
@@ -293,6 +338,12 @@ def epoll_cases():
         "epoll register itself": with_epoll(
             lambda m, e, ep: ep.register(ep.fileno())),
         "epoll register -1": with_epoll(lambda m, e, ep: ep.register(-1)),
+        "epoll register bool fd": with_epoll(
+            lambda m, e, ep: ep.register(True, 0)),
+        "epoll modify bool fd": with_epoll(
+            lambda m, e, ep: ep.modify(False, 0)),
+        "epoll unregister bool fd": with_epoll(
+            lambda m, e, ep: ep.unregister(True)),
         "epoll register keywords": with_epoll(
             lambda m, e, ep: (ep.register(fd=e["b"], eventmask=m.EPOLLIN),
                               ep.poll(0))),
@@ -342,6 +393,41 @@ def test_same_outcome_as_stdlib(name, env):
     want = outcome(lambda: case(stdlib_select, env))
     got = outcome(lambda: case(rawmux, env))
     assert got == want
+
+
+@pytest.mark.parametrize("name", sorted(n for n in CASES if "bool" in n))
+def test_same_outcome_with_warnings_as_errors(name, env):
+    """``-W error``: from 3.13 a bool fd raises its RuntimeWarning, before
+    anything is registered or waited for."""
+    case = CASES[name]
+    want = outcome(lambda: case(stdlib_select, env), "error")
+    got = outcome(lambda: case(rawmux, env), "error")
+    assert got == want
+
+
+def test_bool_fd_warning_follows_the_running_version():
+    """The bool cases above compare something: CPython 3.13 warns (and points
+    at the caller's line), 3.11 and 3.12 do not.  A computed expectation, so
+    that a stdlib that stopped warning would be noticed too."""
+    for module in (stdlib_select, rawmux):
+        p = module.poll()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            p.register(True, 0); line = sys._getframe().f_lineno  # noqa: E702
+        want = ([("RuntimeWarning", "bool is used as a file descriptor",
+                  __file__, line)] if sys.version_info >= (3, 13) else [])
+        assert [(w.category.__name__, str(w.message), w.filename, w.lineno)
+                for w in caught] == want, module
+
+
+def test_int_timeout_overflow_names_the_running_versions_type():
+    """Python/pytime.c: 3.13 renamed _PyTime_t to PyTime_t, in the message
+    too.  Computed, as above."""
+    name = "PyTime_t" if sys.version_info >= (3, 13) else "_PyTime_t"
+    for module in (stdlib_select, rawmux):
+        with pytest.raises(OverflowError) as info:
+            module.select([], [], [], 2**63)
+        assert str(info.value) == f"timestamp too large to convert to C {name}"
 
 
 def test_module_level_names():
