@@ -43,7 +43,7 @@ def _install_command(inplace: bool) -> str:
     return f"{sys.executable} -m pip install {editable}{where}"
 
 
-def source_digest() -> str | None:
+def source_digest() -> int | None:
     """The digest of this source tree's csrc/ (None outside a source tree)."""
     if not _in_source_tree():
         return None
@@ -52,7 +52,7 @@ def source_digest() -> str | None:
     assert spec is not None and spec.loader is not None   # a .py file path
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    digest: str = module.digest(_CSRC)
+    digest: int = module.digest(_CSRC)
     return digest
 
 
