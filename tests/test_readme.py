@@ -143,12 +143,19 @@ def test_python_at_the_root_imports_the_source_tree_with_its_extension():
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
 
 
-def test_without_the_extension_the_message_says_what_to_run():
-    """No site-packages (-S), so no extension: an ImportError that names the
-    command to run, not a bare ModuleNotFoundError."""
+def test_without_the_extension_the_message_says_what_to_run(tmp_path):
+    """A source tree and a Python without site-packages (-S) or PYTHONPATH,
+    so without the extension: an ImportError that names the command to run,
+    not a bare ModuleNotFoundError."""
+    for part in ("setup.py", os.path.join("csrc", "digest.py")):
+        (tmp_path / part).parent.mkdir(exist_ok=True)
+        shutil.copy(os.path.join(ROOT, part), tmp_path / part)
+    shutil.copytree(os.path.join(ROOT, "rawmux"), tmp_path / "rawmux",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     run = subprocess.run([sys.executable, "-S", "-c", "import rawmux"],
-                         cwd=ROOT, capture_output=True, text=True,
-                         timeout=60)
+                         cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=60)
     assert run.returncode != 0
     last = run.stderr.strip().splitlines()
     assert last[-2].startswith("ImportError: rawmux's C extension (_rawmux) "

@@ -38,7 +38,8 @@ def test_suite_passes_under_address_sanitizer(tmp_path):
                         ignore=shutil.ignore_patterns("*.so", "*.o",
                                                       "_rawmux.c",
                                                       "__pycache__"))
-    shutil.copy(os.path.join(ROOT, "README.md"), tmp_path)
+    for name in ("README.md", "pyproject.toml", "setup.py"):
+        shutil.copy(os.path.join(ROOT, name), tmp_path)
     env = dict(os.environ, RAWMUX_SANITIZE="address", RAWMUX_WERROR="1")
     subprocess.run([sys.executable, "csrc/build.py"], cwd=tmp_path, env=env,
                    check=True, capture_output=True, timeout=300)
