@@ -16,8 +16,8 @@ import pytest
 
 import rawmux
 
-pytest.importorskip("mypy", reason="mypy is not installed: it comes with "
-                                   "the test extra, pip install 'rawmux[test]'")
+pytest.importorskip("mypy", reason="mypy is not installed: it comes with the "
+                    "test extra, pip install 'rawmux[test]'")
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = Path(rawmux.__file__).resolve().parent
@@ -33,7 +33,8 @@ def mypy(tmp_path, *args):
         [sys.executable, "-m", "mypy", "--config-file",
          str(ROOT / "pyproject.toml"), "--cache-dir", str(tmp_path / "cache"),
          *args], cwd=cwd, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, f"mypy {' '.join(args)}:\n{run.stdout}{run.stderr}"
+    assert run.returncode == 0, \
+        f"mypy {' '.join(args)}:\n{run.stdout}{run.stderr}"
 
 
 def test_package_type_checks(tmp_path):
@@ -42,4 +43,5 @@ def test_package_type_checks(tmp_path):
 
 def test_typed_example_type_checks_strictly(tmp_path):
     mypy(tmp_path, "--strict", "--enable-error-code", "deprecated",
-         "--follow-imports", "silent", str(ROOT / "tests" / "typed_example.py"))
+         "--follow-imports", "silent",
+         str(ROOT / "tests" / "typed_example.py"))

@@ -139,7 +139,8 @@ def measure(contender, case, built, warmup, seconds, cpus=(None, None)):
         argv += RAWMUX_SERVE_OPTIONS
     server = subprocess.Popen(argv, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL,
-                              preexec_fn=pin(cpus[0]), cwd=tempfile.gettempdir())
+                              preexec_fn=pin(cpus[0]),
+                              cwd=tempfile.gettempdir())
     result = {"contender": contender, **dataclasses.asdict(case)}
     try:
         line = read_line(server.stdout, 30)

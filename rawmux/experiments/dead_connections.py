@@ -90,7 +90,6 @@ from rawmux.experiments.report import (MAX_SECONDS, Progress, Result,
                                        int_list, median, merge_options,
                                        pyplot)
 
-# What it does, in one line (--help); CLAIM is what it tests.
 SUMMARY = "echo throughput of each backend as idle connections pile up"
 CLAIM = ("select and poll scan every watched fd on every wait, so an echo "
          "server's throughput falls as idle connections pile up; epoll's "
@@ -105,11 +104,12 @@ READY_LIST = ("epoll", "epoll-et")      # O(ready fds) per wait
 # The default run and the short one the test suite uses: 5000 idle, where
 # poll's loss stands far above this machine's noise (at 900 it is ~2.5x in
 # msgs/s on a quiet machine, and other processes can hide it).
-DEFAULT: dict[str, Any] = {"idle": [0, 1000, 5000, 10000], "backends": list(BACKENDS),
-           "conns": 16, "size": 64, "seconds": 0.25, "warmup": 0.05,
-           "rounds": 3}
-FAST: dict[str, Any] = {"idle": [0, 5000], "backends": ["poll", "epoll"], "conns": 16,
-        "size": 64, "seconds": 0.25, "warmup": 0.05, "rounds": 3}
+DEFAULT: dict[str, Any] = {
+    "idle": [0, 1000, 5000, 10000], "backends": list(BACKENDS), "conns": 16,
+    "size": 64, "seconds": 0.25, "warmup": 0.05, "rounds": 3}
+FAST: dict[str, Any] = {
+    "idle": [0, 5000], "backends": ["poll", "epoll"], "conns": 16,
+    "size": 64, "seconds": 0.25, "warmup": 0.05, "rounds": 3}
 
 # Idle connections are opened this many at a time, each batch echoed before
 # the next: the server's listen backlog (1024) never overflows, so no SYN is

@@ -50,7 +50,6 @@ from rawmux import _select, ffi, lib
 from rawmux.experiments.fdlimit import nofile
 from rawmux.experiments.report import Progress, Result
 
-# What it does, in one line (--help); CLAIM is what it tests.
 SUMMARY = "select(2) on fds above 1023: glibc's fd_set, then a bigger bitmap"
 CLAIM = ("select's 1024-descriptor limit is glibc's fd_set size "
          "(FD_SETSIZE), not the kernel's: select(2) watches any fd when "

@@ -87,7 +87,6 @@ from rawmux._poll import PollArray
 from rawmux._extension import lib
 from rawmux.experiments.report import Progress, Result, median, pyplot
 
-# What it does, in one line (--help); CLAIM is what it tests.
 SUMMARY = "count the processes woken per connection on a shared listener"
 CLAIM = ("every process waiting in epoll_wait on a shared listening socket "
          "wakes for each connection; EPOLLEXCLUSIVE wakes one, and "

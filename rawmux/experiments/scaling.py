@@ -126,7 +126,6 @@ from rawmux.experiments.report import (Progress, Result, cell,
                                       format_table, int_list, median,
                                       pyplot)
 
-# What it does, in one line (--help); CLAIM is what it tests.
 SUMMARY = "time one wait of select, poll and epoll against watched, ready fds"
 CLAIM = ("select and poll cost O(n) per wait in the number of watched fds, "
          "epoll_wait O(ready), copying each ready event into the caller's "
@@ -140,10 +139,11 @@ PLOT = ("left: cost per wait versus watched fds, log-log, one line per "
 MECHANISMS = ("select", "poll", "epoll")
 DEFAULT_SIZES = (10, 30, 100, 300, 1000, 3000, 10000)
 FAST_SIZES = (10, 100, 1000)
-DEFAULTS: dict[str, Any] = {"ready": 1, "ready_counts": (1, 10, 100, 1000), "repeats": 15,
-            "batch_ms": 2.0}
-FAST_DEFAULTS: dict[str, Any] = {"ready": 1, "ready_counts": (1, 10, 100), "repeats": 7,
-                 "batch_ms": 1.0}
+DEFAULTS: dict[str, Any] = {
+    "ready": 1, "ready_counts": (1, 10, 100, 1000), "repeats": 15,
+    "batch_ms": 2.0}
+FAST_DEFAULTS: dict[str, Any] = {
+    "ready": 1, "ready_counts": (1, 10, 100), "repeats": 7, "batch_ms": 1.0}
 MAX_READY = 100
 # The ready series watches the largest N fds, but no more than this: poll's
 # scan of 10000 fds would take a batch's time in a handful of waits, and

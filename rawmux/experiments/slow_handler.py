@@ -93,7 +93,6 @@ from rawmux.echo.process import ServerProcess
 from rawmux.experiments.report import (MAX_SECONDS, Progress, Result,
                                        median, merge_options, pyplot)
 
-# What it does, in one line (--help); CLAIM is what it tests.
 SUMMARY = "fast connections' round trips beside one slow handler"
 CLAIM = ("a single-threaded event loop mixes event detection with event "
          "response: one connection whose handler takes 10 ms stalls every "

@@ -58,7 +58,6 @@ from rawmux._epoll import Epoll
 from rawmux._extension import lib
 from rawmux.experiments.report import Progress, Result
 
-# What it does, in one line (--help); CLAIM is what it tests.
 SUMMARY = "close an fd a dup or a child still holds; watch epoll report it"
 CLAIM = ("epoll keys a registration on (fd number, open file description): "
          "after close() of a number whose file a dup or a child still holds, "

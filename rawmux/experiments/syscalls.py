@@ -102,7 +102,6 @@ from rawmux.experiments.report import (MAX_SECONDS, Progress, Result,
                                        int_list, median, merge_options,
                                        pyplot)
 
-# What it does, in one line (--help); CLAIM is what it tests.
 SUMMARY = "count the system calls per echoed message of each backend"
 CLAIM = ("for one connection select + recv costs two system calls where a "
          "blocking recv costs one")

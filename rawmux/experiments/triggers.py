@@ -66,7 +66,6 @@ from rawmux._extension import lib
 from rawmux._select import Select
 from rawmux.experiments.report import Progress, Result, pyplot
 
-# What it does, in one line (--help); CLAIM is what it tests.
 SUMMARY = "count the reports of one unread fd: level, edge and one-shot"
 CLAIM = ("level-triggered epoll (like poll and select) reports an fd at "
          "every wait while data is unread; EPOLLET once per arrival; "
