@@ -37,7 +37,7 @@ import rawmux
 from rawmux import ffi, lib
 from rawmux import selectors as rawmux_selectors
 from rawmux.echo import BACKENDS
-from rawmux.echo.process import EchoProcess
+from rawmux.harness import EchoProcess
 from rawmux.experiments import fdsetsize, scaling
 from rawmux.experiments.report import format_table
 

@@ -13,6 +13,7 @@ import threading
 
 import pytest
 
+from rawmux import harness
 from rawmux.bench import runner
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -41,7 +42,7 @@ def test_bench_runs_and_reports(tmp_path):
 
 def test_load_generator_detects_a_wrong_byte(tmp_path):
     """An echo server that flips one byte: the load generator must fail."""
-    built = runner.build(str(tmp_path))
+    built = harness.build(str(tmp_path))
     listener = socket.create_server(("127.0.0.1", 0))
 
     def corrupting_echo():
@@ -107,20 +108,20 @@ def test_bench_says_where_it_ran_on_two_cpus():
 def test_refused_pinning_runs_unpinned_and_says_so(tmp_path):
     """A CPU the system will not pin to (here: one that does not exist)
     leaves the processes unpinned; the run goes on and reports it."""
-    built = runner.build(str(tmp_path))
+    built = harness.build(str(tmp_path))
     result = runner.measure("c-floor", runner.Case(1, 64, "pingpong"), built,
                             0.1, 0.2, cpus=(99999, 99999))
     assert "error" not in result, result
     assert result["placement"].startswith("not pinned"), result["placement"]
-    assert runner.placement([result]) == result["placement"]
+    assert harness.placement([result]) == result["placement"]
 
 
 def test_where_describes_the_cpu_lists():
-    assert runner.where([0], [1]) == \
+    assert harness.where([0], [1]) == \
         "server pinned to CPU 0, load generator to CPU 1"
-    assert runner.where([3], [3]).startswith(
+    assert harness.where([3], [3]).startswith(
         "server and load generator both on CPU 3")
-    assert runner.where([0, 1, 2], [0, 2]).startswith(
+    assert harness.where([0, 1, 2], [0, 2]).startswith(
         "not pinned: server on CPUs 0-2, load generator on CPUs 0,2")
-    assert runner.placement([{"placement": "a"}, {"placement": "b"},
+    assert harness.placement([{"placement": "a"}, {"placement": "b"},
                              {"placement": "a"}, {"error": "x"}]) == "a; b"

@@ -23,7 +23,7 @@ import time
 
 import pytest
 
-import rawmux.echo.process
+import rawmux.harness
 
 BACKENDS = ["select", "poll", "epoll", "epoll-et", "threads"]
 # Subprocesses run from here: "-m" puts the cwd first on sys.path, and the
@@ -33,7 +33,7 @@ SUMMARY = re.compile(r"rawmux echo \(([\w-]+)\): (\d+) connections accepted, "
                      r"(\d+) closed, (\d+) bytes in, (\d+) bytes out")
 
 
-class EchoProcess(rawmux.echo.process.EchoProcess):
+class EchoProcess(rawmux.harness.EchoProcess):
     """The package's server subprocess, plus what these tests read."""
 
     def rss(self):

@@ -15,7 +15,7 @@ that noise.)  The thresholds leave a wide margin on both sides.
 import pytest
 
 from rawmux import lib
-from rawmux.echo.process import EchoProcess
+from rawmux.harness import EchoProcess
 from rawmux.experiments import dead_connections
 from rawmux.experiments.dead_connections import IdleClients
 

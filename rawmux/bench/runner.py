@@ -1,20 +1,17 @@
-"""The bench itself: build the C parts, run the rounds, report."""
+"""The bench itself: the contenders, the rounds, the report (the server
+under test and the load generator are ``rawmux.harness``'s)."""
 
 import dataclasses
 import json
-import os
-import re
-import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 
-import rawmux
 from rawmux._atomic import check_writable, replacing, write_text
 from rawmux._progress import ProgressBar
-from rawmux.echo.process import cpu_seconds, pin, read_line
+from rawmux.harness import (Case, ServerProcess, build, cpu_pair, drive,
+                            placement)
 
 # name -> how to start it; "{floor}" is the compiled C floor server.
 CONTENDERS = {
@@ -32,180 +29,24 @@ CONTENDERS = {
 RAWMUX_SERVE_OPTIONS = ["--port", "0", "--max-conns", "100000"]
 
 
-@dataclasses.dataclass(frozen=True)
-class Case:
-    conns: int
-    size: int
-    mode: str                   # "pingpong" or "stream"
-    window: int = 8             # messages in flight per connection (stream)
-
-    def label(self):
-        size = f"{self.size // 1024}KiB" if self.size >= 1024 else \
-            f"{self.size}B"
-        return f"{self.mode} {self.conns}c {size}"
-
-
-# ---- building the C parts ------------------------------------------------------
-
-def c_sources():
-    """Where benchmarks/c is: beside the package in a source checkout, or
-    installed as data (share/rawmux/c)."""
-    package = os.path.dirname(os.path.abspath(rawmux.__file__))
-    for candidate in (os.path.join(os.path.dirname(package), "benchmarks",
-                                   "c"),
-                      os.path.join(sys.prefix, "share", "rawmux", "c"),
-                      os.path.join(os.getcwd(), "benchmarks", "c")):
-        if os.path.exists(os.path.join(candidate, "loadgen.c")):
-            return candidate
-    raise FileNotFoundError("benchmarks/c (loadgen.c, echo_floor.c) not "
-                            "found beside the package nor in share/rawmux/c")
-
-
-def build(directory):
-    """Compile loadgen and echo_floor into directory; return their paths."""
-    cc = os.environ.get("CC") or shutil.which("cc") or shutil.which("gcc")
-    if cc is None:
-        raise RuntimeError("the bench needs a C compiler (cc or gcc)")
-    source = c_sources()
-    built = {}
-    for name in ("loadgen", "echo_floor"):
-        exe = os.path.join(directory, name)
-        subprocess.run([cc, "-O2", "-o", exe,
-                        os.path.join(source, name + ".c")], check=True)
-        built[name] = exe
-    return built
-
-
-# ---- one measurement --------------------------------------------------------------
-
-def cpu_pair():
-    """(server CPU, load CPU): the first two CPUs this process may run on,
-    so that the two never compete for one; (None, None), no pinning, when
-    it may run on one only."""
-    allowed = sorted(os.sched_getaffinity(0))
-    return (allowed[0], allowed[1]) if len(allowed) >= 2 else (None, None)
-
-
-def _cpus(pid):
-    try:
-        return sorted(os.sched_getaffinity(pid))
-    except OSError:             # gone already
-        return None
-
-
-def _cpu_list(cpus):
-    if cpus is None:
-        return "unknown CPUs"
-    if len(cpus) == 1:
-        return f"CPU {cpus[0]}"
-    if cpus == list(range(cpus[0], cpus[-1] + 1)):
-        return f"CPUs {cpus[0]}-{cpus[-1]}"
-    return "CPUs " + ",".join(map(str, cpus))
-
-
-def where(server_cpus, load_cpus):
-    """Where a server and its load generator ran, in words, from the CPU
-    lists each was allowed (sched_getaffinity of the running process)."""
-    single = (server_cpus and load_cpus and len(server_cpus) == 1
-              and len(load_cpus) == 1)
-    if single and server_cpus != load_cpus:
-        return (f"server pinned to {_cpu_list(server_cpus)}, load generator "
-                f"to {_cpu_list(load_cpus)}")
-    if single:
-        text = f"server and load generator both on {_cpu_list(server_cpus)}"
-    else:
-        text = (f"not pinned: server on {_cpu_list(server_cpus)}, load "
-                f"generator on {_cpu_list(load_cpus)}")
-    if len(os.sched_getaffinity(0)) < 2:
-        text += " (this process may use one CPU only)"
-    return text
-
-
-def placement(runs):
-    """Where the servers and load generators of ``runs`` (drive() results)
-    ran, in one phrase: the runs' ``placement``, distinct ones joined."""
-    seen = dict.fromkeys(r["placement"] for r in runs if "placement" in r)
-    return "; ".join(seen) if seen else "placement unknown"
-
-
 def measure(contender, case, built, warmup, seconds, cpus=(None, None)):
     """Start the contender, load it, stop it.  Returns a result dict, or one
     with "error" when the run failed."""
     argv = [a.format(floor=built["echo_floor"])
             for a in CONTENDERS[contender]]
-    if argv[0] != built["echo_floor"]:
-        argv = [sys.executable] + argv
     if contender.startswith("rawmux-"):
         argv += RAWMUX_SERVE_OPTIONS
-    server = subprocess.Popen(argv, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL,
-                              preexec_fn=pin(cpus[0]),
-                              cwd=tempfile.gettempdir())
     result = {"contender": contender, **dataclasses.asdict(case)}
     try:
-        line = read_line(server.stdout, 30)
-        match = re.search(r"listening on ([\d.]+):(\d+)", line)
-        if not match:
-            return {**result, "error": f"server did not start: {line!r}"}
-        return {**result, **drive((match.group(1), match.group(2)),
-                                   server.pid, case, built, warmup, seconds,
-                                   cpus[1])}
-    finally:
-        if server.poll() is None:
-            server.send_signal(signal.SIGTERM)
-        try:
-            server.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.communicate(timeout=10)
-
-
-def drive(address, server_pid, case, built, warmup, seconds, cpu=None):
-    """Run the load generator (pinned to cpu) against a server already
-    listening at address (host, port), sampling the CPU time of process
-    server_pid over the measured seconds.  Returns the load generator's
-    figures, the rates derived from them and ``placement`` (where the two
-    really ran: ``where()``), or {"error": ...}.  The experiments use it on
-    servers they set up themselves."""
-    host, port = address
-    # The with-block closes the pipes and reaps the child on every path.
-    with subprocess.Popen(
-            [built["loadgen"], str(host), str(port),
-             str(case.conns), str(case.size), case.mode, str(case.window),
-             str(warmup), str(seconds)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            preexec_fn=pin(cpu)) as load:
-        try:
-            ran = where(_cpus(server_pid), _cpus(load.pid))
-            if read_line(load.stdout, warmup + 60).strip() != "measuring":
-                load.kill()
-                err = load.communicate(timeout=10)[1].decode().strip()
-                return {"error": err or "load generator failed"}
-            cpu0 = cpu_seconds(server_pid)
-            line = read_line(load.stdout, seconds + 60)
-            cpu1 = cpu_seconds(server_pid)
-            load.wait(timeout=30)
-        finally:
-            if load.poll() is None:
-                load.kill()
-                load.wait(timeout=10)
-        if load.returncode != 0 or not line:
-            err = load.communicate(timeout=10)[1].decode().strip()
-            return {"error": err or "load generator failed"}
-    stats = json.loads(line)
-    messages = max(stats["messages"], 1)
-    user, system = cpu1[0] - cpu0[0], cpu1[1] - cpu0[1]
-    return {**stats, "placement": ran,
-            "msgs_per_s": stats["messages"] / stats["seconds"],
-            "mib_per_s": stats["bytes"] / stats["seconds"] / 2**20,
-            "cpu_us_per_msg": (user + system) / messages * 1e6,
-            # user: the server's own code (and libc); system: the
-            # kernel's TCP and syscall work on its behalf.
-            "user_us_per_msg": user / messages * 1e6,
-            "sys_us_per_msg": system / messages * 1e6,
-            # How busy the server's core was: near 100% means the load
-            # generator saturated it.
-            "server_cpu_pct": (user + system) / stats["seconds"] * 100}
+        server = ServerProcess(
+            argv, contender, cpu=cpus[0], stderr=subprocess.DEVNULL,
+            executable=None if argv[0] == built["echo_floor"] else
+            sys.executable)
+    except RuntimeError as exc:
+        return {**result, "error": str(exc)}
+    with server:
+        return {**result, **drive(server.address, server.pid, case, built,
+                                   warmup, seconds, cpus[1])}
 
 
 # ---- rounds and the report ---------------------------------------------------------

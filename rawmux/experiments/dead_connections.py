@@ -83,8 +83,8 @@ import time
 from typing import Any
 
 from rawmux import Epoll, lib
-from rawmux.bench import runner
-from rawmux.echo.process import EchoProcess
+from rawmux import harness
+from rawmux.harness import EchoProcess
 from rawmux.experiments.fdlimit import nofile
 from rawmux.experiments.report import (MAX_SECONDS, Progress, Result,
                                        int_list, median, merge_options,
@@ -169,7 +169,7 @@ class IdleClients:
             except OSError as exc:
                 raise RuntimeError(
                     f"idle connection {len(self.socks)} to the "
-                    f"{server.backend} server: {exc}{_died(server)}") from exc
+                    f"{server.backend} server: {exc}{server.exited()}") from exc
             self._ep.register(sock.fileno(), lib.EPOLLIN)
             waiting[sock.fileno()] = sock
         ep = self._ep
@@ -179,7 +179,7 @@ class IdleClients:
                 raise RuntimeError(
                     f"{len(waiting)} idle connections to the "
                     f"{server.backend} server got no echo within "
-                    f"{self.timeout:g} s{_died(server)}")
+                    f"{self.timeout:g} s{server.exited()}")
             for i in range(ep.wait(math.ceil(left * 1000))):
                 fd = ep.ready_fds[i]
                 sock = waiting.pop(fd)
@@ -193,7 +193,7 @@ class IdleClients:
                         f"the {server.backend} server closed idle "
                         f"connection {len(self.socks) - len(waiting)} "
                         f"instead of echoing ({echo!r}): it refused it or "
-                        f"ran out of fds or threads{_died(server)}")
+                        f"ran out of fds or threads{server.exited()}")
 
     def close(self):
         """Close them all with a reset (SO_LINGER 0): thousands of sockets
@@ -224,13 +224,6 @@ def _high_socket():
     return socket.socket(fileno=high)
 
 
-def _died(server):
-    code = server.proc.poll()
-    return "" if code is None else f" (the server exited {code})"
-
-
-def _open_fds(pid):
-    return len(os.listdir(f"/proc/{pid}/fd"))
 
 
 def _settle(server, fds, timeout=_TIMEOUT):
@@ -239,12 +232,12 @@ def _settle(server, fds, timeout=_TIMEOUT):
     tells when another process has processed a FIN, so this re-reads
     /proc/PID/fd every millisecond, up to ``timeout``."""
     deadline = time.monotonic() + timeout
-    while (held := _open_fds(server.pid)) > fds:
+    while (held := server.open_fds()) > fds:
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"the {server.backend} server still holds {held} fds "
                 f"({fds} expected) {timeout:g} s after the load generator "
-                f"left{_died(server)}")
+                f"left{server.exited()}")
         time.sleep(0.001)
 
 
@@ -296,7 +289,7 @@ def _drive(server, case, built, options, cpu, tries=3):
     less than one tick -- other processes took its CPU -- measures no CPU
     per message, so it is run again, up to ``tries`` times."""
     for _ in range(tries):
-        res = runner.drive(server.address, server.pid, case, built,
+        res = harness.drive(server.address, server.pid, case, built,
                            options["warmup"], options["seconds"], cpu)
         if "error" in res or res["cpu_us_per_msg"] > 0:
             return res
@@ -312,7 +305,7 @@ def _backend(backend, options, built, cpus, tick):
     turn (alternating which goes first), ``rounds`` pairs per level.
     Returns (points, select_cap, the servers' closing counters)."""
     conns, rounds = options["conns"], options["rounds"]
-    case = runner.Case(conns, options["size"], "pingpong")
+    case = harness.Case(conns, options["size"], "pingpong")
     serve = ("--max-conns", str(max(options["idle"]) + 2 * conns),
              "--idle-timeout", str(_IDLE_TIMEOUT))
     points = []
@@ -321,8 +314,8 @@ def _backend(backend, options, built, cpus, tick):
                                                    cpu=cpus[0]))
         loaded = stack.enter_context(EchoProcess(backend, *serve,
                                                  cpu=cpus[0]))
-        fds = {baseline: _open_fds(baseline.pid),
-               loaded: _open_fds(loaded.pid)}
+        fds = {baseline: baseline.open_fds(),
+               loaded: loaded.open_fds()}
         soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         need = fds[loaded] + max(options["idle"]) + 2 * conns
         if need > soft:
@@ -344,7 +337,7 @@ def _backend(backend, options, built, cpus, tick):
                     # The last load generator's connections closed first:
                     # closing them is no part of the next measurement.
                     _settle(server, fds[server] + idle)
-                    held = _open_fds(server.pid)
+                    held = server.open_fds()
                     if held != fds[server] + idle:
                         raise RuntimeError(
                             f"the {backend} server holds {held} fds where "
@@ -551,7 +544,7 @@ def run(*, fast: bool = False, progress: Progress | None = None,
 
 
 def _run(options, progress):
-    cpus = runner.cpu_pair()
+    cpus = harness.cpu_pair()
     backends = options["backends"]
     per_backend = 2 * options["rounds"] * (len(options["idle"]) - 1)
     total, done = per_backend * len(backends), 0
@@ -564,7 +557,7 @@ def _run(options, progress):
 
     points, cap, servers = [], None, {}
     with tempfile.TemporaryDirectory() as tmp:
-        built = runner.build(tmp)
+        built = harness.build(tmp)
         for n, backend in enumerate(backends):
             new, limit, servers[backend] = _backend(backend, options, built,
                                                     cpus, tick)
@@ -592,7 +585,7 @@ def _run(options, progress):
                          m["server_cpu_pct"], m["p50_us"], m["p99_us"]])
     notes = [
         f"{options['conns']} active connections x {options['size']} B "
-        f"ping-pong from the C load generator; {runner.placement(points)}; "
+        f"ping-pong from the C load generator; {harness.placement(points)}; "
         f"{options['warmup']:g} s warm-up + "
         f"{options['seconds']:g} s measured per run; medians.",
         f"ratio: to a baseline server of the same backend with no idle "

@@ -85,6 +85,7 @@ from typing import Any
 from rawmux._epoll import Epoll
 from rawmux._poll import PollArray
 from rawmux._extension import lib
+from rawmux.harness import proc_stat, proc_status
 from rawmux.experiments.report import Progress, Result, median, pyplot
 
 SUMMARY = "count the processes woken per connection on a shared listener"
@@ -229,9 +230,7 @@ def _fork_child(index, listener, ep, mask, report_fd, close_in_child):
 
 def _asleep_in_epoll(pid):
     """True if the process sleeps (state S) inside epoll_wait."""
-    with open(f"/proc/{pid}/stat") as f:
-        state = f.read().rsplit(")", 1)[1].split()[0]
-    if state != "S":
+    if proc_stat(pid)[0] != "S":
         return False
     with open(f"/proc/{pid}/wchan") as f:
         wchan = f.read()
@@ -256,11 +255,7 @@ def _wait_quiet(pids, timeout=_QUIET_TIMEOUT):
 
 
 def _voluntary_switches(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("voluntary_ctxt_switches:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no voluntary_ctxt_switches in /proc/{pid}/status")
+    return proc_status(pid, "voluntary_ctxt_switches")
 
 
 # ---- one block of connections for one configuration -------------------------

@@ -88,8 +88,8 @@ import threading
 import time
 
 from rawmux import Epoll, lib
-from rawmux.bench import runner
-from rawmux.echo.process import ServerProcess
+from rawmux import harness
+from rawmux.harness import ServerProcess
 from rawmux.experiments.report import (MAX_SECONDS, Progress, Result,
                                        median, merge_options, pyplot)
 
@@ -397,7 +397,7 @@ class _SlowClient:
 
 def _measure(server, conns, built, warmup, seconds, cpu, slow, burn_ms):
     """The fast connections' figures, with or without a slow one."""
-    case = runner.Case(conns, SIZE, "pingpong")
+    case = harness.Case(conns, SIZE, "pingpong")
     client = None
     if slow:
         # Generous: an echo waits for the burns queued before it, and on
@@ -405,7 +405,7 @@ def _measure(server, conns, built, warmup, seconds, cpu, slow, burn_ms):
         client = _SlowClient(server.address,
                              timeout=10 + 2 * SLOW_WINDOW * burn_ms / 1000)
     try:
-        got = runner.drive(server.address, server.pid, case, built, warmup,
+        got = harness.drive(server.address, server.pid, case, built, warmup,
                            seconds, cpu)
     except BaseException:
         # Interrupted or failed: stop the client, but let the original
@@ -449,12 +449,12 @@ def run(*, fast: bool = False, progress: Progress | None = None,
         **options: object) -> Result:
     opts = _options(fast, options)
     warmup = _WARMUP[bool(fast)]
-    cpus = runner.cpu_pair()
+    cpus = harness.cpu_pair()
     configs = [(s, b) for s in SERVERS for b in opts["burns"]]
     total, done = opts["rounds"] * len(configs), 0
     runs = []               # (server, burn, slow, row)
     with tempfile.TemporaryDirectory() as tmp:
-        built = runner.build(tmp)
+        built = harness.build(tmp)
         for r in range(opts["rounds"]):
             shift = r % len(configs)
             for server, burn in configs[shift:] + configs[:shift]:
@@ -508,7 +508,7 @@ def _result(opts, runs):
     notes = [f"{opts['conns']} fast connections, one {SIZE}-byte message in "
              f"flight each (C load generator); one slow connection with "
              f"{SLOW_WINDOW} in flight; "
-             f"{runner.placement([row for *_, row in runs])}; "
+             f"{harness.placement([row for *_, row in runs])}; "
              f"{opts['seconds']:g} s per run, median of {opts['rounds']} "
              f"round(s).",
              "cpu: the handler spins in Python, holding the GIL (threads "

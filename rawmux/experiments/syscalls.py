@@ -96,8 +96,8 @@ import tempfile
 import threading
 from typing import Any
 
-from rawmux.bench import runner
-from rawmux.echo.process import EchoProcess, ServerProcess
+from rawmux import harness
+from rawmux.harness import EchoProcess, ServerProcess
 from rawmux.experiments.report import (MAX_SECONDS, Progress, Result,
                                        int_list, median, merge_options,
                                        pyplot)
@@ -398,8 +398,8 @@ def _latency(backend, conns_list, built, seconds, cpus):
     out = []
     with _server(backend, cpu=cpus[0]) as server:
         for conns in conns_list:
-            case = runner.Case(conns, SIZE, "pingpong")
-            got = runner.drive(server.address, server.pid, case, built,
+            case = harness.Case(conns, SIZE, "pingpong")
+            got = harness.drive(server.address, server.pid, case, built,
                                WARMUP, seconds, cpus[1])
             if "error" in got:
                 raise RuntimeError(f"load generator against {backend} at "
@@ -478,9 +478,9 @@ def run(*, fast: bool = False, progress: Progress | None = None,
                                 if n in WAIT_CALLS)})
     runs = []
     if latency_jobs:
-        cpus = runner.cpu_pair()
+        cpus = harness.cpu_pair()
         with tempfile.TemporaryDirectory() as tmp:
-            built = runner.build(tmp)
+            built = harness.build(tmp)
             for r in range(opts["rounds"]):
                 # Each round starts the rotation one server later: none is
                 # always first after the compiler, or always last.
@@ -495,7 +495,7 @@ def run(*, fast: bool = False, progress: Progress | None = None,
     if progress:
         progress(total, total, "done")
     return _result(opts, problem, counts, latency,
-                   runner.placement([got for _, got in runs]))
+                   harness.placement([got for _, got in runs]))
 
 
 def _find(rows, backend, conns):
