@@ -165,7 +165,9 @@ def _parser(experiments=True):
                                   "matplotlib)")
         sub.add_argument("--json", metavar="FILE",
                          help="write the table and measurements as JSON")
-        if hasattr(module, "add_arguments"):
+        if hasattr(module, "OPTIONS"):
+            module.OPTIONS.add_arguments(sub)
+        elif hasattr(module, "add_arguments"):
             module.add_arguments(sub)
     return parser
 

@@ -1,6 +1,7 @@
 """fdsetsize: the verdict comes from what the stdlib, poll(2) and the kernel
 answer on this machine, not from rawmux's own output."""
 
+import errno
 import resource
 import select
 
@@ -8,6 +9,7 @@ import pytest
 
 from rawmux import lib
 from rawmux.experiments import fdsetsize
+from rawmux.experiments.shape import conclude
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,8 @@ def test_rlimit_is_restored_and_bad_fd_refused():
     before = resource.getrlimit(resource.RLIMIT_NOFILE)
     fdsetsize.run(fd=1500)
     assert resource.getrlimit(resource.RLIMIT_NOFILE) == before
-    with pytest.raises(ValueError, match="above FD_SETSIZE"):
+    with pytest.raises(ValueError,
+                       match=f"fd: must be at least {lib.FD_SETSIZE + 1}"):
         fdsetsize.run(fd=lib.FD_SETSIZE)
 
 
@@ -62,3 +65,41 @@ def test_bitmap_never_writes_outside_itself():
     with pytest.raises(IndexError):             # cffi's own check beneath
         bitmap.words[len(bitmap.words)] = 1
     assert bitmap.members() == [99]
+
+
+# ---- the verdict, on synthetic data -----------------------------------------
+
+def synthetic(**changes):
+    """What the kernel answers as the claim says, with ``changes``."""
+    high, idle = lib.FD_SETSIZE, 4000
+    refusal = "ValueError: filedescriptor out of range in select()"
+    data = dict(
+        fd_setsize=lib.FD_SETSIZE, sizeof_fd_set=lib.FD_SETSIZE // 8,
+        high_fd=high, idle_fd=idle, stdlib_refusal=refusal,
+        compat_refusal=refusal, fd_set_refused=True, fd_set_untouched=True,
+        select_nfds=idle + 1, select_return=1, select_ready=[high],
+        poll_revents={high: lib.POLLIN, idle: 0}, huge_nfds=1 << 20,
+        huge_select_return=1, huge_select_ready=[high], poll_limit=20000,
+        poll_over_limit_return=-errno.EINVAL)
+    data.update(changes)
+    return data
+
+
+def test_judged_confirmed_when_only_libc_refuses():
+    result = conclude(fdsetsize, synthetic())
+    assert result.confirmed is True
+    assert "20,001 entries: EINVAL" in result.verdict
+    assert result.data["high_fd"] == lib.FD_SETSIZE
+
+
+@pytest.mark.parametrize("changes", [
+    {"select_return": -errno.EBADF, "select_ready": []},   # kernel refuses
+    {"compat_refusal": None},                    # rawmux accepted it
+    {"fd_set_untouched": False},                 # the set was written
+    {"select_ready": [lib.FD_SETSIZE, 4000]},    # disagrees with poll(2)
+    {"huge_select_return": -errno.EINVAL},       # huge nfds refused
+])
+def test_judged_refuted_when_anything_differs(changes):
+    result = conclude(fdsetsize, synthetic(**changes))
+    assert result.confirmed is False
+    assert "REFUTED" in result.report()

@@ -1,39 +1,29 @@
 """fdsetsize: whose limit is select's 1024?
 
-The claim
----------
-"select() cannot watch a file descriptor numbered 1024 or above" is true of
-every program that uses glibc's ``fd_set``, and is often stated as a limit
-of the kernel.  It is not: ``fd_set`` is a struct of FD_SETSIZE = 1024 bits
-(128 bytes), and ``FD_SET(fd)`` with a larger fd writes past it.  The
-select(2) system call itself takes three bitmaps of ``nfds`` bits, any
-``nfds``: fs/select.c's ``core_sys_select()`` trims ``nfds`` to the size of
-the process's file table (``fdt->max_fds``) and copies that many bits in
-(a 256-byte buffer on the stack, ``kvmalloc`` beyond it).  The kernel's
-real limit is poll's: ``do_sys_poll()`` refuses more than RLIMIT_NOFILE
-entries with EINVAL.
+Claim: select's 1024-descriptor limit is glibc's ``fd_set``, not the
+kernel's.  Why the kernel agrees: docs/walkthrough.md, "Why the costs
+differ" (fdsetsize) and "select and pselect".
 
-The method
-----------
-One socket pair has data waiting; a second is idle.  The readable end is
-duplicated to the lowest free fd at or above 1024, the idle one to the
-lowest free fd at or above ``--fd`` (4000 by default; RLIMIT_NOFILE is raised
-to allow it where the hard limit does).  Then:
+Method: one socket pair has data waiting, a second is idle.  The readable
+end is duplicated to the lowest free fd at or above 1024, the idle one to
+the lowest free fd at or above ``fd`` (RLIMIT_NOFILE is raised to allow it
+where the hard limit does).  Then the stdlib's ``select.select()``,
+``rawmux.select()`` and rawmux's bounds-checked ``rawmux_fd_set()`` are asked
+about the high fd (each should refuse it, the set untouched); select(2) is
+called with bitmaps of ``nfds`` bits (cffi ``unsigned long[]`` arrays,
+every index bounds-checked), poll(2) gives the reference answer; select(2)
+with ``nfds`` = 2**20 and poll(2) with RLIMIT_NOFILE + 1 entries show
+where the kernel does draw its lines.
 
-1. the stdlib's ``select.select()`` and ``rawmux.select()`` are asked about
-   them (both refuse before any system call);
-2. rawmux's bounds-checked ``rawmux_fd_set()`` is asked to put one into a
-   glibc ``fd_set`` (it refuses with EINVAL and leaves all 128 bytes alone:
-   a raw ``FD_SET`` would write past the struct, which only a
-   ``-D_FORTIFY_SOURCE`` build catches);
-3. ``lib.select()`` is called with bitmaps of ``nfds`` bits allocated as
-   ``unsigned long[]`` arrays, whose every index cffi bounds-checks, so no
-   write can leave them;
-4. poll(2) is asked about the same fds, as the reference answer;
-5. select(2) with ``nfds`` = 2**20, far beyond the file table, and poll(2)
-   with RLIMIT_NOFILE + 1 entries show where the kernel does draw a line.
-
-    python -m rawmux experiment fdsetsize [--fd 4000]
+``Result.data``: ``fd_setsize``, ``sizeof_fd_set``; ``high_fd`` (readable,
+>= 1024) and ``idle_fd`` (>= fd); ``stdlib_refusal`` / ``compat_refusal``
+(the exception text or None); ``fd_set_refused`` (rawmux_fd_set returned
+-1), ``fd_set_untouched``; ``select_nfds``, ``select_return`` /
+``select_ready`` (select(2) on an nfds-bit bitmap); ``poll_revents``
+({fd: revents}); ``huge_nfds`` / ``huge_select_return`` /
+``huge_select_ready`` (select(2) with nfds beyond the file table);
+``poll_limit`` / ``poll_over_limit_return`` (poll(2) with RLIMIT_NOFILE + 1
+entries: -EINVAL expected).
 """
 
 from __future__ import annotations
@@ -48,7 +38,8 @@ import socket
 
 from rawmux import _select, ffi, lib
 from rawmux.experiments.fdlimit import nofile
-from rawmux.experiments.report import Progress, Result
+from rawmux.experiments.options import Options, integer
+from rawmux.experiments.shape import Judgement, Table, runs
 
 SUMMARY = "select(2) on fds above 1023: glibc's fd_set, then a bigger bitmap"
 CLAIM = ("select's 1024-descriptor limit is glibc's fd_set size "
@@ -128,29 +119,16 @@ def _errno_name(negative):
     return errno.errorcode.get(-negative, str(-negative))
 
 
-def add_arguments(parser):
-    parser.add_argument("--fd", type=int, default=4000,
-                        help="put the idle socket at the lowest free fd at "
-                             "or above this one (default %(default)s; at "
-                             "least 1025)")
+OPTIONS = Options(
+    integer("fd", 4000, "put the idle socket at the lowest free fd at or "
+            "above this one; above FD_SETSIZE", low=lib.FD_SETSIZE + 1,
+            high=1 << 20),
+)
 
 
-def run(*, fast: bool = False, progress: Progress | None = None,
-        fd: int = 4000) -> Result:
-    """Run the experiment (instant: ``fast`` changes nothing).
-
-    ``result.data``: ``high_fd`` (readable, >= 1024) and ``idle_fd`` (>= fd),
-    ``stdlib_refusal`` / ``compat_refusal`` (the exception text or None),
-    ``fd_set_refused`` (rawmux_fd_set returned -1), ``fd_set_untouched``,
-    ``select_return`` / ``select_ready`` (select(2) on an nfds-bit bitmap),
-    ``poll_revents`` ({fd: revents}), ``huge_nfds`` / ``huge_select_return``
-    (select(2) with nfds beyond the file table), ``poll_limit`` /
-    ``poll_over_limit_return`` (poll(2) with RLIMIT_NOFILE + 1 entries:
-    -EINVAL expected).
-    """
-    if fd <= lib.FD_SETSIZE:
-        raise ValueError(f"--fd must be above FD_SETSIZE "
-                         f"({lib.FD_SETSIZE}), got {fd}")
+def measure(options, progress):
+    """Instant: ``--fast`` changes nothing."""
+    fd = options.fd
     with contextlib.ExitStack() as stack:
         stack.enter_context(nofile(fd + 16, f"putting a socket at fd {fd}"))
         ready, peer = socket.socketpair()
@@ -190,10 +168,33 @@ def run(*, fast: bool = False, progress: Progress | None = None,
         limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         n, _ = _raw_poll([high], limit + 1)
         data.update(poll_limit=limit, poll_over_limit_return=n)
-    return _result(data)
+    return data
 
 
-def _result(d):
+def judge(d):
+    high, idle = d["high_fd"], d["idle_fd"]
+    huge = d["huge_select_return"]
+    over = d["poll_over_limit_return"]
+    refused = bool(d["stdlib_refusal"] and d["compat_refusal"]
+                   and d["fd_set_refused"] and d["fd_set_untouched"])
+    agrees = (d["select_return"] == 1 and d["select_ready"] == [high]
+              and bool(d["poll_revents"].get(high, 0) & lib.POLLIN)
+              and not d["poll_revents"].get(idle, 0))
+    if refused and agrees and huge == 1:
+        return Judgement(True, (
+            f"libc-level callers refuse fd {high} (>= FD_SETSIZE "
+            f"{d['fd_setsize']}), yet select(2) with a {d['select_nfds']}-bit "
+            f"bitmap reports it readable and fd {idle} idle, as poll(2) does; "
+            f"even nfds = {d['huge_nfds']:,} works. The limit that is the "
+            f"kernel's is poll's RLIMIT_NOFILE"
+            + (f" (poll(2) with {d['poll_limit'] + 1:,} entries: "
+               f"{_errno_name(over)})" if over < 0 else "")))
+    return Judgement(False, (
+        "the kernel did not behave as claimed: see the table (select(2) on "
+        "a bitmap beyond FD_SETSIZE, or a refusal above, differs)"))
+
+
+def present(d, judgement):
     high, idle = d["high_fd"], d["idle_fd"]
     pollin = lambda fd: "POLLIN" if d["poll_revents"].get(fd, 0) & \
         lib.POLLIN else "not ready"            # noqa: E731
@@ -227,26 +228,6 @@ def _result(d):
          (f"-1 {_errno_name(over)}" if over < 0 else f"returns {over}"),
          "kernel: RLIMIT_NOFILE"],
     ]
-    refused = bool(d["stdlib_refusal"] and d["compat_refusal"]
-                   and d["fd_set_refused"] and d["fd_set_untouched"])
-    agrees = (d["select_return"] == 1 and d["select_ready"] == [high]
-              and (high in d["select_ready"]) == bool(
-                  d["poll_revents"].get(high, 0) & lib.POLLIN)
-              and not d["poll_revents"].get(idle, 0))
-    confirmed = refused and agrees and huge == 1
-    if confirmed:
-        verdict = (f"libc-level callers refuse fd {high} (>= FD_SETSIZE "
-                   f"{d['fd_setsize']}), yet select(2) with a "
-                   f"{d['select_nfds']}-bit bitmap reports it readable and "
-                   f"fd {idle} idle, as poll(2) does; even nfds = "
-                   f"{d['huge_nfds']:,} works. The limit that is the "
-                   f"kernel's is poll's RLIMIT_NOFILE"
-                   + (f" (poll(2) with {d['poll_limit'] + 1:,} entries: "
-                      f"{_errno_name(over)})" if over < 0 else ""))
-    else:
-        verdict = ("the kernel did not behave as claimed: see the table "
-                   "(select(2) on a bitmap beyond FD_SETSIZE, or a refusal "
-                   "above, differs)")
     notes = [
         "Bitmaps beyond FD_SETSIZE are cffi unsigned long[] arrays: every "
         "index is bounds-checked, nothing is ever written past a glibc "
@@ -255,7 +236,7 @@ def _result(d):
         "fdt->max_fds; fs/select.c do_sys_poll() returns -EINVAL above "
         "RLIMIT_NOFILE.",
     ]
-    return Result(name="fdsetsize", claim=CLAIM,
-                  columns=["call", "fd", "answer", "limit enforced by"],
-                  rows=rows, verdict=verdict, confirmed=confirmed, data=d,
-                  notes=notes)
+    return Table(["call", "fd", "answer", "limit enforced by"], rows, notes)
+
+
+run = runs(__name__)

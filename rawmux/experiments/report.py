@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -10,12 +9,11 @@ import statistics
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+# Until every experiment declares its options (rawmux.experiments.options).
+from rawmux.experiments.options import MAX_SECONDS, OptionError  # noqa: F401
+
 if TYPE_CHECKING:
     from _typeshed import StrPath
-
-# The longest measuring window an option may ask for (seconds): longer is a
-# typo, and infinity would overflow the timeouts derived from it.
-MAX_SECONDS = 3600
 
 # What an experiment's run(progress=...) calls: progress(done, total, what).
 Progress = Callable[[int, int, str], object]
@@ -133,11 +131,6 @@ def pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
-
-
-class OptionError(argparse.ArgumentTypeError, ValueError):
-    """A bad option value: argparse prints its message for a command-line
-    option, and Python callers of ``run()`` catch it as a ValueError."""
 
 
 def int_list(text):
