@@ -8,21 +8,19 @@ this machine.
     >>> result = scaling.run(fast=True)
     >>> print(result.report())
 
-Every experiment is one module here with
-
-- ``SUMMARY``: what it does, in one line (``--help``);
-- ``CLAIM``: the claim it tests, in one sentence;
-- ``run(*, fast=False, progress=None, **options)``: runs it and returns a
-  :class:`~rawmux.experiments.report.Result` (the table, the measurements
-  behind it in ``result.data``, a one-line verdict, and whether the claim
-  held).  ``fast=True`` is the short run the test suite uses; ``progress`` is
-  called as ``progress(done, total, what)``;
-- ``add_arguments(parser)`` (optional): its own command-line options, whose
-  ``dest`` names are ``run``'s keywords;
-- ``PLOT`` (optional): what ``--plot FILE.png`` draws, for the experiments
-  where a picture says more than the table (``result.plot(path)``).
-
-``docs/walkthrough.md`` explains each result from the kernel's side.
+Every experiment is one module here, filling in one shape
+(``rawmux.experiments.shape``): ``SUMMARY`` (one line, for ``--help``),
+``CLAIM`` (one sentence), ``OPTIONS`` (each option declared once:
+``rawmux.experiments.options``), ``measure(options, progress) -> data``,
+``judge(data) -> Judgement``, ``present(data, judgement) -> Table``, and
+``PLOT`` with ``plot(result, path)`` where a picture says more than the
+table.  ``run = runs(__name__)`` gives each the same
+``run(*, fast=False, progress=None, **options)``, returning a
+:class:`~rawmux.experiments.report.Result`; ``fast=True`` is the short run
+the test suite uses, ``progress`` is called as ``progress(done, total,
+what)``.  A module's docstring states its claim, its method and the schema
+of ``Result.data``; ``docs/walkthrough.md`` explains each result from the
+kernel's side.
 """
 
 import importlib
