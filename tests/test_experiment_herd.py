@@ -11,6 +11,9 @@ import os
 import pytest
 
 from rawmux.experiments import herd
+from rawmux.experiments.shape import conclude
+
+FAST_CONNECTIONS = 24           # herd.OPTIONS' --fast value
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +28,7 @@ def _woken_per_conn(measured):
 
 def test_every_connection_accepted_once_and_counted(result):
     for config, m in result.data["measured"].items():
-        n = herd.FAST_CONNECTIONS
+        n = FAST_CONNECTIONS
         assert m["connections"] == len(m["switches"]) == n, config
         assert sum(c["accepts"] for c in m["children"]) == n, config
         assert sorted(m["winners"]) == sorted(
@@ -79,8 +82,8 @@ def test_two_processes():
 
 @pytest.mark.parametrize("options", [
     {"procs": 1}, {"procs": "4"}, {"connections": 0},
-    {"configs": ["plain", "nope"]}, {"configs": []},
-    {"configs": ["plain", "plain"]},
+    {"configs": ["plain", "nope"]}, {"configs": []}, {"configs": "plain"},
+    {"procs": herd.MAX_PROCS + 1}, {"connections": herd.ROUNDS - 1},
 ])
 def test_bad_options(options):
     with pytest.raises(ValueError):
@@ -89,3 +92,89 @@ def test_bad_options(options):
 
 def test_plot_writes_a_png(plotted):
     assert plotted.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ---- the verdict, on synthetic data -----------------------------------------
+
+def block(config, woken, winners, returns=None, eagain=None, procs=4,
+          first=0):
+    """One configuration measured in one block: connection i woke the
+    first ``woken[i]`` children (one switch each) and ``winners[i]``
+    accepted it; ``returns``/``eagain``: per child, as the children report
+    them (default: each returned once per accept, no EAGAIN)."""
+    accepts = [winners.count(i) for i in range(procs)]
+    returns = returns or accepts
+    eagain = eagain or [0] * procs
+    return {"config": config, "procs": procs, "connections": len(winners),
+            "switches": [[1] * n + [0] * (procs - n) for n in woken],
+            "winners": winners, "block_winners": [winners],
+            "block_first_registered": [first], "pids": [],
+            "children": [{"index": i, "returns": returns[i],
+                          "accepts": accepts[i], "eagain": eagain[i]}
+                         for i in range(procs)]}
+
+
+def synthetic(**measured):
+    """Four waiters, four connections: the herd as claimed, with
+    ``measured`` replacing (or, None, leaving out) a configuration."""
+    configs = {
+        # Every connection wakes all four; two of the losers get as far as
+        # accept() and EAGAIN for each.
+        "plain": block("plain", [4, 4, 4, 4], [0, 1, 2, 3],
+                       returns=[3, 3, 3, 3], eagain=[2, 2, 2, 2]),
+        "exclusive": block("exclusive", [1, 1, 1, 1], [0, 0, 0, 0]),
+        "reuseport": block("reuseport", [1, 1, 1, 1], [0, 2, 3, 2]),
+        "shared-epoll": block("shared-epoll", [2, 2, 1, 3], [1, 0, 3, 2],
+                              first=None),
+    }
+    configs.update(measured)
+    return {"procs": 4, "connections": 4, "rounds": 1,
+            "measured": {c: m for c, m in configs.items() if m}}
+
+
+def test_judged_confirmed_when_only_plain_wakes_the_herd():
+    result = conclude(herd, synthetic())
+    assert result.confirmed is True
+    assert result.verdict == (
+        "without EPOLLEXCLUSIVE 4.00 processes woken per connection for 4 "
+        "waiters (3.00 returned, 2.00 EAGAIN); with it 1.00; with "
+        "SO_REUSEPORT 1.00, accepts spread 1/0/2/1; one epoll shared by all "
+        "2.00")
+    assert all(result.data["checks"].values())
+    assert [row[0] for row in result.rows] == list(herd.CONFIGS)
+    assert result.rows[0][1:] == [4.0, "4-4", 4.0, 3.0, 2.0, "1/1/1/1"]
+
+
+def test_figures_of_one_configuration():
+    f = herd.summarize(synthetic()["measured"]["shared-epoll"])
+    assert (f["woken_per_conn"], f["woken_min"], f["woken_max"],
+            f["woken_median"]) == (2.0, 1, 3, 2.0)
+    assert f["procs_that_accepted"] == 4 and f["accepts"] == 4
+    f = herd.summarize(synthetic()["measured"]["exclusive"])
+    assert f["top_share_per_block"] == 1.0
+    assert f["first_registered_won"] == 1 and f["blocks"] == 1
+
+
+@pytest.mark.parametrize("measured, failed", [
+    ({"plain": block("plain", [4, 3, 3, 3], [0, 1, 2, 3])},
+     "plain wakes (nearly) every waiter"),        # 3.25 < 0.9 x 4
+    ({"exclusive": block("exclusive", [2, 1, 1, 1], [0, 0, 0, 0])},
+     "EPOLLEXCLUSIVE wakes about one"),           # 1.25 > 1.2
+    ({"reuseport": block("reuseport", [2, 2, 1, 1], [0, 2, 3, 2])},
+     "SO_REUSEPORT wakes about one"),
+    ({"reuseport": block("reuseport", [1, 1, 1, 1], [3, 3, 3, 3])},
+     "SO_REUSEPORT spreads the connections"),
+])
+def test_judged_refuted_when_a_check_fails(measured, failed):
+    result = conclude(herd, synthetic(**measured))
+    assert result.confirmed is False
+    assert result.verdict.endswith(f"; NOT shown: {failed}")
+    assert [k for k, ok in result.data["checks"].items() if not ok] == \
+        [failed]
+
+
+def test_not_tested_without_the_plain_configuration():
+    result = conclude(herd, synthetic(plain=None))
+    assert result.confirmed is None
+    assert "NOT TESTED" in result.report()
+    assert result.verdict.startswith("with it 1.00")

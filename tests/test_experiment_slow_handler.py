@@ -5,10 +5,13 @@ from its own baseline, measured back to back: the neighbours on a shared
 2-vCPU machine move a p99 by tens of milliseconds, a median by one or two."""
 
 import argparse
+import socket
 
 import pytest
 
 from rawmux.experiments import slow_handler
+from rawmux.experiments.shape import conclude
+from rawmux.harness import ServerProcess
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +103,7 @@ def test_bad_options(options, error):
 
 def test_command_line_options():
     parser = argparse.ArgumentParser()
-    slow_handler.add_arguments(parser)
+    slow_handler.OPTIONS.add_arguments(parser)
     assert set(vars(parser.parse_args([])).values()) == {None}
     args = parser.parse_args(["--burns", "sleep", "--burn-ms", "5",
                               "--conns", "20"])
@@ -112,6 +115,100 @@ def test_command_line_options():
             parser.parse_args(bad)
 
 
+@pytest.mark.parametrize("server", slow_handler.SERVERS)
+def test_a_server_echoes_and_stops_on_sigterm(server):
+    """The shared harness stops it as every server under test: SIGTERM,
+    exit 0, even with a connection open."""
+    with ServerProcess(["-m", "rawmux.experiments.slow_handler", server,
+                        "sleep", "1"], f"slow-handler {server}") as proc:
+        with socket.create_connection(proc.address, timeout=10) as conn:
+            slow = bytes([slow_handler.MARKER]) + bytes(slow_handler.SIZE - 1)
+            conn.sendall(slow)
+            echoed = b""
+            while len(echoed) < len(slow):
+                chunk = conn.recv(len(slow) - len(echoed))
+                assert chunk, "the server closed the connection"
+                echoed += chunk
+            assert echoed == slow
+            assert proc.stop() == ""        # raises unless it exits 0
+        assert proc.proc.returncode == 0
+
+
 def test_plot_writes_a_png(plotted):
     data = plotted.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10000
+
+
+# ---- the verdict, on synthetic data -----------------------------------------
+
+PLACED = "server pinned to CPU 0, load generator to CPU 1"
+
+
+def one_run(server, burn, slow, p50):
+    row = {"server": server, "burn": burn, "slow": slow, "p50_ms": p50,
+           "p99_ms": 2 * p50, "max_ms": 3 * p50, "fast_per_s": 50e3 / p50,
+           "placement": PLACED}
+    if slow:
+        row.update(slow_per_s=90.0, slow_busy_pct=90.0)
+    return row
+
+
+def synthetic(epoll_sleep=11.0, threads_sleep=1.1, threads_alone=1.0,
+              burns=("cpu", "sleep")):
+    """One round: fast p50 (ms) alone, then beside the slow connection,
+    per server and burn; the claim's case unless told otherwise."""
+    p50 = {("epoll", "cpu"): (0.5, 11.5),
+           ("epoll", "sleep"): (0.7, epoll_sleep),
+           ("threads", "cpu"): (0.8, 0.9),
+           ("threads", "sleep"): (threads_alone, threads_sleep)}
+    runs = [one_run(server, burn, slow, p50[server, burn][slow])
+            for server in slow_handler.SERVERS for burn in burns
+            for slow in (False, True)]
+    return {"conns": 50, "burn_ms": 10.0, "burns": list(burns),
+            "seconds": 1.5, "rounds": 1, "warmup": 0.3, "size": 64,
+            "switch_interval_ms": 5.0, "runs": runs}
+
+
+def test_judged_confirmed_when_only_the_loop_stalls():
+    result = conclude(slow_handler, synthetic())
+    assert result.confirmed is True
+    # The runs without the slow connection are pooled: median of 0.5 and
+    # 0.7 for the loop, of 0.8 and 1.0 for the threads.
+    assert result.verdict == (
+        "one slow connection (10 ms per message) among 50: epoll (cpu): "
+        "fast p50 0.60 -> 11.50 ms, p99 1.20 -> 23.00 ms; epoll (sleep): "
+        "fast p50 0.60 -> 11.00 ms, p99 1.20 -> 22.00 ms; threads (cpu): "
+        "fast p50 0.90 -> 0.90 ms, p99 1.80 -> 1.80 ms; threads (sleep): "
+        "fast p50 0.90 -> 1.10 ms, p99 1.80 -> 2.20 ms")
+    delay = result.data["p50_delay_ms"]
+    assert delay["epoll"] == pytest.approx(10.4)
+    assert delay["threads"] == pytest.approx(0.2)
+    assert [(r["server"], r["burn"], r["runs"]) for r in
+            result.data["summary"]] == [
+        ("epoll", "-", 2), ("epoll", "cpu", 1), ("epoll", "sleep", 1),
+        ("threads", "-", 2), ("threads", "cpu", 1), ("threads", "sleep", 1)]
+    assert [row[1] for row in result.rows] == [
+        "none", "cpu 10 ms", "sleep 10 ms"] * 2
+    assert PLACED in result.notes[0]
+
+
+@pytest.mark.parametrize("changes", [
+    {"epoll_sleep": 5.5},           # the loop's delay 4.9 ms < half a burn
+    {"threads_sleep": 3.5},         # the threads' 2.6 ms > a quarter burn
+    # Threads delayed 1.6 ms from a slow baseline (median of 0.8 and
+    # 11.0), the loop 6.0 ms: each as claimed, but the threads slower.
+    {"threads_alone": 11.0, "threads_sleep": 7.5, "epoll_sleep": 6.6},
+])
+def test_judged_refuted_when_the_delays_are_otherwise(changes):
+    result = conclude(slow_handler, synthetic(**changes))
+    assert result.confirmed is False
+    assert "REFUTED" in result.report()
+
+
+def test_not_decided_without_the_sleep_burn():
+    result = conclude(slow_handler, synthetic(burns=("cpu",)))
+    assert result.confirmed is None
+    assert result.verdict.endswith(
+        "not decided: the threads side needs the sleep burn (a CPU burn in "
+        "Python holds the GIL)")
+    assert "p50_delay_ms" not in result.data

@@ -15,6 +15,7 @@ import pytest
 
 from rawmux import experiments
 from rawmux.experiments import triggers
+from rawmux.experiments.shape import conclude
 
 NONE = triggers.NOT_REPORTED
 
@@ -27,7 +28,7 @@ def result():
 def test_the_kernel_follows_the_rules_every_time(result):
     data = result.data
     assert data["mismatches"] == []
-    assert data["identical_runs"] == data["repeats"] == triggers.FAST_REPEATS
+    assert data["identical_runs"] == data["repeats"] == 5
     assert data["observed"] == data["expected"]
     assert result.confirmed
     assert "as the rules predict" in result.verdict
@@ -83,41 +84,89 @@ def test_oneshot_reports_again_only_after_mod(result):
                        for a in s["actions"]), (mode, earlier, later)
 
 
+# ---- the verdict, on synthetic data -----------------------------------------
+
+SHORT = [("write", "", (("write", 4),)),
+         ("again", "", ()),
+         ("read", "", (("read", 2),)),
+         ("write", "", (("write", 1),)),
+         ("mod", "", (("mod",),)),
+         ("drain", "", (("drain",),))]
+
+
+def synthetic(observed, script=SHORT, repeats=3, identical=3):
+    return {"steps": triggers.script_steps(script),
+            "mechanisms": triggers.MECHANISMS, "observed": observed,
+            "repeats": repeats, "identical_runs": identical}
+
+
+def by_hand(**changes):
+    """The short script's timeline as the rules give it, worked out by
+    hand (the kernel agrees: the next test), with ``changes``: mechanism
+    (``ET_ONESHOT`` for ET|ONESHOT) = (step, cell)."""
+    cells = {"LT": ["IN", "IN", "IN", "IN", "IN", NONE],
+             "ET": ["IN", NONE, NONE, "IN", "IN", NONE],
+             "ONESHOT": ["IN", NONE, NONE, NONE, "IN", NONE],
+             "ET|ONESHOT": ["IN", NONE, NONE, NONE, "IN", NONE],
+             "poll": ["IN", "IN", "IN", "IN", "IN", NONE],
+             "select": ["R", "R", "R", "R", "R", NONE]}
+    for name, (step, value) in changes.items():
+        cells[name.replace("_", "|")][step] = value
+    return cells
+
+
 def test_rules_and_kernel_on_a_short_script():
-    script = [("write", "", (("write", 4),)),
-              ("again", "", ()),
-              ("read", "", (("read", 2),)),
-              ("write", "", (("write", 1),)),
-              ("mod", "", (("mod",),)),
-              ("drain", "", (("drain",),))]
-    expected, backlog = triggers.expected_timeline(script)
-    # What the rules say, worked out by hand for this script.
-    assert expected["LT"] == ["IN", "IN", "IN", "IN", "IN", NONE]
-    assert expected["ET"] == ["IN", NONE, NONE, "IN", "IN", NONE]
-    assert expected["ONESHOT"] == ["IN", NONE, NONE, NONE, "IN", NONE]
-    assert expected["ET|ONESHOT"] == expected["ONESHOT"]
+    expected, backlog = triggers.expected_timeline(SHORT)
+    assert expected == by_hand()
     assert backlog == ["4", "4", "2", "3", "3", "0"]
-    assert triggers.observe_timeline(script) == expected
+    assert triggers.observe_timeline(SHORT) == expected
 
 
-def test_a_kernel_that_disagrees_is_reported(monkeypatch):
-    """If ET meant 'empty to non-empty', the write onto unread data would
-    not be reported: the experiment must say so."""
-    real = triggers.observe_timeline
-    onto_unread = next(i for i, (_l, what, _a) in enumerate(triggers.SCRIPT)
-                       if "onto the unread" in what)
+def test_judged_confirmed_when_every_cell_follows_the_rules():
+    result = conclude(triggers, synthetic(by_hand()))
+    assert result.confirmed is True
+    assert result.verdict == (
+        "all 36 cells as the rules predict, 3/3 runs identical; waits that "
+        "reported the fd out of 6: LT 5, ET 3, ONESHOT 2, ET|ONESHOT 2, "
+        "poll 5, select 5")
+    assert result.data["mismatches"] == []
+    assert [row[2] for row in result.rows] == ["4", "4", "2", "3", "3", "0"]
 
-    def naive_kernel(script=triggers.SCRIPT):
-        cells = real(script)
-        cells["ET"][onto_unread] = NONE
-        return cells
-    monkeypatch.setattr(triggers, "observe_timeline", naive_kernel)
-    result = triggers.run(repeats=1)
-    assert not result.confirmed
+
+def test_judged_refuted_when_edge_means_empty_to_non_empty():
+    """If ET meant 'empty to non-empty', the write onto 2 unread bytes
+    (step 3) would not be reported: the experiment must say so."""
+    result = conclude(triggers, synthetic(by_hand(ET=(3, NONE))))
+    assert result.confirmed is False
     assert result.data["mismatches"] == [
-        {"step": onto_unread, "mechanism": "ET", "observed": NONE,
-         "expected": "IN"}]
-    assert "differ from the rules" in result.verdict
+        {"step": 3, "mechanism": "ET", "observed": NONE, "expected": "IN"}]
+    assert result.verdict.startswith("1 of 36 cells differ from the rules")
+    assert result.rows[3][4] == "- (rule: IN)"
+    assert "REFUTED" in result.report()
+
+
+def test_judged_refuted_when_oneshot_rearms_itself():
+    result = conclude(triggers, synthetic(by_hand(ET_ONESHOT=(3, "IN"))))
+    assert result.confirmed is False
+    assert result.data["reported"]["ET|ONESHOT"] == 3
+
+
+def test_judged_refuted_when_the_runs_differ():
+    result = conclude(triggers, synthetic(by_hand(), identical=2))
+    assert result.confirmed is False
+    assert "all 36 cells as the rules predict, 2/3 runs identical" in \
+        result.verdict
+
+
+def test_the_model_of_the_script_counts_what_the_kernel_reported():
+    # The counts of the kernel's default run (docs/walkthrough.md).
+    expected = triggers.expected_timeline()[0]
+    result = conclude(triggers, synthetic(
+        expected, script=triggers.SCRIPT, repeats=20, identical=20))
+    assert result.confirmed is True
+    assert result.data["reported"] == {
+        "LT": 14, "ET": 7, "ONESHOT": 4, "ET|ONESHOT": 4, "poll": 14,
+        "select": 14}
 
 
 @pytest.mark.parametrize("repeats", [0, -1, "3", 1.0])

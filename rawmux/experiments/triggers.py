@@ -1,70 +1,44 @@
-"""Level-triggered, edge-triggered and one-shot epoll on one script of
-writes and partial reads: which waits report the fd.
+"""triggers: level, edge and one-shot epoll on one script of writes and
+partial reads -- which waits report the fd.
 
-The claim
----------
-A level-triggered (LT) epoll entry is reported by every epoll_wait while the
-fd is ready -- here, while unread data (or an EOF) is queued -- exactly as
-poll(2) and select(2) report it.  An edge-triggered (EPOLLET) entry is
-reported once per *arrival*; unread data left behind is not reported again
-until something new arrives.  An EPOLLONESHOT entry is reported once and
-then stays silent until EPOLL_CTL_MOD re-arms it.
+Claim: a level-triggered epoll entry is reported by every wait while the fd
+is ready, as poll(2) and select(2) report it; an EPOLLET entry once per
+arrival; an EPOLLONESHOT entry once, then not until EPOLL_CTL_MOD re-arms
+it.  Why, and what an "arrival" is to the kernel: docs/walkthrough.md, "Why
+the costs differ" (triggers) and "Delivering: ep_send_events, and the three
+trigger modes".
 
-The method
-----------
-One AF_UNIX socketpair: the *peer* end writes, the *watcher* end reads.  The
-watcher's fd is registered, with EPOLLIN | EPOLLRDHUP, in four epoll
-instances at once -- LT, ET, ONESHOT and ET|ONESHOT -- and watched by poll(2)
-(POLLIN | POLLRDHUP) and select(2) too.  Each instance has its own entry, so
-they do not disturb each other.  A fixed script of steps follows; a step is
-a few actions (the peer writes, the watcher reads some or all, the watcher
-calls EPOLL_CTL_MOD with the unchanged mask on every instance, the peer
-shuts down its write side), then *one* wait with a zero timeout on each
-mechanism.  The table is the timeline: a row per step, a column per
-mechanism, the events reported or "-".
+Method: one AF_UNIX socketpair; the peer writes, the watcher reads.  The
+watcher's fd is registered with EPOLLIN | EPOLLRDHUP in four epoll
+instances at once (LT, ET, ONESHOT, ET|ONESHOT: each its own entry, so they
+do not disturb each other) and watched by poll(2) and select(2) too.  Each
+step of ``SCRIPT`` does a few actions, then *one* zero-timeout wait on each
+mechanism.  ``expected_timeline`` is a model of the kernel's rules (an
+entry's armed and queued state) computed from the script alone; ``judge``
+compares every cell the kernel gave with the model's.  The script runs
+``--repeats`` times on fresh sockets, to show the answer is deterministic.
 
-Beside what the kernel says, the experiment computes what the rules say,
-from the script alone, with a model of an epoll entry (fs/eventpoll.c):
-
-* An *arrival* -- every write by the peer, and its shutdown -- calls the
-  socket's ``sk_data_ready``/``sk_state_change``, which wakes the socket's
-  wait queue and so runs ``ep_poll_callback()`` for every entry hooked on
-  it.  The callback puts the entry on its instance's ready list, unless it
-  is already there, or it is a disarmed one-shot entry (its mask holds no
-  event bits any more, so the callback ignores it).
-* EPOLL_CTL_MOD (``ep_modify()``) sets the new mask -- re-arming a one-shot
-  entry -- and, if the file is ready at that moment, queues the entry.
-* epoll_wait (``ep_send_events()``) takes each queued entry off the list and
-  asks the file for its *current* state (``ep_item_poll()``).  Not ready:
-  the entry is dropped and nothing is reported, even though an edge put it
-  there.  Ready: reported; then a one-shot entry is disarmed, a
-  level-triggered one goes straight back on the ready list (so the next
-  wait asks again), an edge-triggered one does not.
-* poll(2) and select(2) keep no state: they ask the file every time.
-
-So the edge that EPOLLET reports is not "the queue went from empty to
-non-empty": on current Linux every new write re-reports the fd, even onto
-data that is still unread, and so does an EPOLL_CTL_MOD while it is ready.
-An edge whose data the watcher read before the wait is not reported at all.
-
-The verdict compares every cell the kernel gave with the cell the model
-predicts; the script is run ``--repeats`` times (fresh sockets each time)
-to show that the kernel's answer is deterministic.
-
-    python -m rawmux experiment triggers --plot triggers.png
+``Result.data``: ``steps`` (per step: ``label``, ``what``, ``actions`` as
+lists, ``queued``: bytes unread after the actions, "+EOF" once the peer
+shut down), ``mechanisms``, ``observed`` ({mechanism: [cell per step]} of
+the first run; a cell is the events reported, or "-"), ``repeats``,
+``identical_runs`` (runs equal to the first); judged: ``expected`` (the
+model's timeline), ``mismatches`` ([{step, mechanism, observed,
+expected}]), ``reported`` ({mechanism: waits that reported the fd}).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import socket
 
 from rawmux._epoll import Epoll
-from rawmux._poll import PollArray
 from rawmux._extension import lib
+from rawmux._poll import PollArray
 from rawmux._select import Select
-from rawmux.experiments.report import Progress, Result, pyplot
+from rawmux.experiments.options import Options, integer
+from rawmux.experiments.report import pyplot
+from rawmux.experiments.shape import Judgement, Table, runs
 
 SUMMARY = "count the reports of one unread fd: level, edge and one-shot"
 CLAIM = ("level-triggered epoll (like poll and select) reports an fd at "
@@ -73,8 +47,13 @@ CLAIM = ("level-triggered epoll (like poll and select) reports an fd at "
 PLOT = "the timeline: steps across, one row per mechanism, a mark where " \
        "the wait reported the fd"
 
+OPTIONS = Options(
+    integer("repeats", 20, "times the script is run on fresh sockets, to "
+            "show the answer is deterministic", fast=5),
+)
+
 _WATCH = lib.EPOLLIN | lib.EPOLLRDHUP
-# name -> (extra epoll flags); the four epoll entries of the experiment.
+# name -> extra epoll flags: the experiment's four epoll entries.
 EPOLL_MODES = {
     "LT": 0,
     "ET": lib.EPOLLET,
@@ -127,29 +106,6 @@ def _names(mask, table):
     return " ".join(name for bit, name in table if mask & bit) or "?"
 
 
-DEFAULT_REPEATS = 20
-FAST_REPEATS = 5
-
-
-def _repeats(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
-
-
-def add_arguments(parser):
-    parser.add_argument("--repeats", type=_repeats, default=None,
-                        help="times the script is run on fresh sockets, "
-                             "to show the answer is deterministic; default "
-                             f"{DEFAULT_REPEATS} ({FAST_REPEATS} with "
-                             "--fast)")
-
-
 # ---- what the rules predict -------------------------------------------------
 
 class _Entry:
@@ -190,23 +146,22 @@ class _Entry:
 
 def expected_timeline(script=SCRIPT):
     """{mechanism: [cell per step]} as the rules predict, from the script
-    alone, plus the bytes queued after each step's actions."""
+    alone, and the bytes queued after each step's actions."""
     entries = {name: _Entry(flags) for name, flags in EPOLL_MODES.items()}
     queued, eof = 0, False
     cells: dict[str, list[str]] = {name: [] for name in MECHANISMS}
     backlog = []
     for _label, _what, actions in script:
-        for action in actions:
-            kind = action[0]
+        for kind, *n in actions:
             if kind == "write":
-                queued += action[1]
+                queued += n[0]
             elif kind == "read":
-                queued -= action[1]
+                queued -= n[0]
             elif kind == "drain":
                 queued = 0
             elif kind == "shutdown":
                 eof = True
-            if kind in ("write", "shutdown"):
+            if kind in ("write", "shutdown"):    # an arrival: a wake-up
                 for entry in entries.values():
                     entry.arrival()
             elif kind == "mod":
@@ -223,6 +178,20 @@ def expected_timeline(script=SCRIPT):
         cells["select"].append("R" if ready else NOT_REPORTED)
         backlog.append(f"{queued}+EOF" if eof else str(queued))
     return cells, backlog
+
+
+def script_steps(script=SCRIPT):
+    """The script as ``Result.data["steps"]`` holds it."""
+    backlog = expected_timeline(script)[1]
+    return [{"label": label, "what": what,
+             "actions": [list(a) for a in actions], "queued": queued}
+            for (label, what, actions), queued in zip(script, backlog)]
+
+
+def _script(steps):
+    """``Result.data["steps"]`` back into a script."""
+    return [(s["label"], s["what"], tuple(tuple(a) for a in s["actions"]))
+            for s in steps]
 
 
 # ---- what the kernel says ---------------------------------------------------
@@ -294,87 +263,74 @@ def observe_timeline(script=SCRIPT):
 
 # ---- the experiment ---------------------------------------------------------
 
-def run(*, fast: bool = False, progress: Progress | None = None,
-        repeats: int | None = None) -> Result:
-    if repeats is None:
-        repeats = FAST_REPEATS if fast else DEFAULT_REPEATS
-    if type(repeats) is not int or repeats < 1:
-        raise ValueError(f"repeats must be a positive int, got {repeats!r}")
-    expected, backlog = expected_timeline()
-    runs = []
-    for i in range(repeats):
-        runs.append(observe_timeline())
-        if progress is not None:
-            progress(i + 1, repeats, "running the script")
-    observed = runs[0]
-    identical = sum(r == observed for r in runs)
-    steps = len(SCRIPT)
+def measure(options, progress):
+    timelines = []
+    for i in range(options.repeats):
+        timelines.append(observe_timeline())
+        progress(i + 1, options.repeats, "running the script")
+    first = timelines[0]
+    return {"steps": script_steps(), "mechanisms": MECHANISMS,
+            "observed": first, "repeats": options.repeats,
+            "identical_runs": sum(t == first for t in timelines)}
 
+
+def judge(d):
+    expected = expected_timeline(_script(d["steps"]))[0]
+    observed, names = d["observed"], d["mechanisms"]
     mismatches = [
-        {"step": i, "mechanism": name, "observed": observed[name][i],
+        {"step": i, "mechanism": name, "observed": cell,
          "expected": expected[name][i]}
-        for name in MECHANISMS for i in range(steps)
-        if observed[name][i] != expected[name][i]]
-    columns = ["#", "what happens", "queued"] + MECHANISMS
-    rows = []
-    for i, (_label, what, _actions) in enumerate(SCRIPT):
-        row = [str(i), what, backlog[i]]
-        for name in MECHANISMS:
-            value = observed[name][i]
-            if value != expected[name][i]:
-                value += f" (rule: {expected[name][i]})"
-            row.append(value)
-        rows.append(row)
-
+        for name in names for i, cell in enumerate(observed[name])
+        if cell != expected[name][i]]
     reported = {name: sum(c != NOT_REPORTED for c in observed[name])
-                for name in MECHANISMS}
-    confirmed = not mismatches and identical == repeats
+                for name in names}
+    waits, cells = len(d["steps"]), len(d["steps"]) * len(names)
+    counts = ", ".join(f"{name} {reported[name]}" for name in names)
+    identical = f"{d['identical_runs']}/{d['repeats']} runs identical"
+    confirmed = not mismatches and d["identical_runs"] == d["repeats"]
+    said = (f"all {cells} cells as the rules predict" if not mismatches else
+            f"{len(mismatches)} of {cells} cells differ from the rules")
+    return Judgement(confirmed, (
+        f"{said}, {identical}; waits that reported the fd out of {waits}: "
+        f"{counts}"), {"expected": expected, "mismatches": mismatches,
+                       "reported": reported})
 
+
+def present(d, judgement):
+    expected = judgement.figures["expected"]
+    rows = []
+    for i, step in enumerate(d["steps"]):
+        row = [str(i), step["what"], step["queued"]]
+        for name in d["mechanisms"]:
+            value, rule = d["observed"][name][i], expected[name][i]
+            row.append(value if value == rule else f"{value} (rule: {rule})")
+        rows.append(row)
     notes = [
-        (f"Each row: the step's actions, then one epoll_wait/poll/select "
-         f"with timeout 0 on the watcher's fd (EPOLLIN|EPOLLRDHUP, "
-         f"POLLIN|POLLRDHUP, readfds); 'queued' = unread bytes after the "
-         f"actions.  An AF_UNIX socketpair; the script ran {repeats} times "
-         f"on fresh sockets and gave the same timeline {identical} times."),
-    ]
-    notes += _what_the_kernel_did(observed, backlog)
+        f"Each row: the step's actions, then one epoll_wait/poll/select "
+        f"with timeout 0 on the watcher's fd (EPOLLIN|EPOLLRDHUP, "
+        f"POLLIN|POLLRDHUP, readfds); 'queued' = unread bytes after the "
+        f"actions.  An AF_UNIX socketpair; the script ran {d['repeats']} "
+        f"times on fresh sockets and gave the same timeline "
+        f"{d['identical_runs']} times."]
+    notes += _what_the_kernel_did(d["steps"], d["observed"])
+    mismatches = judgement.figures["mismatches"]
     if mismatches:
         notes.append("Cells where the kernel and the rules disagree: "
                      + "; ".join(f"step {m['step']} {m['mechanism']}: "
                                  f"kernel {m['observed']!r}, rule "
                                  f"{m['expected']!r}" for m in mismatches))
-
-    counts = ", ".join(f"{name} {reported[name]}" for name in MECHANISMS)
-    if confirmed:
-        verdict = (f"all {steps * len(MECHANISMS)} cells as the rules "
-                   f"predict, {identical}/{repeats} runs identical; waits "
-                   f"that reported the fd out of {steps}: {counts}")
-    else:
-        verdict = (f"{len(mismatches)} of {steps * len(MECHANISMS)} "
-                   f"cells differ from the rules, {identical}/{repeats} "
-                   f"runs identical; waits that reported the fd out of "
-                   f"{steps}: {counts}")
-    data = {"steps": [{"label": label, "what": what,
-                       "actions": [list(a) for a in actions],
-                       "queued": backlog[i]}
-                      for i, (label, what, actions) in enumerate(SCRIPT)],
-            "mechanisms": MECHANISMS, "observed": observed,
-            "expected": expected, "repeats": repeats,
-            "identical_runs": identical, "mismatches": mismatches,
-            "reported": reported}
-    return Result(name="triggers", claim=CLAIM, columns=columns, rows=rows,
-                  verdict=verdict, confirmed=confirmed, data=data,
-                  notes=notes, plotter=plot)
+    return Table(["#", "what happens", "queued"] + list(d["mechanisms"]),
+                 rows, notes)
 
 
-def _what_the_kernel_did(observed, backlog):
+def _what_the_kernel_did(steps, observed):
     """Sentences about the steps that tell edge from level, each stated only
     for the steps where the kernel's answer supports it."""
     et, lt = observed["ET"], observed["LT"]
     onto_unread, after_mod, drained = [], [], []
-    for i, (_label, _what, actions) in enumerate(SCRIPT):
-        kinds = [a[0] for a in actions]
-        before = backlog[i - 1] if i else "0"
+    for i, step in enumerate(steps):
+        kinds = [a[0] for a in step["actions"]]
+        before = steps[i - 1]["queued"] if i else "0"
         if kinds == ["write"] and before != "0" and et[i] != NOT_REPORTED:
             onto_unread.append(f"{i} ({before} bytes unread)")
         if kinds == ["mod"] and et[i] != NOT_REPORTED:
@@ -400,7 +356,7 @@ def _what_the_kernel_did(observed, backlog):
             f"reported even by ET (step {', '.join(drained)}): "
             f"ep_send_events() asks the file again and drops an entry that "
             f"is no longer ready.")
-    silent = [str(i) for i in range(len(SCRIPT))
+    silent = [str(i) for i in range(len(steps))
               if et[i] == NOT_REPORTED and lt[i] != NOT_REPORTED]
     if silent:
         notes.append(
@@ -423,7 +379,7 @@ def plot(result, path):
         top.axhline(y, color="0.9", zorder=0)
         for i, value in enumerate(data["observed"][name]):
             rule = data["expected"][name][i]
-            if value != "-":
+            if value != NOT_REPORTED:
                 top.scatter(i, y, s=90, zorder=2,
                             color="tab:red" if "RDHUP" in value
                             else "tab:blue")
@@ -450,3 +406,6 @@ def plot(result, path):
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+run = runs(__name__)
