@@ -189,6 +189,9 @@ def test_judged_refuted_for_a_kernel_keyed_on_numbers():
     assert result.data["mismatches"][0] == {
         "step": 4, "what": "ready", "observed": "-", "expected": "4 IN"}
     assert "- (rule: 4 IN)" in result.table()
+    assert result.verdict.startswith(
+        "after close(4) with a dup open, entry 4:A did NOT stay and report "
+        "A's next write;")
     assert "NOT shown: the entry survives close() while a dup is open" in \
         result.verdict
 

@@ -588,8 +588,9 @@ def judge(d):
         f"{_scan_text('select', f)}; {_scan_text('poll', f)}; epoll stays "
         f"within {f['epoll_spread']:.2f}x up to N={top} with {d['ready']} "
         f"ready; epoll_ctl ADD costs {f['epoll_add_ns_per_fd'][top]:.0f} "
-        f"ns/fd, {paid_text}; epoll_wait grows with the events it copies "
-        f"out: {r_top} of {d['ready_watched']} ready cost "
+        f"ns/fd, {paid_text}; epoll_wait "
+        f"{'grows' if copies else 'does NOT grow'} with the events it "
+        f"copies out: {r_top} of {d['ready_watched']} ready cost "
         f"{cell(f['ready_ratio']['epoll'][r_top])}x {r0} ready "
         f"(+{f['ns_per_event']['epoll'][r_top]:.0f} ns/event; poll "
         f"{f['ready_ratio']['poll'][r_top]:.2f}x); {_sharing_text(sharing)}")
