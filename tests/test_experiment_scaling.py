@@ -1,4 +1,5 @@
-"""scaling: the verdict is asserted from the measured cost per wait.
+"""scaling: the verdict is asserted from the measured cost per wait, and
+judged on synthetic data with hand-computed figures.
 
 The thresholds are wide, for a noisy shared 2-vCPU machine, yet far apart:
 an O(n) scan of 1000 fds costs tens of times a scan of 10, an O(ready) wait
@@ -9,12 +10,15 @@ Noise cannot turn one into the other.
 import argparse
 import errno
 import mmap
+import resource
 import socket
 
 import pytest
 
 from rawmux import Epoll, lib
 from rawmux.experiments import scaling
+from rawmux.experiments.options import OptionError
+from rawmux.experiments.shape import conclude
 
 
 @pytest.fixture(scope="module")
@@ -146,96 +150,42 @@ def test_select_stops_at_fd_setsize():
     d = r.data
     assert sorted(d["wait_ns"]["select"]) == [10]
     assert sorted(d["wait_ns"]["poll"]) == [10, 1100]
+    assert d["select_nfds"].keys() == {10}
     assert d["break_even_waits"]["select"].keys() == {10}
     assert "growth_needed" in d and "select" not in d["growth_needed"]
     assert "select only measured up to N=10" in r.verdict
     assert calls[-1] == (1, 1)
 
 
-def _synthetic(epoll_ns_per_fd, epoll_ns_per_event=140, mmap_errno=19,
-               mappings=()):
-    """Samples as _measure returns them, for costs a + b x N (and, in the
-    ready series, a + c x r), and a probe's findings."""
-    samples = {("floor",): [200.0]}
-    for n in (10, 100, 1000):
-        for kind in ("wait", "churn"):
-            samples[kind, "select", n] = [1500.0 + 60 * n]
-            samples[kind, "poll", n] = [1000.0 + 60 * n]
-            samples[kind, "epoll", n] = [700.0 + epoll_ns_per_fd * n]
-        samples["add", n] = [1500.0]
-    for r in (1, 10, 100):
-        samples["ready", "epoll", r] = [700.0 + epoll_ns_per_event * r]
-        samples["ready", "poll", r] = [61000.0 + 5 * r]
-    sharing = {
-        "epoll_file": "anon_inode:[eventpoll]", "mmap_errno": mmap_errno,
-        "mmap_error": None if mmap_errno is None else "ENODEV",
-        "eventpoll_mappings": list(mappings), "mappings": 100,
-        "buffer": {"address": 0x5000, "mapping": "[heap]", "perms": "rw-p",
-                   "slots": 104, "ready": 100, "returned": 100,
-                   "untouched": 4, "copied": True}}
-    return scaling._result([10, 100, 1000], 1, 1,
-                           {10: 20, 100: 110, 1000: 1010}, samples, 1000,
-                           sharing)
-
-
-def test_verdict_is_computed_not_assumed():
-    flat = _synthetic(epoll_ns_per_fd=0)
-    assert flat.confirmed
-    assert flat.data["break_even_waits"]["poll"][1000] == pytest.approx(
-        1000 * 1500 / (1000 + 60000 - 700))
-    assert flat.data["ns_per_event"]["epoll"][100] == pytest.approx(140)
-    # An epoll whose wait grew with the idle fds would refute the claim.
-    linear = _synthetic(epoll_ns_per_fd=10)
-    assert not linear.confirmed
-    assert "REFUTED" in linear.report()
-    assert f"within {linear.data['epoll_spread']:.2f}x" in linear.verdict
-
-
-def test_verdict_needs_the_cost_per_event_and_no_shared_memory():
-    # A wait that cost the same for 100 events as for one would not be
-    # copying them out one by one ...
-    free = _synthetic(epoll_ns_per_fd=0, epoll_ns_per_event=3)
-    assert free.data["ready_ratio"]["epoll"][100] < 3
-    assert not free.confirmed
-    # ... nor one whose epoll fd could be mapped ...
-    mapped = _synthetic(epoll_ns_per_fd=0, mmap_errno=None)
-    assert not mapped.confirmed
-    assert "mmap(epfd) succeeds" in mapped.verdict
-    # ... or was.
-    seen = _synthetic(epoll_ns_per_fd=0, mappings=["anon_inode:[eventpoll]"])
-    assert not seen.confirmed
-    assert "1 eventpoll mapping(s)" in seen.verdict
-
-
 @pytest.mark.parametrize("options, message", [
     ({"sizes": [10, 50]}, "span a factor of 10"),
     ({"sizes": [20, 100]}, "span a factor of 10"),
-    ({"sizes": [0, 100]}, "positive integers"),
-    ({"sizes": "10,x"}, "comma-separated integers"),
-    ({"ready": -1}, "ready must be"),
-    ({"ready": scaling.MAX_READY + 1}, "ready must be"),
-    ({"repeats": 0}, "repeats must be"),
-    ({"batch_ms": 0}, "batch_ms must be"),
+    ({"sizes": [0, 100]}, "sizes: must be at least 1, got 0"),
+    ({"sizes": "10,x"}, "sizes: expected integers"),
+    ({"ready": -1}, "ready: must be at least 0"),
+    ({"ready": scaling.MAX_READY + 1}, "ready: must be at most 100"),
+    ({"repeats": 0}, "repeats: must be at least 1"),
+    ({"batch_ms": 0}, "batch_ms: must be above 0"),
+    ({"batch_ms": 1001}, "batch_ms: must be at most 1000"),
     ({"ready_counts": [1, 10]}, "span a factor of 100"),
-    ({"ready_counts": [0, 100]}, "positive integers"),
-    ({"ready_counts": "1,x"}, "comma-separated integers"),
-    ({"ready_counts": [1, 2000]}, "must not exceed the 1000 fds"),
+    ({"ready_counts": [0, 100]}, "ready_counts: must be at least 1"),
+    ({"ready_counts": "1,x"}, "ready_counts: expected integers"),
+    ({"ready_counts": [1, 2000]}, "up to the 1000 fds .* 2000 too many"),
     ({"sizes": [10, 100], "ready_counts": [1, 1000]},
-     "must not exceed the 100 fds"),
+     "up to the 100 fds .* 1000 too many"),
 ])
 def test_bad_options_are_refused_before_any_fd_opens(options, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(OptionError, match=message):
         scaling.run(fast=True, **options)
 
 
 def test_too_many_fds_for_the_rlimit():
-    import resource
     limit = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     with pytest.raises(RuntimeError, match="RLIMIT_NOFILE"):
         scaling.run(sizes=[10, limit])
 
 
-@pytest.mark.parametrize("step", ["_measure", "_probe_sharing"])
+@pytest.mark.parametrize("step", ["_rounds", "_probe_sharing"])
 def test_fds_closed_when_measuring_fails(monkeypatch, step):
     # The autouse leak check fails this test if any fd stays open.
     def broken(*args):
@@ -252,30 +202,142 @@ def test_a_wait_reporting_the_wrong_count_is_an_error():
 
 def test_command_line_options_reach_run():
     parser = argparse.ArgumentParser()
-    scaling.add_arguments(parser)
+    scaling.OPTIONS.add_arguments(parser)
     args = parser.parse_args(["--sizes", "100,10", "--ready", "2",
                               "--ready-counts", "100,1,20", "--repeats",
                               "1", "--batch-ms", "0.2"])
-    assert vars(args) == {"sizes": [100, 10], "ready": 2,
-                          "ready_counts": [100, 1, 20], "repeats": 1,
+    assert vars(args) == {"sizes": (100, 10), "ready": 2,
+                          "ready_counts": (100, 1, 20), "repeats": 1,
                           "batch_ms": 0.2}
     r = scaling.run(**vars(args))
     assert r.data["sizes"] == [10, 100] and r.data["ready"] == 2
     assert r.data["ready_counts"] == [1, 20, 100]
     assert r.data["ready_watched"] == 100
+    assert r.data["batch_ms"] == 0.2
     defaults = vars(parser.parse_args([]))
     assert set(defaults.values()) == {None}    # run() picks fast or default
     with pytest.raises(SystemExit):
         parser.parse_args(["--sizes", "10,x"])
 
 
-def test_default_ready_counts_stop_at_the_largest_size():
+def test_ready_counts_above_the_largest_size_are_left_out():
     r = scaling.run(sizes=[10, 100], repeats=1, batch_ms=0.2)
     assert r.data["ready_watched"] == 100
-    assert r.data["ready_counts"] == [1, 10, 100]       # 1000 left out
+    assert r.data["ready_counts"] == [1, 10, 100]
+    assert r.data["ready_counts_left_out"] == [1000]
+    assert "r = 1000 left out: more than 100" in r.report()
     assert r.data["sharing"]["buffer"]["returned"] == 100
 
 
 def test_plot_writes_a_png(plotted):
     data = plotted.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10000
+
+
+# ---- the verdict, on synthetic data -----------------------------------------
+
+def synthetic(sizes=(10, 100, 1000), select_sizes=None, poll_ns_per_fd=60,
+              epoll_ns_per_fd=0, epoll_ns_per_event=140, counts=(1, 10, 100),
+              **sharing):
+    """Data as measure returns it, one sample per batch, for costs a + b x N
+    (select 1500 + 60 N, poll 1000 + 60 N, epoll 700 + 0 N, an ADD 1500,
+    a MOD 500) and, in the ready series of 1000 fds, a + c x r (epoll
+    700 + 140 r, poll 61000 + 5 r); a probe that found what the claim says,
+    but for ``sharing``."""
+    select_sizes = sizes if select_sizes is None else select_sizes
+    cost = {"select": lambda n: 1500.0 + 60 * n,
+            "poll": lambda n: 1000.0 + poll_ns_per_fd * n,
+            "epoll": lambda n: 700.0 + epoll_ns_per_fd * n}
+    measured = {"select": select_sizes, "poll": sizes, "epoll": sizes}
+    samples = {
+        "wait": {m: {n: [cost[m](n)] for n in measured[m]} for m in cost},
+        "churn": {m: {n: [cost[m](n) + 500 * (m == "epoll")]
+                      for n in measured[m]} for m in cost},
+        "add": {n: [1500.0] for n in sizes},
+        "ready": {"epoll": {r: [700.0 + epoll_ns_per_event * r]
+                            for r in counts},
+                  "poll": {r: [61000.0 + 5 * r] for r in counts}},
+        "floor": [200.0]}
+    probe = {"epoll_file": "anon_inode:[eventpoll]",
+             "mmap_errno": errno.ENODEV, "mmap_error": "ENODEV",
+             "eventpoll_mappings": [], "mappings": 100,
+             "buffer": {"address": 0x5000, "mapping": "[heap]",
+                        "perms": "rw-p", "slots": counts[-1] + 4,
+                        "ready": counts[-1], "returned": counts[-1],
+                        "untouched": 4, "copied": True}}
+    probe.update(sharing)
+    return {"sizes": list(sizes), "ready": 1, "repeats": 1, "batch_ms": 1.0,
+            "ready_counts": list(counts), "ready_counts_left_out": [],
+            "ready_watched": 1000, "samples": samples, "sharing": probe,
+            "select_nfds": {n: n + 10 for n in select_sizes}}
+
+
+def test_judged_confirmed_with_hand_computed_figures():
+    result = conclude(scaling, synthetic())
+    d = result.data
+    assert result.confirmed is True
+    # poll: 1600 ns at N=10, 61000 at N=1000: 38.125x, (61000 - 1600) / 990
+    # = 60 ns per fd; select 2100 -> 61500, 29.3x; epoll flat at 700.
+    assert d["ratio"]["poll"][1000] == pytest.approx(38.125)
+    assert d["slope_ns_per_fd"]["poll"][1000] == pytest.approx(60)
+    assert d["ratio"]["select"][1000] == pytest.approx(61500 / 2100)
+    assert d["epoll_spread"] == 1.0
+    assert d["growth_needed"] == {"select": 5.0, "poll": 5.0}
+    # 1000 ADDs of 1500 ns against a saving of 61000 - 700 ns per wait.
+    assert d["break_even_waits"]["poll"][1000] == pytest.approx(
+        1000 * 1500 / 60300)
+    # epoll in the ready series: 840 ns at r=1, 14700 at r=100: 17.5x,
+    # (14700 - 840) / 99 = 140 ns per event; poll 61005 -> 61500.
+    assert d["ready_ratio"]["epoll"][100] == pytest.approx(17.5)
+    assert d["ns_per_event"]["epoll"][100] == pytest.approx(140)
+    assert d["ready_growth_needed"] == 3.0
+    assert result.verdict.startswith(
+        "select N=1000 costs 29x N=10 (~60 ns/fd); poll N=1000 costs 38x "
+        "N=10 (~60 ns/fd); epoll stays within 1.00x up to N=1000 with 1 "
+        "ready; epoll_ctl ADD costs 1500 ns/fd, repaid after 25 waits at "
+        "N=1000 (vs poll); epoll_wait grows with the events it copies out: "
+        "100 of 1000 ready cost 17.5x 1 ready (+140 ns/event; poll 1.01x); "
+        "mmap(epfd) fails with ENODEV, no eventpoll mapping, the 100 events "
+        "land in the caller's own array ([heap])")
+    assert result.columns == ["watched fds", 10, 100, 1000]
+    assert result.rows[3] == ["poll ns/wait", 1600.0, 7000.0, 61000.0]
+    assert "epoll MOD ns" in result.report()
+
+
+def test_a_span_under_20x_asks_for_less_growth():
+    result = conclude(scaling, synthetic(sizes=(10, 100)))
+    # 10x: a quarter of it, 2.5x; poll 7000 / 1600 = 4.4x passes.
+    assert result.data["growth_needed"] == {"select": 2.5, "poll": 2.5}
+    assert result.confirmed is True
+
+
+def test_select_stopped_by_fd_setsize_is_not_judged():
+    result = conclude(scaling, synthetic(select_sizes=(10,)))
+    assert result.confirmed is True
+    assert "select" not in result.data["growth_needed"]
+    assert "select only measured up to N=10 (FD_SETSIZE)" in result.verdict
+    assert "break-even vs select" in result.report()
+
+
+@pytest.mark.parametrize("changes, says", [
+    # An epoll whose wait grew with the idle fds: 800 -> 10700 ns.
+    ({"epoll_ns_per_fd": 10}, "epoll stays within 13.38x"),
+    # poll flat at 1000 ns: no O(n) growth.
+    ({"poll_ns_per_fd": 0}, "poll N=1000 costs 1x N=10 (~0 ns/fd)"),
+    # 100 events costing what one does are not copied out one by one.
+    ({"epoll_ns_per_event": 3},
+     "epoll_wait does NOT grow with the events it copies out: 100 of 1000 "
+     "ready cost 1.42x 1 ready"),
+    ({"mmap_errno": None, "mmap_error": None}, "mmap(epfd) succeeds"),
+    ({"eventpoll_mappings": ["anon_inode:[eventpoll]"]},
+     "1 eventpoll mapping(s)"),
+    ({"buffer": {"address": 0x5000, "mapping": "[heap]", "perms": "rw-p",
+                 "slots": 104, "ready": 100, "returned": 99,
+                 "untouched": 4, "copied": False}},
+     "not written as one event per ready fd (99 of 100 returned"),
+])
+def test_judged_refuted_when_a_part_fails(changes, says):
+    result = conclude(scaling, synthetic(**changes))
+    assert result.confirmed is False
+    assert says in result.verdict
+    assert "REFUTED" in result.report()

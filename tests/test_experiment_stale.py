@@ -3,7 +3,8 @@ number while a dup or a forked child holds the file.
 
 Asserted from the kernel's answers recorded in ``result.data["steps"]``
 (epoll_ctl results, epoll_wait events, the interest list from
-/proc/self/fdinfo), and against the (number, file) rule.
+/proc/self/fdinfo), and against the (number, file) rule; the verdict is
+also judged on synthetic traces of kernels that follow other rules.
 """
 
 import os
@@ -13,6 +14,7 @@ import pytest
 
 from rawmux import EPOLLIN, Epoll
 from rawmux.experiments import stale
+from rawmux.experiments.shape import conclude
 
 
 @pytest.fixture(scope="module")
@@ -92,22 +94,6 @@ def test_the_model_of_the_rule():
     assert model.interest() == [] and model.ready() == []
 
 
-def test_a_kernel_keyed_on_numbers_would_be_caught(monkeypatch):
-    """A rule that forgets the file (close drops the number's entries) must
-    disagree with this kernel, and the experiment must say so."""
-    class NumbersOnly(stale.Model):
-        def apply(self, action, number):
-            answer = super().apply(action, number)
-            if action[0] == "close":
-                self.entries = [e for e in self.entries if e[0] != number]
-            return answer
-    monkeypatch.setattr(stale, "Model", NumbersOnly)
-    result = stale.run(fast=True)
-    assert not result.confirmed
-    assert result.data["mismatches"]
-    assert "(rule:" in result.table()
-
-
 def test_interest_list_reads_the_kernels_entries():
     a, b = socket.socketpair()
     with a, b, Epoll() as ep:
@@ -122,3 +108,108 @@ def test_report_has_no_plot(result):
     assert "verdict: CONFIRMED" in result.report()
     with pytest.raises(RuntimeError):
         result.plot("unused.png")
+
+
+# ---- the verdict, on synthetic traces ---------------------------------------
+
+class NumbersOnly(stale.Model):
+    """A kernel keyed on fd numbers: close() drops the number's entries."""
+
+    def apply(self, action, number):
+        answer = super().apply(action, number)
+        if action[0] == "close":
+            self.entries = [e for e in self.entries if e[0] != number]
+        return answer
+
+
+class ChildIgnored(stale.Model):
+    """A kernel in which a forked child's copy is no reference."""
+
+    def apply(self, action, number):
+        if action[0] == "fork":
+            return "ok"
+        return super().apply(action, number)
+
+
+def trace(kernel=stale.Model, **answers):
+    """The steps measure() would record from ``kernel`` (a Model answering
+    as the kernel would): N is fd 4, its dup M fd 6, K fd 4 again, the
+    child pid 999.  ``answers``: {tag: {key: value}} overrides."""
+    fds = {"N": 4, "M": 6, "K": 4}
+
+    def number_of(action):
+        kind = action[0]
+        if kind == "dup":
+            return fds[action[1]], fds[action[2]]
+        if kind in ("write", "child_exit"):
+            return None
+        if kind == "fork":
+            return 999
+        return fds[action[2] if kind in ("socket", "ctl") else action[1]]
+
+    model = kernel()
+    steps = []
+    for variant, script in stale.SCRIPTS:
+        for tag, action in script:
+            number = number_of(action)
+            step = {"variant": variant, "tag": tag, "action": list(action),
+                    "number": number, "what": f"{action[0]} {number}",
+                    "result": model.apply(action, number),
+                    "ready": model.ready(), "interest": model.interest()}
+            step.update(answers.get(tag, {}))
+            steps.append(step)
+    return {"steps": steps,
+            "reuse": [{"name": "N", "kernel_gave": 4, "used": 4}]}
+
+
+def test_judged_confirmed_when_the_kernel_follows_the_rule():
+    result = conclude(stale, trace())
+    assert result.confirmed is True
+    assert result.data["mismatches"] == []
+    assert result.data["closed_number"] == 4
+    assert result.verdict == (
+        "after close(4) with a dup open, entry 4:A stayed and reported "
+        "'4 IN' on A's next write; DEL/MOD 4 -> EBADF/EBADF; on the reused "
+        "4: DEL/MOD ENOENT/ENOENT, ADD ok (2 events numbered 4 in one "
+        "wait); closing the dup removed it; a forked child's copy kept it "
+        "until the child exited; 75/75 answers as the (number, file) rule "
+        "predicts")
+    step = result.data["steps"][14]                 # B's peer writes
+    assert step["tag"] == "both" and step["rule_ready"] == [4, 4]
+    assert len(result.rows) == 25 + 1              # + the fork variant's
+    assert "(rule:" not in result.table()
+
+
+def test_judged_refuted_for_a_kernel_keyed_on_numbers():
+    result = conclude(stale, trace(NumbersOnly))
+    assert result.confirmed is False
+    # From close(4) on, entry 4:A is gone: the interest list differs at
+    # steps 4-16 and the events at steps 4, 6-16 (see the table).
+    assert {m["step"] for m in result.data["mismatches"]} >= {4, 6, 7, 16}
+    assert result.data["mismatches"][0] == {
+        "step": 4, "what": "ready", "observed": "-", "expected": "4 IN"}
+    assert "- (rule: 4 IN)" in result.table()
+    assert result.verdict.startswith(
+        "after close(4) with a dup open, entry 4:A did NOT stay and report "
+        "A's next write;")
+    assert "NOT shown: the entry survives close() while a dup is open" in \
+        result.verdict
+
+
+def test_judged_refuted_when_a_forked_child_is_no_reference():
+    result = conclude(stale, trace(ChildIgnored))
+    assert result.confirmed is False
+    assert "a forked child's copy did NOT behave the same" in result.verdict
+    assert not result.data["checks"][
+        "a forked child's reference keeps it alive the same way"]
+
+
+def test_judged_refuted_when_one_answer_differs():
+    result = conclude(stale, trace(del_closed={"result": "ENOENT"}))
+    assert result.confirmed is False
+    assert result.data["mismatches"] == [
+        {"step": 7, "what": "result", "observed": "ENOENT",
+         "expected": "EBADF"}]
+    assert "DEL/MOD 4 -> ENOENT/EBADF" in result.verdict
+    assert "74/75 answers" in result.verdict
+    assert "1 answers differ" in result.report()

@@ -203,7 +203,7 @@ def experiments() -> list[Result]:
 
     results = [
         fdsetsize.run(fast=True, progress=progress, fd=4000),
-        scaling.run(fast=True, sizes="10,100,1000", ready=1),
+        scaling.run(fast=True, sizes=(10, 100, 1000), ready=1),
         dead_connections.run(fast=True, idle=[0, 100]),
         triggers.run(repeats=2),
         herd.run(fast=True, procs=2, configs=["plain"]),

@@ -1,46 +1,38 @@
-"""A closed fd's epoll registration survives while a dup (or a forked
-child) keeps its file open.
+"""stale: a closed fd's epoll registration survives while a dup (or a
+forked child) keeps its file open.
 
-The claim
----------
-epoll does not register an fd *number*: it registers the pair (number,
-open file description).  close(2) of a number that a dup() or a forked
-child still holds does not release the file, so the registration stays:
-events keep arriving under the closed number, and EPOLL_CTL_DEL on that
-number fails with EBADF, because the number no longer names a file.  Once
-the number is reused by a new socket, DEL and MOD on it fail with ENOENT
-(the new file was never registered) and ADD succeeds -- a second entry under
-the same number.  Only when the last reference to the old file goes does
-its entry disappear.
+Claim: epoll registers the pair (fd number, open file description), not
+the number.  After close(2) of a number whose file a dup or a child still
+holds, events keep arriving under the closed number and EPOLL_CTL_DEL on it
+fails with EBADF; once the number is reused by a new socket, DEL and MOD
+fail with ENOENT and ADD makes a second entry under the same number; the
+entry goes only with the file's last reference.  Why, in the kernel:
+docs/walkthrough.md, "Why the costs differ" (stale) and "Removing, closing,
+and the stale registration".
 
-Why, in fs/eventpoll.c
-----------------------
-``do_epoll_ctl()`` first turns the number into a ``struct file *``
-(``fdget()``: EBADF when the number is not open), then looks the entry up
-with ``ep_find(ep, file, fd)``: the red-black tree of entries is ordered by
-``ep_cmp_ffd()``, which compares the file pointer and then the number.  A
-reused number with another file is a different key: ENOENT for DEL/MOD, a
-fresh ``ep_insert()`` for ADD.  ``close()`` only drops the number's
-reference (``filp_close()`` -> ``fput()``); the entry is removed by
-``eventpoll_release()``, which ``__fput()`` calls when the file's *last*
-reference goes -- the dup, or the child's copy when it exits.  Until then
-the socket's wait queue still holds ``ep_poll_callback()``, and the
-``data`` the kernel hands back is whatever was given at ADD: the old
-number.
+Method: one epoll instance, AF_UNIX socketpairs whose peers write on cue,
+raw fd numbers, the scripts MAIN and FORK below (the fork variant has a
+child process as the other reference).  After each step, an epoll_wait
+with timeout 0 and the instance's interest list as the kernel prints it in
+/proc/self/fdinfo/EPFD (one ``tfd: N ... ino: I`` line per entry; the
+inode tells which socket it is).  ``judge`` replays the actions through
+``Model``, the rule above (entries keyed on (number, file), removed when a
+file's last reference goes), and compares every answer with the kernel's.
 
-The method
-----------
-One epoll instance, AF_UNIX socketpairs whose peers write on cue, raw fd
-numbers.  After each step, an ``epoll_wait`` with timeout 0 and the
-instance's interest list as the kernel prints it in
-``/proc/self/fdinfo/EPFD`` (one ``tfd: N ... ino: I`` line per entry; the
-inode tells which socket the entry belongs to).  A model of the rule above
--- entries keyed on (number, file), removed when a file's last reference
-goes -- predicts every step's result, events and interest list from the
-actions alone, and the verdict compares it with the kernel.  The fork
-variant repeats the story with a child process as the other reference.
+``Result.data``:
 
-    python -m rawmux experiment stale
+- measured: ``steps``, one per action: {"variant": "main"|"fork", "tag"
+  (the name of a step the claim rests on, or None), "action" (as in the
+  script), "number" (the fd number it acted on; (source, new) for a dup,
+  the child's pid for a fork), "what" (the table's description), "result"
+  ("ok", "fd N", "N bytes" or an errno name), "ready" (the fds
+  epoll_wait(0) reported, sorted), "interest" ([(fd, socket label)])};
+  ``reuse``: [{"name", "kernel_gave", "used"}] for each socket that was to
+  take a just-closed number (dup2() moves it there if the kernel did not);
+- judged: ``steps`` again, each with ``rule_result``, ``rule_ready`` and
+  ``rule_interest``, the rule's prediction; ``mismatches``: [{"step",
+  "what", "observed", "expected"}]; ``checks``: {piece of the claim: bool};
+  ``closed_number``.
 """
 
 from __future__ import annotations
@@ -56,7 +48,8 @@ from typing import Any
 
 from rawmux._epoll import Epoll
 from rawmux._extension import lib
-from rawmux.experiments.report import Progress, Result
+from rawmux.experiments.options import Options
+from rawmux.experiments.shape import Judgement, Table, runs
 
 SUMMARY = "close an fd a dup or a child still holds; watch epoll report it"
 CLAIM = ("epoll keys a registration on (fd number, open file description): "
@@ -104,6 +97,18 @@ FORK: list[tuple[str | None, tuple[Any, ...]]] = [
     ("fork_del", ("ctl", "DEL", "K")),
     ("fork_exit", ("child_exit",)),
 ]
+SCRIPTS = [("main", MAIN), ("fork", FORK)]
+# What the table says each action did; n is its number (see _Lab.do).
+_DESCRIPTIONS = {
+    "socket": "socket {a[1]} opened: fd {n}",
+    "ctl": "EPOLL_CTL_{a[1]} fd {n}",
+    "write": "{a[1]}'s peer writes {a[2]} bytes",
+    "read": "read(fd {n})",
+    "dup": "dup(fd {n[0]}) -> fd {n[1]}",
+    "close": "close(fd {n})",
+    "fork": "fork(): child {n} holds every fd too",
+    "child_exit": "the child exits: its references go",
+}
 
 
 # ---- what the rule predicts -------------------------------------------------
@@ -198,8 +203,8 @@ class _Lab:
     """The real sockets, numbers and child process of one run."""
 
     def __init__(self, stack):
-        self.ep = Epoll(maxevents=8)
-        stack.callback(self.ep.close)
+        self.stack = stack
+        self.ep = stack.enter_context(Epoll(maxevents=8))
         self.names = {}         # name -> fd number
         self.open = set()       # raw fds we own and must close
         self.peers = {}         # file -> peer socket
@@ -207,23 +212,18 @@ class _Lab:
         # (pid, the write end of its "go" pipe)
         self.child: tuple[int, int] | None = None
         self.reuse = []         # (name, number the kernel gave, number used)
-        stack.callback(self._cleanup)
+        stack.callback(self._close_open)
 
-    def _cleanup(self):
-        for fd in self.open:
-            os.close(fd)
-        self.open.clear()
-        for peer in self.peers.values():
-            peer.close()
-        if self.child is not None:
-            self._end_child()
+    def _close_open(self):
+        while self.open:
+            os.close(self.open.pop())
 
     def _end_child(self):
-        assert self.child is not None, "no child to end"
-        pid, go = self.child
-        self.child = None
-        os.close(go)            # EOF on its pipe: the child exits
-        os.waitpid(pid, 0)
+        if self.child is not None:
+            pid, go = self.child
+            self.child = None
+            os.close(go)        # EOF on its pipe: the child exits
+            os.waitpid(pid, 0)
 
     def do(self, action):
         """Run one action on the real thing; returns (result, number)."""
@@ -231,7 +231,7 @@ class _Lab:
         if kind == "socket":
             file, name = action[1], action[2]
             watched, peer = socket.socketpair()
-            self.peers[file] = peer
+            self.peers[file] = self.stack.enter_context(peer)
             peer.settimeout(5.0)
             watched.setblocking(False)
             fd = watched.detach()
@@ -296,6 +296,7 @@ class _Lab:
                     os._exit(0)
             os.close(go_read)
             self.child = (pid, go_write)
+            self.stack.callback(self._end_child)
             return "ok", pid
         if kind == "child_exit":
             self._end_child()
@@ -303,13 +304,10 @@ class _Lab:
         raise ValueError(f"unknown action {action!r}")
 
     def wait(self):
-        n = self.ep.wait(0)
-        ready = []
-        for i in range(n):
-            if not self.ep.ready_events[i] & lib.EPOLLIN:
-                raise RuntimeError(f"unexpected events {self.ep.ready()}")
-            ready.append(self.ep.ready_fds[i])
-        return sorted(ready)
+        self.ep.wait(0)
+        if any(not events & lib.EPOLLIN for _, events in self.ep.ready()):
+            raise RuntimeError(f"unexpected events {self.ep.ready()}")
+        return sorted(fd for fd, _ in self.ep.ready())
 
     def interest(self):
         return [(fd, self.inodes.get(ino, f"inode {ino}"))
@@ -317,25 +315,8 @@ class _Lab:
 
 
 def _describe(action, number):
-    kind = action[0]
-    if kind == "socket":
-        reused = " (the number just closed)" if len(action) > 3 else ""
-        return f"socket {action[1]} opened: fd {number}{reused}"
-    if kind == "ctl":
-        return f"EPOLL_CTL_{action[1]} fd {number}"
-    if kind == "write":
-        return f"{action[1]}'s peer writes {action[2]} bytes"
-    if kind == "read":
-        return f"read(fd {number})"
-    if kind == "dup":
-        return f"dup(fd {number[0]}) -> fd {number[1]}"
-    if kind == "close":
-        return f"close(fd {number})"
-    if kind == "fork":
-        return f"fork(): child {number} holds every fd too"
-    if kind == "child_exit":
-        return "the child exits: its references go"
-    raise ValueError(f"unknown action {action!r}")
+    text = _DESCRIPTIONS[action[0]].format(a=action, n=number)
+    return text + (" (the number just closed)" if len(action) > 3 else "")
 
 
 def _show_interest(entries):
@@ -346,63 +327,56 @@ def _show_ready(fds):
     return ", ".join(f"{fd} IN" for fd in fds) or "-"
 
 
-# ---- the experiment ---------------------------------------------------------
+# ---- measuring, judging, presenting ---------------------------------------
 
-def run(*, fast: bool = False, progress: Progress | None = None) -> Result:
-    # One pass is the whole experiment (it takes milliseconds): fast and
-    # default runs are the same.
+OPTIONS = Options()     # one pass takes milliseconds: nothing to choose
+
+
+def measure(options, progress):
     steps = []
-    scripts = [("main", MAIN), ("fork", FORK)]
-    total = sum(len(script) for _, script in scripts)
+    total = sum(len(script) for _, script in SCRIPTS)
     with contextlib.ExitStack() as stack:
         lab = _Lab(stack)
-        model = Model()
-        for variant, script in scripts:
+        for variant, script in SCRIPTS:
             for tag, action in script:
                 result, number = lab.do(action)
-                rule_result = model.apply(action, number)
                 steps.append({
                     "variant": variant, "tag": tag, "action": list(action),
                     "number": number,
                     "what": _describe(action, number) + (
                         ", as a loop trusting the event would"
                         if tag == "read_reused" else ""),
-                    "result": result, "rule_result": rule_result,
-                    "ready": lab.wait(), "rule_ready": model.ready(),
-                    "interest": lab.interest(),
+                    "result": result, "ready": lab.wait(),
+                    "interest": lab.interest()})
+                progress(len(steps), total, variant)
+        reuse = [{"name": name, "kernel_gave": got, "used": used}
+                 for name, got, used in lab.reuse]
+    return {"steps": steps, "reuse": reuse}
+
+
+_SHOWS: dict[str, Callable[[Any], str]] = {
+    "result": str, "ready": _show_ready, "interest": _show_interest}
+
+
+def _predicted(steps):
+    """Each step with what the (number, file) rule predicts beside what
+    the kernel answered: ``rule_result``, ``rule_ready``,
+    ``rule_interest``."""
+    model = Model()
+    out = []
+    for s in steps:
+        rule = model.apply(s["action"], s["number"])
+        out.append({**s, "rule_result": rule, "rule_ready": model.ready(),
                     "rule_interest": model.interest()})
-                if progress is not None:
-                    progress(len(steps), total, variant)
-        reuse = list(lab.reuse)
-    return _result(steps, reuse)
+    return out
 
 
-def _result(steps, reuse):
-    columns = ["#", "action", "result", "epoll_wait(0)",
-               "interest list (fd:socket)"]
-    rows, mismatches = [], []
-    shows: dict[str, Callable[[Any], str]] = {
-        "result": str, "ready": _show_ready, "interest": _show_interest}
-    for i, s in enumerate(steps):
-        if i and s["variant"] != steps[i - 1]["variant"]:
-            rows.append(["", f"-- {s['variant']} variant --", "", "", ""])
-        cells = []
-        for key, show in shows.items():
-            seen, rule = show(s[key]), show(s["rule_" + key])
-            if seen != rule:
-                mismatches.append({"step": i, "what": key, "observed": seen,
-                                   "expected": rule})
-                seen += f" (rule: {rule})"
-            cells.append(seen)
-        rows.append([str(i), s["what"]] + cells)
-
-    # The claim, piece by piece, read off the kernel's answers.
+def _checks(steps):
+    """The claim, piece by piece, read off the kernel's answers."""
     tag = {s["tag"]: s for s in steps if s["tag"]}
-    n = tag["closed"]["number"]
-    m = next(s["number"][1] for s in steps if s["action"][0] == "dup")
-    k = tag["fork_closed"]["number"]
+    n, k = tag["closed"]["number"], tag["fork_closed"]["number"]
     before_last = steps[steps.index(tag["last_close"]) - 1]
-    checks = {
+    return {
         "the entry survives close() while a dup is open":
             (n, "A") in tag["closed"]["interest"],
         "events arrive under the closed number":
@@ -428,37 +402,26 @@ def _result(steps, reuse):
             not tag["fork_exit"]["interest"] and
             not tag["fork_exit"]["ready"],
     }
-    confirmed = all(checks.values()) and not mismatches
-    moved = [(got, used) for _, got, used in reuse if got != used]
-    notes = [
-        ("Each row: one action, then epoll_wait(timeout 0) on the instance "
-         "(the numbers it reports are the `data` given at ADD) and its "
-         "interest list as /proc/self/fdinfo/EPFD prints it, one "
-         "number:socket per entry (the socket found by the entry's inode).  "
-         "Level-triggered EPOLLIN; AF_UNIX socketpairs."),
-        "The reused number: " + (
-            "the kernel's lowest-free rule handed the new socket the "
-            "number just closed." if not moved else
-            f"the kernel gave fd {moved[0][0]}; dup2() moved it onto "
-            f"{moved[0][1]}."),
-        (f"The read on the reused fd {n} (EAGAIN) is what a loop that "
-         f"trusts the event would do: the data is in socket A, which only "
-         f"the dup, fd {m}, still names."),
-        ("Why: do_epoll_ctl() resolves the number to a struct file "
-         "(EBADF if it names none), then ep_find(ep, file, fd) looks up the "
-         "(file, number) key: a reused number with another file is not "
-         "found (ENOENT), and ADD puts a second entry beside the old one.  "
-         "close() drops one reference; __fput() of the last one calls "
-         "eventpoll_release(), which removes the file's entries "
-         "(fs/eventpoll.c, fs/file_table.c)."),
-    ]
-    if mismatches:
-        notes.append(f"{len(mismatches)} answers differ from the (number, "
-                     f"file) rule: the cells marked 'rule:'.")
-    answers = len(steps) * len(shows)
+
+
+def judge(d):
+    steps = _predicted(d["steps"])
+    mismatches = [
+        {"step": i, "what": key, "observed": show(s[key]),
+         "expected": show(s["rule_" + key])}
+        for i, s in enumerate(steps) for key, show in _SHOWS.items()
+        if show(s[key]) != show(s["rule_" + key])]
+    checks = _checks(steps)
+    tag = {s["tag"]: s for s in steps if s["tag"]}
+    n = tag["closed"]["number"]
+    answers = len(steps) * len(_SHOWS)
+    stayed = (checks["the entry survives close() while a dup is open"]
+              and checks["events arrive under the closed number"])
     verdict = (
-        f"after close({n}) with a dup open, entry {n}:A stayed and reported "
-        f"'{n} IN' on A's next write; DEL/MOD {n} -> "
+        f"after close({n}) with a dup open, entry {n}:A "
+        + (f"stayed and reported '{n} IN' on A's next write" if stayed
+           else "did NOT stay and report A's next write")
+        + f"; DEL/MOD {n} -> "
         f"{tag['del_closed']['result']}/{tag['mod_closed']['result']}; on "
         f"the reused {n}: DEL/MOD {tag['del_reused']['result']}/"
         f"{tag['mod_reused']['result']}, ADD {tag['add_reused']['result']} "
@@ -475,10 +438,50 @@ def _result(steps, reuse):
     failed = [name for name, ok in checks.items() if not ok]
     if failed:
         verdict += "; NOT shown: " + ", ".join(failed)
-    data = {"steps": steps, "checks": checks, "mismatches": mismatches,
-            "closed_number": n,
-            "reuse": [{"name": name, "kernel_gave": got, "used": used}
-                      for name, got, used in reuse]}
-    return Result(name="stale", claim=CLAIM, columns=columns, rows=rows,
-                  verdict=verdict, confirmed=confirmed, data=data,
-                  notes=notes)
+    return Judgement(all(checks.values()) and not mismatches, verdict, {
+        "steps": steps, "checks": checks, "mismatches": mismatches,
+        "closed_number": n})
+
+
+def present(d, judgement):
+    figures = judgement.figures
+    steps, n = figures["steps"], figures["closed_number"]
+    expected = {(m["step"], m["what"]): m["expected"]
+                for m in figures["mismatches"]}
+    rows = []
+    for i, s in enumerate(steps):
+        if i and s["variant"] != steps[i - 1]["variant"]:
+            rows.append(["", f"-- {s['variant']} variant --", "", "", ""])
+        rows.append([str(i), s["what"]] + [
+            show(s[key]) + (f" (rule: {expected[i, key]})"
+                            if (i, key) in expected else "")
+            for key, show in _SHOWS.items()])
+    dup = next(s["number"][1] for s in steps if s["action"][0] == "dup")
+    moved = [r for r in d["reuse"] if r["kernel_gave"] != r["used"]]
+    notes = [
+        ("Each row: one action, then epoll_wait(timeout 0) on the instance "
+         "(the numbers it reports are the `data` given at ADD) and its "
+         "interest list as /proc/self/fdinfo/EPFD prints it, one "
+         "number:socket per entry (the socket found by the entry's inode).  "
+         "Level-triggered EPOLLIN; AF_UNIX socketpairs."),
+        "The reused number: " + (
+            "the kernel's lowest-free rule handed the new socket the "
+            "number just closed." if not moved else
+            f"the kernel gave fd {moved[0]['kernel_gave']}; dup2() moved it "
+            f"onto {moved[0]['used']}."),
+        (f"The read on the reused fd {n} (EAGAIN) is what a loop that "
+         f"trusts the event would do: the data is in socket A, which only "
+         f"the dup, fd {dup}, still names."),
+        ("Why: epoll's key is (struct file, number) (ep_find()), and only "
+         "the last reference's __fput() removes a file's entries "
+         "(eventpoll_release()): docs/walkthrough.md, \"Removing, closing, "
+         "and the stale registration\"."),
+    ]
+    if expected:
+        notes.append(f"{len(expected)} answers differ from the (number, "
+                     f"file) rule: the cells marked 'rule:'.")
+    return Table(["#", "action", "result", "epoll_wait(0)",
+                  "interest list (fd:socket)"], rows, notes)
+
+
+run = runs(__name__)
