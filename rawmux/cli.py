@@ -275,16 +275,18 @@ def _experiment(args, progress):
 def _all(args, progress, argv):
     from rawmux._atomic import check_writable, write_text
     from rawmux.experiments import page, suite
+    # As for one experiment: the files are checked before the run and
+    # written whole after it.
     for path in (args.report, args.json):
         if path:
             check_writable(path)
+    machine = suite.machine(argv)       # the date the run started
     outcomes = []
     for outcome in suite.run_each(fast=args.fast, progress=progress):
         progress.end_line()
         print(outcome.report(), end="\n\n", flush=True)
         outcomes.append(outcome)
     print(suite.summary(outcomes))
-    machine = suite.machine(argv)
     if args.json:
         write_text(args.json, suite.to_json(outcomes, machine) + "\n")
     if args.report:

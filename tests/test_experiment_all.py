@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -18,7 +19,7 @@ import zlib
 
 import pytest
 
-from rawmux import experiments
+from rawmux import cli, experiments
 from rawmux.experiments import page, suite
 from rawmux.experiments.report import Result
 
@@ -166,7 +167,7 @@ def fake(name, run):
 def test_one_experiment_that_raises_does_not_stop_the_others():
     def good(*, fast=False, progress=None):
         progress(1, 2, "half")
-        return synthetic("good")
+        return synthetic("second")
 
     def bad(*, fast=False, progress=None):
         raise OSError(24, "Too many open files")
@@ -185,6 +186,36 @@ def test_one_experiment_that_raises_does_not_stop_the_others():
     assert (75, 100, "second: half") in seen
     assert seen[-1] == (100, 100, "second: done")
     assert [done for done, _, _ in seen] == sorted(done for done, _, _ in seen)
+
+
+def test_the_command_reports_a_failure_and_exits_1(tmp_path, monkeypatch,
+                                                   capsys):
+    def good(*, fast=False, progress=None):
+        return synthetic("second")
+
+    def bad(*, fast=False, progress=None):
+        raise RuntimeError("the server never said <listening>")
+
+    modules = {"first": fake("first", bad), "second": fake("second", good)}
+    every = suite.run_each
+    monkeypatch.setattr(suite, "run_each", lambda **kwargs: every(
+        names=list(modules), load=modules.__getitem__, **kwargs))
+    # The command stops on SIGTERM: this process keeps its own handler.
+    monkeypatch.setattr(signal, "signal", lambda *args: None)
+    report, results = tmp_path / "r.html", tmp_path / "r.json"
+    status = cli.main(["experiment", "all", "--fast", "--report",
+                       str(report), "--json", str(results)])
+    assert status == 1
+    out, err = capsys.readouterr()
+    assert re.search(r"^first +FAILED +\d", out, re.M), out
+    assert re.search(r"^second +CONFIRMED +\d", out, re.M), out
+    assert "first failed: RuntimeError: the server never said" in err
+    text = report.read_text(encoding="utf-8")
+    assert sections(text) == ["first", "second"]
+    assert "the server never said &lt;listening&gt;" in text
+    written = json.loads(results.read_text())
+    assert [r["name"] for r in written["results"]] == ["second"]
+    assert [f["name"] for f in written["failed"]] == ["first"]
 
 
 def test_a_keyboard_interrupt_stops_the_run():
