@@ -33,3 +33,11 @@ class ProgressBar:
         self.stream.flush()
         if finished:
             self.shown = False
+
+    def end_line(self):
+        """Ends the bar's line, if one is drawn, so that other output can
+        follow it; the next call draws the bar on a line of its own."""
+        if self.shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self.shown = False

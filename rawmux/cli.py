@@ -1,6 +1,7 @@
 """``python -m rawmux``: the command line.  Parses arguments, calls floor 3."""
 
 import argparse
+import functools
 import logging
 import os
 import platform
@@ -39,21 +40,54 @@ def _version():
             f"{_rawmux.__file__}, Python {platform.python_version()}")
 
 
-def _command(commands, name, summary, example, details=""):
+class _Subcommand(argparse.ArgumentParser):
+    """A subcommand's parser whose arguments are added by ``fill(parser)``
+    only when it is used: when argparse hands it the rest of the command
+    line (its subcommand was chosen) or its help is asked for.  So ``serve``,
+    which starts often (every test server), imports neither the bench nor an
+    experiment, without the command line being searched for a word first."""
+
+    def __init__(self, *args, fill=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._fill = fill
+
+    def filled(self):
+        if self._fill is not None:
+            fill, self._fill = self._fill, None
+            fill(self)
+        return self
+
+    def parse_known_args(self, args=None, namespace=None):
+        self.filled()
+        return super().parse_known_args(args, namespace)
+
+    def format_usage(self):
+        self.filled()
+        return super().format_usage()
+
+    def format_help(self):
+        self.filled()
+        return super().format_help()
+
+
+def _subcommands(parser, dest, **kwargs):
+    return parser.add_subparsers(dest=dest, required=True,
+                                 parser_class=_Subcommand, **kwargs)
+
+
+def _command(commands, name, summary, example, details="", fill=None):
     """A subcommand whose --help says what it does in one line, then
-    ``details``, then an example."""
+    ``details``, then an example; ``fill(parser)`` adds its arguments."""
     description = summary + "."
     if details:
         description += "\n\n" + textwrap.fill(details, 79)
     return commands.add_parser(
         name, help=summary, description=description,
-        epilog=f"example:\n  {example}",
+        epilog=f"example:\n  {example}", fill=fill,
         formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
-def _parser(experiments=True):
-    from rawmux.echo import BACKENDS, Config
-    d = Config()
+def _parser():
     parser = argparse.ArgumentParser(
         prog="python -m rawmux",
         description="select, poll and epoll at the level of the raw "
@@ -63,14 +97,48 @@ def _parser(experiments=True):
     parser.add_argument("--version", action="version", version=_version(),
                         help="print rawmux's version, where it was imported "
                              "from, and exit")
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    serve = _command(
+    commands = _subcommands(parser, "command")
+    _command(
         commands, "serve", "run an echo server on one mechanism",
         "python -m rawmux serve --backend epoll-et --port 8093",
         "An echo server written directly on one mechanism. SIGINT/SIGTERM "
         "stop it: it stops accepting, flushes for a grace period, closes "
-        "everything, prints a summary and exits 0.")
+        "everything, prints a summary and exits 0.", fill=_serve_arguments)
+    _command(
+        commands, "client", "send lines from stdin to an echo server, print "
+        "the echo", "python -m rawmux client --port 8093",
+        "Reads lines from the terminal (or a pipe, until EOF), sends each to "
+        "the echo server and prints what comes back.",
+        fill=_client_arguments)
+    _command(
+        commands, "bench", "measure echo servers against the stdlib, "
+        "asyncio, uvloop and C", "python -m rawmux bench --quick",
+        "Starts each echo server in turn, loads it with a C load generator "
+        "on another CPU, and reports medians across rounds: messages/s, "
+        "MiB/s, round-trip percentiles, and server CPU microseconds per "
+        "message with ratios to the C floor and to uvloop.",
+        fill=_bench_arguments)
+    _command(
+        commands, "tour", "check every binding and echo server, run two "
+        "experiments", "python -m rawmux tour",
+        "In under a minute: asks each binding about live sockets and "
+        "compares with the stdlib select module; starts each echo backend, "
+        "drives it with clients and verifies every byte; runs the fdsetsize "
+        "experiment and a short scaling experiment; prints one summary "
+        "table.  Builds nothing.")
+    _command(
+        commands, "experiment", "measure one classic claim about select, "
+        "poll and epoll",
+        "python -m rawmux experiment scaling --fast --plot scaling.png",
+        "Each experiment tests one claim, prints a table and its verdict. "
+        "docs/walkthrough.md explains the results from the kernel's side.",
+        fill=_experiments)
+    return parser
+
+
+def _serve_arguments(serve):
+    from rawmux.echo import BACKENDS, Config
+    d = Config()
     serve.add_argument("--backend", choices=BACKENDS, default=d.backend,
                        help="select, poll, epoll (level-triggered), epoll-et "
                             "(edge-triggered) or threads (one thread per "
@@ -108,68 +176,71 @@ def _parser(experiments=True):
     serve.add_argument("-v", "--verbose", action="count", default=0,
                        help="log connection events (-v) and more (-vv)")
 
-    client = _command(
-        commands, "client", "send lines from stdin to an echo server, print "
-        "the echo", "python -m rawmux client --port 8093",
-        "Reads lines from the terminal (or a pipe, until EOF), sends each to "
-        "the echo server and prints what comes back.")
+
+def _client_arguments(client):
+    from rawmux.echo import Config
+    d = Config()
     client.add_argument("--host", default=d.host,
                         help="server address; default %(default)s")
     client.add_argument("--port", type=_port, default=d.port,
                         help="server port; default %(default)s")
 
+
+def _bench_arguments(bench):
     from rawmux.bench import runner
-    bench = _command(
-        commands, "bench", "measure echo servers against the stdlib, "
-        "asyncio, uvloop and C", "python -m rawmux bench --quick",
-        "Starts each echo server in turn, loads it with a C load generator "
-        "on another CPU, and reports medians across rounds: messages/s, "
-        "MiB/s, round-trip percentiles, and server CPU microseconds per "
-        "message with ratios to the C floor and to uvloop.")
     runner.add_arguments(bench)
 
-    _command(
-        commands, "tour", "check every binding and echo server, run two "
-        "experiments", "python -m rawmux tour",
-        "In under a minute: asks each binding about live sockets and "
-        "compares with the stdlib select module; starts each echo backend, "
-        "drives it with clients and verifies every byte; runs the fdsetsize "
-        "experiment and a short scaling experiment; prints one summary "
-        "table.  Builds nothing.")
 
-    experiment = _command(
-        commands, "experiment", "measure one classic claim about select, "
-        "poll and epoll",
-        "python -m rawmux experiment scaling --fast --plot scaling.png",
-        "Each experiment tests one claim, prints a table and its verdict. "
-        "docs/walkthrough.md explains the results from the kernel's side.")
-    names = experiment.add_subparsers(dest="name", required=True,
-                                      metavar="NAME")
-    if not experiments:
-        return parser
-    # Only "experiment" imports the experiment modules: "serve" starts
-    # often (every test server) and needs none of them.
+def _experiments(experiment):
+    # Every module is imported here: each one's SUMMARY is its line in
+    # "experiment --help".
     from rawmux.experiments import NAMES, load
+    names = _subcommands(experiment, "name", metavar="NAME")
     for name in NAMES:
         module = load(name)
         example = f"python -m rawmux experiment {name} --fast"
         if getattr(module, "PLOT", None):
             example += f" --plot {name}.png"
-        sub = _command(names, name, module.SUMMARY, example,
-                       f"The claim: {module.CLAIM}.")
-        sub.add_argument("--fast", action="store_true",
-                         help="the short run the test suite uses")
-        if getattr(module, "PLOT", None):
-            sub.add_argument("--plot", metavar="FILE.png",
-                             help=module.PLOT + " (needs the plot extra: "
-                                  "matplotlib)")
-        sub.add_argument("--json", metavar="FILE",
-                         help="write the table and measurements as JSON")
-        if hasattr(module, "OPTIONS"):
-            module.OPTIONS.add_arguments(sub)
-        elif hasattr(module, "add_arguments"):
-            module.add_arguments(sub)
-    return parser
+        _command(names, name, module.SUMMARY, example,
+                 f"The claim: {module.CLAIM}.",
+                 fill=functools.partial(_experiment_arguments, module))
+    _command(
+        names, "all", "run every experiment, write one report page",
+        "python -m rawmux experiment all --fast --report report.html",
+        "Runs each experiment above in turn with its default options, "
+        "prints each report as it completes and then a summary (verdict "
+        "and seconds per experiment), and writes one self-contained HTML "
+        "page: each claim, verdict, table, notes and plot, and the machine "
+        "they ran on.  An experiment that fails is reported as FAILED and "
+        "the others still run; the exit status is then 1.",
+        fill=_all_arguments)
+
+
+def _experiment_arguments(module, sub):
+    sub.add_argument("--fast", action="store_true",
+                     help="the short run the test suite uses")
+    if getattr(module, "PLOT", None):
+        sub.add_argument("--plot", metavar="FILE.png",
+                         help=module.PLOT + " (needs the plot extra: "
+                              "matplotlib)")
+    sub.add_argument("--json", metavar="FILE",
+                     help="write the table and measurements as JSON")
+    if hasattr(module, "OPTIONS"):
+        module.OPTIONS.add_arguments(sub)
+    elif hasattr(module, "add_arguments"):     # until every one is converted
+        module.add_arguments(sub)
+
+
+def _all_arguments(sub):
+    sub.add_argument("--fast", action="store_true",
+                     help="each experiment's short run, as the test suite "
+                          "runs it")
+    sub.add_argument("--report", metavar="FILE.html",
+                     help="write the page: claims, verdicts, tables, notes, "
+                          "plots (without matplotlib the page says so) and "
+                          "the machine")
+    sub.add_argument("--json", metavar="FILE",
+                     help="write every result and the machine as JSON")
 
 
 _EXPERIMENT_COMMON = {"command", "name", "fast", "plot", "json"}
@@ -201,6 +272,33 @@ def _experiment(args, progress):
     return 0
 
 
+def _all(args, progress, argv):
+    from rawmux._atomic import check_writable, write_text
+    from rawmux.experiments import page, suite
+    # As for one experiment: the files are checked before the run and
+    # written whole after it.
+    for path in (args.report, args.json):
+        if path:
+            check_writable(path)
+    machine = suite.machine(argv)       # the date the run started
+    outcomes = []
+    for outcome in suite.run_each(fast=args.fast, progress=progress):
+        progress.end_line()
+        print(outcome.report(), end="\n\n", flush=True)
+        outcomes.append(outcome)
+    print(suite.summary(outcomes))
+    if args.json:
+        write_text(args.json, suite.to_json(outcomes, machine) + "\n")
+    if args.report:
+        write_text(args.report, page.render(outcomes, machine))
+        print(f"report: {args.report}")
+    failed = [o for o in outcomes if o.result is None]
+    for outcome in failed:
+        print(f"rawmux experiment all: {outcome.name} failed: "
+              f"{outcome.error}", file=sys.stderr)
+    return 1 if failed else 0
+
+
 def _exit_on_sigterm():
     """SIGTERM (timeout(1), a CI cancel) raises SystemExit, so that the
     finally blocks run and stop the servers and load generators a run has
@@ -211,7 +309,7 @@ def _exit_on_sigterm():
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = _parser(experiments="experiment" in argv).parse_args(argv)
+    args = _parser().parse_args(argv)
     if args.command == "serve":
         from rawmux.echo import Config, serve
         logging.basicConfig(
@@ -233,6 +331,8 @@ def main(argv=None):
         _exit_on_sigterm()
         progress = ProgressBar()
         try:
+            if args.name == "all":
+                return _all(args, progress, argv)
             return _experiment(args, progress)
         except (OSError, RuntimeError, ValueError,
                 subprocess.SubprocessError) as exc:

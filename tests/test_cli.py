@@ -4,6 +4,7 @@ whole or not at all."""
 import argparse
 import importlib.metadata
 import os
+import re
 import shlex
 import stat
 import subprocess
@@ -24,7 +25,10 @@ def rawmux_command(*args, **kwargs):
 
 
 def subcommands(parser, path=()):
-    """(argv path, parser) for the parser and every subcommand below it."""
+    """(argv path, parser) for the parser and every subcommand below it,
+    each with its arguments (added only when a subcommand is used)."""
+    if isinstance(parser, cli._Subcommand):
+        parser.filled()
     yield path, parser
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -38,6 +42,49 @@ def test_every_command_is_listed():
     assert {("serve",), ("client",), ("bench",), ("tour",),
             ("experiment",)} <= paths
     assert {("experiment", name) for name in NAMES} <= paths
+    assert ("experiment", "all") in paths
+
+
+def imported_by(*argv):
+    """The rawmux modules imported to parse ``argv`` (in a fresh
+    interpreter: this one has imported everything)."""
+    run = subprocess.run(
+        [sys.executable, "-c", "import sys; from rawmux import cli; "
+         "cli._parser().parse_args(sys.argv[1:]); "
+         "print(*sorted(m for m in sys.modules if m.startswith('rawmux')))",
+         *argv], capture_output=True, text=True, timeout=60, cwd=HERE)
+    assert run.returncode == 0, run.stderr
+    return set(run.stdout.split())
+
+
+def test_serve_imports_no_experiment_and_not_the_bench():
+    imported = imported_by("serve", "--backend", "poll", "--port", "0")
+    assert "rawmux.echo" in imported
+    assert not {m for m in imported
+                if m.startswith(("rawmux.experiments", "rawmux.bench"))}
+
+
+def test_an_experiment_imports_no_bench():
+    imported = imported_by("experiment", "stale")
+    assert "rawmux.experiments.stale" in imported
+    assert not {m for m in imported if m.startswith("rawmux.bench")}
+
+
+def test_every_experiment_and_option_is_in_the_help():
+    from rawmux.experiments import NAMES, load
+    run = rawmux_command("experiment", "--help")
+    assert run.returncode == 0, run.stderr
+    for name in NAMES + ["all"]:
+        assert re.search(rf"^    {name}\b", run.stdout, re.M), name
+    for name in NAMES:
+        run = rawmux_command("experiment", name, "--help")
+        assert run.returncode == 0, run.stderr
+        module = load(name)
+        options = getattr(module, "OPTIONS", None) or ()
+        for flag in ["--fast", "--json"] + [o.flag for o in options]:
+            assert flag in run.stdout, (name, flag)
+        assert ("--plot" in run.stdout) == bool(getattr(module, "PLOT",
+                                                        None))
 
 
 @pytest.mark.parametrize(
@@ -104,6 +151,18 @@ def test_an_unwritable_destination_fails_before_the_run(tmp_path):
     assert run.returncode == 1
     assert "is a directory" in run.stderr
     assert run.stdout == ""             # nothing was measured
+
+
+def test_experiment_all_checks_its_files_before_the_run(tmp_path):
+    run = rawmux_command("experiment", "all", "--report", str(tmp_path))
+    assert run.returncode == 1
+    assert "is a directory" in run.stderr
+    assert run.stdout == ""             # nothing was measured
+    run = rawmux_command("experiment", "all", "--json",
+                         str(tmp_path / "missing" / "r.json"))
+    assert run.returncode == 1
+    assert "not a writable directory" in run.stderr
+    assert run.stdout == ""
 
 
 @pytest.mark.parametrize("failure", [ValueError, KeyboardInterrupt])

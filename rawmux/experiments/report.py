@@ -47,13 +47,16 @@ class Result:
     def table(self) -> str:
         return format_table(self.columns, self.rows)
 
+    @property
+    def verdict_word(self) -> str:
+        return ("NOT TESTED" if self.confirmed is None else
+                "CONFIRMED" if self.confirmed else "REFUTED")
+
     def report(self) -> str:
         parts = [f"{self.name}: {self.claim}", "", self.table()]
         if self.notes:
             parts += [""] + list(self.notes)
-        word = ("NOT TESTED" if self.confirmed is None else
-                "CONFIRMED" if self.confirmed else "REFUTED")
-        parts += ["", f"verdict: {word}: {self.verdict}"]
+        parts += ["", f"verdict: {self.verdict_word}: {self.verdict}"]
         return "\n".join(parts)
 
     def plot(self, path: StrPath) -> None:
