@@ -1,11 +1,15 @@
 """syscalls: the counts come from strace watching the real servers, the
-verdict from those counts; skipped where strace cannot trace."""
+verdict from those counts; skipped where strace cannot trace.  The verdict
+itself is tested on synthetic strace tables, below, with figures worked out
+by hand."""
 
 import argparse
+import math
 
 import pytest
 
 from rawmux.experiments import syscalls
+from rawmux.experiments.shape import conclude
 
 PROBLEM = syscalls.strace_problem()
 needs_strace = pytest.mark.skipif(PROBLEM is not None,
@@ -58,13 +62,27 @@ def test_threads_backend_polls_before_every_recv_and_send(result):
     assert threads["total"] >= select["total"] + 0.8
 
 
+@needs_strace
+def test_counts_are_the_raw_traces_per_message(result):
+    for trace, row in zip(result.data["traces"], result.data["counts"]):
+        assert (trace["backend"], trace["conns"]) == \
+            (row["backend"], row["conns"])
+        # Start-up varies by a few calls from run to run: not exactly 1.
+        recv = trace["counted"]["recvfrom"] - trace["baseline"].get(
+            "recvfrom", 0)
+        assert recv / trace["messages"] == pytest.approx(1, abs=0.1)
+
+
 def test_latency_of_every_server_at_every_connection_count(result):
     rows = {(r["backend"], r["conns"]): r for r in result.data["latency"]}
+    fast = syscalls.OPTIONS.defaults(fast=True)["latency_conns"]
     assert set(rows) == {(b, c) for b in syscalls.LATENCY_BACKENDS
-                         for c in syscalls.FAST_DEFAULTS["latency_conns"]}
+                         for c in fast}
     for row in rows.values():
         assert 0 < row["p50_us"] <= row["p99_us"] <= row["max_us"]
-        assert row["msgs_per_s"] > 0
+        assert row["msgs_per_s"] > 0 and row["rounds"] == 1
+    assert len(result.data["latency_runs"]) == len(rows)
+    assert result.data["placement"] in result.notes[-1]
 
 
 def test_parse_strace_summary():
@@ -88,6 +106,7 @@ def test_without_strace_it_says_so_and_how_to_count(monkeypatch):
     result = syscalls.run(fast=True, latency_conns=())
     assert result.confirmed is None
     assert result.data["strace_problem"] == "strace is not installed"
+    assert result.data["traces"] == [] and result.data["counts"] == []
     assert result.verdict.startswith(
         "system calls not counted: strace is not installed")
     report = result.report()
@@ -101,28 +120,32 @@ def test_a_tracer_that_fails_is_detected(monkeypatch):
     assert syscalls.strace_problem().startswith("strace cannot trace here")
 
 
-def test_bad_options():
-    with pytest.raises(ValueError, match="backends"):
-        syscalls.run(fast=True, backends=("kqueue",))
-    with pytest.raises(ValueError, match="messages"):
-        syscalls.run(fast=True, messages=0)
-    with pytest.raises(ValueError, match="connection counts"):
-        syscalls.run(fast=True, conns=(0,))
-    with pytest.raises(ValueError, match="seconds"):
-        syscalls.run(fast=True, seconds=0)
+@pytest.mark.parametrize("options, message", [
+    ({"backends": ("kqueue",)}, "backends: unknown 'kqueue'"),
+    ({"messages": 0}, "messages: must be at least 1"),
+    ({"conns": (0,)}, "conns: must be at least 1"),
+    ({"conns": ()}, "conns: expected at least one integer"),
+    ({"latency_conns": (1001,)}, "latency_conns: must be at most 1000"),
+    ({"seconds": 0}, "seconds: must be above 0"),
+    ({"rounds": 0}, "rounds: must be at least 1"),
+])
+def test_bad_options(options, message):
+    with pytest.raises(ValueError, match=message):
+        syscalls.run(fast=True, **options)
     with pytest.raises(TypeError, match="unknown options"):
         syscalls.run(fast=True, sizes=(1,))
 
 
 def test_command_line_options():
     parser = argparse.ArgumentParser()
-    syscalls.add_arguments(parser)
+    syscalls.OPTIONS.add_arguments(parser)
     assert set(vars(parser.parse_args([])).values()) == {None}
     args = parser.parse_args(["--backends", "epoll,threads", "--conns",
                               "1,10", "--latency-conns", "", "--messages",
                               "50"])
-    assert args.backends == ("epoll", "threads") and args.conns == (1, 10)
-    assert args.latency_conns == () and args.messages == 50
+    values = syscalls.OPTIONS.resolve(False, vars(args))
+    assert values.backends == ("epoll", "threads") and values.conns == (1, 10)
+    assert values.latency_conns == () and values.messages == 50
     for bad in (["--conns", "1,x"], ["--conns", "0"], ["--messages", "0"],
                 ["--backends", "select,kqueue"], ["--seconds", "-1"]):
         with pytest.raises(SystemExit):
@@ -132,3 +155,185 @@ def test_command_line_options():
 def test_plot_writes_a_png(plotted):
     data = plotted.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10000
+
+
+# ---- the verdict, on synthetic data -----------------------------------------
+#
+# Each trace: what strace -c counted in a run with no messages (start-up,
+# connects, closes) and in one with them; per message is the difference
+# over the messages.  The claim at 1 connection: select waits once (1 +-
+# 0.15), a receive through select is 2 calls, a blocking receive is 1.
+
+START = {"execve": 1, "mmap": 60, "accept4": 1, "close": 9, "pselect6": 3,
+         "recvfrom": 1}
+
+
+def trace(backend, conns=1, messages=300, **per_run):
+    """A trace whose counted run adds ``per_run`` calls to START."""
+    counted = dict(START)
+    for name, calls in per_run.items():
+        counted[name] = counted.get(name, 0) + calls
+    return {"backend": backend, "conns": conns, "messages": messages,
+            "baseline": dict(START), "counted": counted}
+
+
+# select: 300 pselect6 + 300 recvfrom + 300 sendto over 300 messages, and
+# 3 stray futex calls (0.01 a message: below SHOWN, so not shown).
+SELECT = trace("select", pselect6=300, recvfrom=300, sendto=300, futex=3)
+# blocking: 300 recvfrom + 300 sendto; 18 stray calls of three kinds, each
+# 0.02 a message (below SHOWN), shown together as "other": 0.06.
+BLOCKING = trace("blocking", recvfrom=300, sendto=300, futex=6, mmap=6,
+                 madvise=6)
+THREADS = trace("threads", poll=600, recvfrom=300, sendto=300)
+
+
+class _NaN:
+    """Equal to any NaN float: a table's empty cell."""
+
+    def __eq__(self, other):
+        return isinstance(other, float) and math.isnan(other)
+
+
+nan_ = _NaN()
+
+
+def synthetic(traces, latency_runs=(), problem=None,
+              backends=("select", "threads", "blocking")):
+    return {"options": {"backends": list(backends), "messages": 300,
+                        "conns": [1], "latency_conns": [1, 10],
+                        "seconds": 0.15, "rounds": 2},
+            "strace_problem": problem, "messages": 300, "size": 64,
+            "traces": list(traces), "latency_runs": list(latency_runs),
+            "placement": "server pinned to CPU 0, load generator to CPU 1"
+            if latency_runs else None}
+
+
+def test_per_message_counts_by_hand():
+    counts = conclude(syscalls, synthetic([SELECT, BLOCKING])).data["counts"]
+    select, blocking = counts
+    assert select["per_message"] == {"pselect6": 1.0, "recvfrom": 1.0,
+                                     "sendto": 1.0}
+    assert select["total"] == pytest.approx(3.01)      # futex counted here
+    assert select["wait"] == 1.0
+    assert blocking["per_message"] == {"recvfrom": 1.0, "sendto": 1.0,
+                                       "other": pytest.approx(0.06)}
+    assert blocking["wait"] == 0
+    assert syscalls.receive_cost(select) == 2.0
+    assert syscalls.receive_cost(blocking) == 1.0
+
+
+def test_judged_confirmed_when_select_pays_one_call_more():
+    result = conclude(syscalls, synthetic([SELECT, THREADS, BLOCKING]))
+    assert result.confirmed is True
+    assert result.verdict == (
+        "1 connection: a receive costs select 2.00 calls (pselect6 1.00 + "
+        "recvfrom), blocking recv 1.00; with the send: select 3.01, "
+        "threads 4.00, blocking 2.06 (rawmux threads: a socket timeout "
+        "polls before each recv and send)")
+    assert result.rows == [
+        ["select", 1, pytest.approx(3.01),
+         "pselect6 1.00 + recvfrom 1.00 + sendto 1.00", nan_, nan_],
+        ["threads", 1, 4.0, "poll 2.00 + recvfrom 1.00 + sendto 1.00",
+         nan_, nan_],
+        ["blocking", 1, pytest.approx(2.06),
+         "recvfrom 1.00 + sendto 1.00 + other 0.06", nan_, nan_]]
+    assert "CONFIRMED" in result.report()
+
+
+
+@pytest.mark.parametrize("changed, why", [
+    (trace("select", pselect6=600, recvfrom=300, sendto=300),
+     "select waits twice a message"),
+    (trace("select", pselect6=360, recvfrom=300, sendto=300),
+     "1.2 waits a message: beyond 1 +- 0.15"),
+    (trace("select", pselect6=300, recvfrom=600, sendto=300),
+     "select's receive is 3 calls"),
+    (trace("blocking", poll=300, recvfrom=300, sendto=300),
+     "the blocking receive polls first: 2 calls"),
+])
+def test_judged_refuted(changed, why):
+    traces = [changed if t["backend"] == changed["backend"] else t
+              for t in (SELECT, BLOCKING)]
+    result = conclude(syscalls, synthetic(traces))
+    assert result.confirmed is False, why
+    assert "REFUTED" in result.report()
+
+
+def test_within_the_tolerance_is_confirmed():
+    # 330 waits over 300 messages: 1.1 a message, 2.1 a receive.
+    select = trace("select", pselect6=330, recvfrom=300, sendto=300)
+    result = conclude(syscalls, synthetic([select, BLOCKING]))
+    assert result.confirmed is True
+    assert "select 2.10 calls (pselect6 1.10 + recvfrom)" in result.verdict
+
+
+def test_more_connections_batch_the_waits():
+    # 10 connections, 1000 messages: 100 waits, 0.10 a message.
+    select10 = trace("select", conns=10, messages=1000, pselect6=100,
+                     recvfrom=1000, sendto=1000)
+    result = conclude(syscalls, synthetic([SELECT, BLOCKING, select10]))
+    assert result.confirmed is True
+    assert result.verdict.endswith("; 10 connections: select 2.10")
+    assert result.rows[1][:4] == [
+        "select", 10, pytest.approx(2.1),
+        "pselect6 0.10 + recvfrom 1.00 + sendto 1.00"]
+
+
+def latency_run(backend, conns, round_, p50, p99):
+    return {"backend": backend, "conns": conns, "round": round_,
+            "placement": "server pinned to CPU 0, load generator to CPU 1",
+            "p50_us": p50, "p99_us": p99, "max_us": 2 * p99,
+            "msgs_per_s": 1e6 / p50, "cpu_us_per_msg": 10.0}
+
+
+# Two rounds: the medians of two are their means.  At 10 connections:
+# select p50 (80 + 90) / 2 = 85, p99 (170 + 190) / 2 = 180; threads 170
+# and 400.
+LATENCY = [latency_run("select", 1, 0, 28, 50),
+           latency_run("select", 10, 0, 80, 170),
+           latency_run("threads", 10, 0, 160, 380),
+           latency_run("threads", 10, 1, 180, 420),
+           latency_run("select", 10, 1, 90, 190),
+           latency_run("select", 1, 1, 30, 52)]
+
+
+def test_latency_medians_and_the_verdicts_tail():
+    result = conclude(syscalls, synthetic([SELECT, BLOCKING], LATENCY))
+    assert result.confirmed is True
+    assert result.verdict.endswith(
+        "; round trip p50/p99 us at 10 conns: threads 170/400, "
+        "select 85/180")
+    latency = result.data["latency"]
+    # In LATENCY_BACKENDS order (threads before select), then by conns.
+    assert [(r["backend"], r["conns"], r["rounds"]) for r in latency] == [
+        ("threads", 10, 2), ("select", 1, 2), ("select", 10, 2)]
+    assert latency[1]["p50_us"] == 29 and latency[1]["max_us"] == 102
+    assert [row[:2] + row[4:] for row in result.rows] == [
+        ["select", 1, 29.0, 51.0], ["select", 10, 85.0, 180.0],
+        ["threads", 10, 170.0, 400.0], ["blocking", 1, nan_, nan_]]
+    assert "median of 2 round(s); server pinned to CPU 0" in \
+        result.notes[-1]
+
+
+def test_not_tested_without_strace_even_with_latency():
+    result = conclude(syscalls, synthetic([], LATENCY,
+                                          problem="strace is not installed"))
+    assert result.confirmed is None
+    assert result.verdict == (
+        "system calls not counted: strace is not installed; round trip "
+        "p50/p99 us at 10 conns: threads 170/400, select 85/180")
+    assert "system calls NOT counted: strace is not installed." in \
+        result.notes
+    assert syscalls.HOW_TO_COUNT_WITHOUT_STRACE in result.notes
+    assert "verdict: NOT TESTED" in result.report()
+
+
+@pytest.mark.parametrize("traces", [[SELECT], [BLOCKING], [THREADS],
+                                    [trace("select", conns=10, pselect6=30,
+                                           recvfrom=300, sendto=300),
+                                     BLOCKING]])
+def test_not_tested_without_select_and_blocking_at_one_connection(traces):
+    result = conclude(syscalls, synthetic(traces))
+    assert result.confirmed is None
+    assert result.verdict.startswith(
+        "the claim compares select and blocking at 1 connection")

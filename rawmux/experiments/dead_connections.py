@@ -1,71 +1,38 @@
 """dead-connections: does an echo server slow down as idle connections pile up?
 
-The claim
----------
-A server watching N connections of which only a few are active pays, with
-select(2) and poll(2), for all N on every wait: the interest set goes into
-the kernel on each call, and the kernel asks every file whether it is ready
-(fs/select.c: ``core_sys_select()`` -> ``do_select()``, and ``do_sys_poll()``
--> ``do_poll()`` -> ``do_pollfd()``, both calling ``vfs_poll()`` -- here
-``tcp_poll()`` -- on each fd), however few are ready.  epoll keeps the
-interest set in the kernel (``epoll_ctl`` -> ``ep_insert()`` hooks
-``ep_poll_callback()`` into each socket's wait queue) and ``epoll_wait`` ->
-``ep_poll()`` -> ``ep_send_events()`` walks only the ready list that the
-callback fills when data arrives: an idle connection costs nothing per wait.
-So as idle ("dead") connections grow, select/poll throughput falls and
-epoll's stays flat.  This is the classic result of Davide Libenzi's epoll
-"dead connections" test (http://www.xmailserver.org/linux-patches/
-nio-improve.html) and of Gammo, Brecht, Shukla and Pariag, "Comparing and
-Evaluating epoll, select, and poll Event Mechanisms" (Ottawa Linux Symposium
-2004).
+Claim: with select and poll a server pays for every watched connection on
+every wait, so its throughput falls as idle ("dead") connections pile up;
+with epoll it stays flat (Libenzi's epoll benchmarks; Gammo, Brecht, Shukla
+and Pariag, OLS 2004).  Why: docs/walkthrough.md, "Why the costs differ,
+experiment by experiment" (dead-connections).
 
-The method
-----------
-For each backend (select, poll, epoll, epoll-et, threads) two echo servers
-(``python -m rawmux serve``) run pinned to one CPU (where the system
-allows: the notes say where they ran): a baseline with no idle
-connections and a loaded one.  This process opens idle connections to the
-loaded server in batches, sends one byte on each and waits for its echo
-(proof that the server accepted it and watches it), then leaves them idle;
-their count rises through the levels (0, 1000, 5000, 10000 by default).  At
-each level the C load generator of ``python -m rawmux bench``, pinned to the
-other CPU, drives 16 active connections (64-byte ping-pong) through the
-baseline and the loaded server in turn, ``rounds`` pairs, alternating which
-goes first.  It reports messages per second; the server's CPU time over the
-measured window gives CPU microseconds per message.  Each "ratio" is the
-median over the pairs of loaded over baseline: both servers ran moments
-apart, under the same conditions.
+Method: per backend, two echo servers (``python -m rawmux serve``) on one
+CPU: a baseline and a loaded one, to which this process opens idle
+connections (each echoes one byte first: the server watches it), rising
+through the ``idle`` levels (the select server holds only fds below
+FD_SETSIZE: a level above what fits becomes one at its limit).  At each
+level the C load generator (rawmux.harness), on the other CPU, drives
+``conns`` ping-pong connections through the two in turn, ``rounds`` pairs,
+alternating which goes first.  Before each run a server must hold exactly
+its own fds plus its idle connections (/proc/PID/fd); at the end none may
+have timed out or refused a connection.
 
-Before every run this process waits until the server holds exactly its own
-fds plus the idle connections (counted in /proc/PID/fd): the last load
-generator's connections are closed, and no idle one was dropped.  The idle
-timeout is an hour and every server's summary must report no idle timeouts
-and no refused connections.  The idle sockets are closed with a reset
-(SO_LINGER 0), so thousands of them leave no TIME_WAIT behind.
+Verdict, on the server's CPU per message (msgs/s also measure the share of
+the CPU other processes leave it): each ratio is the median over the pairs
+of loaded over baseline.  At select's and poll's largest idle count it must
+be >= SCANNING_COST and >= MARGIN x epoll's (and epoll-et's) at the nearest
+idle count; epoll's and epoll-et's <= FLAT_COST.  NOT TESTED without both
+kinds of backend.
 
-On a shared machine msgs/s also measure the share of the CPU that other
-processes leave the server, which swings from one run to the next; CPU per
-message does not (much), so the verdict rests on it: select and poll must
-spend at least 1.5x the CPU per message at their largest idle count, 1.5x
-more than epoll does there, and epoll no more than 1.5x its own.
-
-What to expect
---------------
-A poll() over idle TCP sockets costs ~0.1 us per socket on this machine in a
-tight loop (~1 ms for 10 000), more in a busy server.  With 16 connections in
-ping-pong a slow wait lets all of them become ready meanwhile, so each scan
-is shared by up to 16 messages, yet poll's throughput collapses by 10 000
-idle connections.  select behaves like poll but stops short: the select
-server refuses fds >= FD_SETSIZE (1024), so its idle count ends near 1000
-(the table says where).  epoll and epoll-et stay flat.  The threads backend
-has no wait over all connections at all -- an idle thread sleeps in its own
-recv() -- so it is flat too, at its own lower level set by thread switches
-and the GIL; it is the slowest to set up (a thread per idle connection).
-
-    python -m rawmux experiment dead-connections [--idle 0,1000,5000,10000]
-        [--backends select,poll,epoll,epoll-et,threads] [--conns 16]
-        [--size 64] [--seconds 0.25] [--warmup 0.05] [--rounds 3]
-        [--plot dead.png]
+``Result.data``: ``options`` (as run, ``idle`` sorted); ``points``, one per
+load generator run: backend, idle (0: baseline), level (the loaded
+server's idle count it was paired with), round, server_fds, placement,
+msgs_per_s, cpu_us_per_msg, user_us_per_msg, sys_us_per_msg,
+server_cpu_pct, p50_us, p99_us; ``select_cap`` (the select server's largest
+idle count, or None); ``servers`` ({backend: {"baseline"/"loaded":
+{timeouts, refused, errors}}}).  Judged: ``medians`` ({backend: {idle:
+{metric: median}}}, at 0 over all baseline runs) and ``ratios`` ({backend:
+{idle: {"msgs_per_s", "cpu_us_per_msg"}}}).
 """
 
 from __future__ import annotations
@@ -73,22 +40,21 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import math
-import os
 import re
-import resource
 import socket
 import struct
 import tempfile
 import time
-from typing import Any
+import types
+from statistics import median
 
-from rawmux import Epoll, lib
-from rawmux import harness
-from rawmux.harness import EchoProcess
+from rawmux import Epoll, harness, lib
 from rawmux.experiments.fdlimit import nofile
-from rawmux.experiments.report import (MAX_SECONDS, Progress, Result,
-                                       int_list, median, merge_options,
-                                       pyplot)
+from rawmux.experiments.options import (OptionError, Options, integer,
+                                        integers, names, number)
+from rawmux.experiments.report import pyplot
+from rawmux.experiments.shape import Judgement, Table, runs
+from rawmux.harness import EchoProcess
 
 SUMMARY = "echo throughput of each backend as idle connections pile up"
 CLAIM = ("select and poll scan every watched fd on every wait, so an echo "
@@ -101,15 +67,36 @@ BACKENDS = ("select", "poll", "epoll", "epoll-et", "threads")
 SCANNING = ("select", "poll")           # O(watched fds) per wait
 READY_LIST = ("epoll", "epoll-et")      # O(ready fds) per wait
 
-# The default run and the short one the test suite uses: 5000 idle, where
-# poll's loss stands far above this machine's noise (at 900 it is ~2.5x in
-# msgs/s on a quiet machine, and other processes can hide it).
-DEFAULT: dict[str, Any] = {
-    "idle": [0, 1000, 5000, 10000], "backends": list(BACKENDS), "conns": 16,
-    "size": 64, "seconds": 0.25, "warmup": 0.05, "rounds": 3}
-FAST: dict[str, Any] = {
-    "idle": [0, 5000], "backends": ["poll", "epoll"], "conns": 16,
-    "size": 64, "seconds": 0.25, "warmup": 0.05, "rounds": 3}
+# The verdict's thresholds on the CPU-per-message ratios (see the module
+# docstring): room for this machine's noise, far below poll's growth.
+SCANNING_COST = 1.5
+MARGIN = 1.5
+FLAT_COST = 1.5
+
+
+def _idle_has_a_baseline(values):
+    if 0 not in values or len(set(values)) < 2:
+        raise OptionError(f"idle: the counts must include 0 (the baseline) "
+                          f"and one above it, got "
+                          f"{','.join(map(str, values))}")
+
+
+# The fast run: 5000 idle, where poll's loss stands far above this
+# machine's noise (at 900 it is ~2.5x in msgs/s on a quiet machine, and
+# other processes can hide it).
+OPTIONS = Options(
+    integers("idle", (0, 1000, 5000, 10000), "idle connection counts, "
+             "including 0", fast=(0, 5000), low=0),
+    names("backends", BACKENDS, BACKENDS, "servers to measure",
+          fast=("poll", "epoll")),
+    integer("conns", 16, "active connections"),
+    integer("size", 64, "message size in bytes"),
+    number("seconds", 0.25, "measured seconds per run"),
+    number("warmup", 0.05, "seconds of load before measuring", above=None,
+           low=0),
+    integer("rounds", 3, "pairs of runs, baseline and loaded server, per "
+            "idle count"),
+    check=lambda values: _idle_has_a_baseline(values.idle))
 
 # Idle connections are opened this many at a time, each batch echoed before
 # the next: the server's listen backlog (1024) never overflows, so no SYN is
@@ -121,18 +108,10 @@ _IDLE_TIMEOUT = 3600
 # close the load generator's connections.
 _TIMEOUT = 30.0
 
-# The verdict, taken at the largest idle count each backend reached, in
-# server CPU per message relative to no idle connections: a scanning
-# backend's must grow at least SCANNING_COST times, and MARGIN times more
-# than epoll's at the same idle count; epoll's must grow no more than
-# FLAT_COST times (room for this machine's noise, far below poll's growth).
-SCANNING_COST = 1.5
-MARGIN = 1.5
-FLAT_COST = 1.5
-
 _SUMMARY = re.compile(r"idle timeouts (\d+), refused (\d+), errors (\d+)")
 _METRICS = ("msgs_per_s", "cpu_us_per_msg", "user_us_per_msg",
             "sys_us_per_msg", "server_cpu_pct", "p50_us", "p99_us")
+_RATIOS = ("msgs_per_s", "cpu_us_per_msg")
 
 
 # ---- the idle connections ---------------------------------------------------
@@ -169,7 +148,8 @@ class IdleClients:
             except OSError as exc:
                 raise RuntimeError(
                     f"idle connection {len(self.socks)} to the "
-                    f"{server.backend} server: {exc}{server.exited()}") from exc
+                    f"{server.backend} server: {exc}"
+                    f"{server.exited()}") from exc
             self._ep.register(sock.fileno(), lib.EPOLLIN)
             waiting[sock.fileno()] = sock
         ep = self._ep
@@ -224,8 +204,6 @@ def _high_socket():
     return socket.socket(fileno=high)
 
 
-
-
 def _settle(server, fds, timeout=_TIMEOUT):
     """Wait until the server holds no more than ``fds`` descriptors: it has
     closed the connections of the load generator that just exited.  No pipe
@@ -241,7 +219,7 @@ def _settle(server, fds, timeout=_TIMEOUT):
         time.sleep(0.001)
 
 
-# ---- one backend, all idle levels -------------------------------------------
+# ---- measuring: one backend, all idle levels --------------------------------
 
 def _levels(backend, idle, base_fds, conns):
     """The idle counts above 0 to measure on this backend, and the select
@@ -283,30 +261,43 @@ def _stop(server, base_fds):
     return counts
 
 
-def _drive(server, case, built, options, cpu, tries=3):
-    """One run of the load generator against server.  The kernel reports a
-    process's CPU time in clock ticks (10 ms): a run in which the server got
-    less than one tick -- other processes took its CPU -- measures no CPU
-    per message, so it is run again, up to ``tries`` times."""
+def _run_once(server, own, idle, case, built, o, cpu, tries=3):
+    """One run of the load generator against a server that must hold its
+    ``own`` fds and ``idle`` connections: (the load generator's figures,
+    the fds held).
+    The kernel reports a process's CPU time in clock ticks (10 ms): a run
+    in which the server got less than one tick -- other processes took its
+    CPU -- measures no CPU per message, so it is run again, up to
+    ``tries`` times."""
+    # The last load generator's connections closed first: closing them is
+    # no part of this measurement.
+    fds = own + idle
+    _settle(server, fds)
+    held = server.open_fds()
+    if held != fds:
+        raise RuntimeError(f"the {server.backend} server holds {held} fds "
+                           f"where {fds} were expected: it closed idle "
+                           f"connections on its own")
     for _ in range(tries):
         res = harness.drive(server.address, server.pid, case, built,
-                           options["warmup"], options["seconds"], cpu)
-        if "error" in res or res["cpu_us_per_msg"] > 0:
-            return res
+                            o.warmup, o.seconds, cpu)
+        if "error" in res:
+            raise RuntimeError(f"{server.backend} server with {idle} idle "
+                               f"connections: {res['error']}")
+        if res["cpu_us_per_msg"] > 0:
+            return res, held
     raise RuntimeError(f"the {server.backend} server got less than a clock "
-                       f"tick of CPU in {tries} runs of "
-                       f"{options['seconds']:g} s: the machine is too busy "
-                       f"to measure it")
+                       f"tick of CPU in {tries} runs of {o.seconds:g} s: "
+                       f"the machine is too busy to measure it")
 
 
-def _backend(backend, options, built, cpus, tick):
-    """Measure one backend: a baseline server with no idle connections and
-    a loaded one whose idle connections rise through the levels, driven in
-    turn (alternating which goes first), ``rounds`` pairs per level.
-    Returns (points, select_cap, the servers' closing counters)."""
-    conns, rounds = options["conns"], options["rounds"]
-    case = harness.Case(conns, options["size"], "pingpong")
-    serve = ("--max-conns", str(max(options["idle"]) + 2 * conns),
+def _backend(backend, o, built, cpus, tick):
+    """A baseline server with no idle connections and a loaded one whose
+    idle connections rise through the levels, driven in turn (alternating
+    which goes first), ``rounds`` pairs per level.  Returns (points,
+    select_cap, the servers' closing counters)."""
+    case = harness.Case(o.conns, o.size, "pingpong")
+    serve = ("--max-conns", str(max(o.idle) + 2 * o.conns),
              "--idle-timeout", str(_IDLE_TIMEOUT))
     points = []
     with contextlib.ExitStack() as stack:
@@ -314,89 +305,72 @@ def _backend(backend, options, built, cpus, tick):
                                                    cpu=cpus[0]))
         loaded = stack.enter_context(EchoProcess(backend, *serve,
                                                  cpu=cpus[0]))
-        fds = {baseline: baseline.open_fds(),
-               loaded: loaded.open_fds()}
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-        need = fds[loaded] + max(options["idle"]) + 2 * conns
-        if need > soft:
-            raise ValueError(f"{max(options['idle'])} idle connections need "
-                             f"{need} fds in the {backend} server; "
-                             f"RLIMIT_NOFILE is {soft}")
-        levels, cap = _levels(backend, options["idle"], fds[loaded], conns)
+        own = {baseline: baseline.open_fds(), loaded: loaded.open_fds()}
+        levels, cap = _levels(backend, o.idle, own[loaded], o.conns)
         clients = IdleClients(loaded.address)
         stack.callback(clients.close)
         for level in levels:
-            _settle(loaded, fds[loaded] + len(clients))
+            _settle(loaded, own[loaded] + len(clients))
             clients.grow_to(level, loaded)
-            for r in range(rounds):
+            for r in range(o.rounds):
                 pair = (baseline, loaded) if r % 2 == 0 else \
                     (loaded, baseline)
                 for server in pair:
                     idle = len(clients) if server is loaded else 0
                     tick(f"{backend}: {idle} idle")
-                    # The last load generator's connections closed first:
-                    # closing them is no part of the next measurement.
-                    _settle(server, fds[server] + idle)
-                    held = server.open_fds()
-                    if held != fds[server] + idle:
-                        raise RuntimeError(
-                            f"the {backend} server holds {held} fds where "
-                            f"{fds[server] + idle} were expected: it closed "
-                            f"idle connections on its own")
-                    res = _drive(server, case, built, options, cpus[1])
-                    if "error" in res:
-                        raise RuntimeError(f"{backend} server with {idle} "
-                                           f"idle connections: "
-                                           f"{res['error']}")
+                    res, held = _run_once(server, own[server], idle, case,
+                                          built, o, cpus[1])
                     points.append({
                         "backend": backend, "idle": idle, "level": level,
                         "round": r, "server_fds": held,
                         "placement": res["placement"],
                         **{k: res[k] for k in _METRICS}})
         clients.close()
-        counts = {"loaded": _stop(loaded, fds[loaded]),
-                  "baseline": _stop(baseline, fds[baseline])}
+        counts = {"loaded": _stop(loaded, own[loaded]),
+                  "baseline": _stop(baseline, own[baseline])}
     return points, cap, counts
 
 
-# ---- the whole run ----------------------------------------------------------
-
-def _resolve(fast, options):
-    resolved = merge_options(FAST if fast else DEFAULT, options)
-    idle = sorted(set(resolved["idle"]))
-    if not idle or idle[0] != 0 or len(idle) < 2 or any(
-            type(n) is not int or n < 0 for n in idle):
-        raise ValueError(f"idle counts must be integers >= 0 including 0 "
-                         f"(the baseline) and one above it, got "
-                         f"{resolved['idle']!r}")
-    resolved["idle"] = idle
-    backends = list(dict.fromkeys(resolved["backends"]))
-    wrong = [b for b in backends if b not in BACKENDS]
-    if wrong or not backends:
-        raise ValueError(f"unknown backends {wrong or backends!r}: expected "
-                         f"some of {', '.join(BACKENDS)}")
-    resolved["backends"] = backends
-    for name in ("conns", "size", "rounds"):
-        if type(resolved[name]) is not int or resolved[name] < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got "
-                             f"{resolved[name]!r}")
-    if not (0 < resolved["seconds"] <= MAX_SECONDS
-            and 0 <= resolved["warmup"] <= MAX_SECONDS):
-        raise ValueError(f"seconds must be > 0 and warmup >= 0, both at "
-                         f"most {MAX_SECONDS}")
-    return resolved
-
-
-def _fds_needed(options):
+def _fds_needed(o):
     """This process holds the idle connections of one server at a time, at
-    fd FD_SETSIZE and above (see _high_socket); each server holds them and
-    the active ones."""
-    return lib.FD_SETSIZE + max(options["idle"]) + 2 * options["conns"] + 32
+    fd FD_SETSIZE and above (see _high_socket); each server, inheriting
+    the limit, holds them, the active ones and a few of its own."""
+    return lib.FD_SETSIZE + max(o.idle) + 2 * o.conns + 32
 
+
+def measure(options, progress):
+    o = types.SimpleNamespace(**vars(options))
+    o.idle = sorted(set(options.idle))
+    per_backend = 2 * o.rounds * (len(o.idle) - 1)
+    total, done = per_backend * len(o.backends), 0
+
+    def tick(what):
+        nonlocal done
+        progress(done, total, what)
+        done += 1
+
+    points, cap, servers = [], None, {}
+    with nofile(_fds_needed(o), f"{max(o.idle)} idle connections"), \
+            tempfile.TemporaryDirectory() as tmp:
+        built = harness.build(tmp)
+        cpus = harness.cpu_pair()
+        for n, backend in enumerate(o.backends):
+            new, limit, servers[backend] = _backend(backend, o, built, cpus,
+                                                    tick)
+            points += new
+            cap = limit if limit is not None else cap
+            done = per_backend * (n + 1)   # select may measure fewer levels
+    progress(total, total, "done")
+    return {"options": {k: list(v) if isinstance(v, tuple) else v
+                        for k, v in vars(o).items()},
+            "points": points, "select_cap": cap, "servers": servers}
+
+
+# ---- judging ----------------------------------------------------------------
 
 def _summarise(points, backends):
-    """Medians per (backend, idle count) -- at 0, over every baseline run of
-    the backend -- and the ratios to the baseline: for each pair, loaded
+    """Medians per (backend, idle count) -- at 0, over every baseline run
+    of the backend -- and the ratios to the baseline: for each pair, loaded
     over baseline, of msgs/s and of server CPU per message; the median over
     the pairs.  Returns (medians, ratios) as {backend: {idle: ...}}."""
     medians: dict[str, dict[int, dict[str, float]]] = {}
@@ -404,7 +378,7 @@ def _summarise(points, backends):
     for backend in backends:
         mine = [p for p in points if p["backend"] == backend]
         medians[backend] = {}
-        ratios[backend] = {0: {"msgs_per_s": 1.0, "cpu_us_per_msg": 1.0}}
+        ratios[backend] = {0: {k: 1.0 for k in _RATIOS}}
         for idle in sorted({p["idle"] for p in mine}):
             at = [p for p in mine if p["idle"] == idle]
             medians[backend][idle] = {
@@ -415,50 +389,94 @@ def _summarise(points, backends):
                         if p["idle"] == 0 and p["level"] == idle}
                 ratios[backend][idle] = {
                     k: median([p[k] / base[p["round"]][k] for p in at])
-                    for k in ("msgs_per_s", "cpu_us_per_msg")}
+                    for k in _RATIOS}
     return medians, ratios
 
 
-def _verdict(backends, ratios):
-    """(confirmed, verdict line).  Decided on server CPU per message:
-    msgs/s also measure the share of the CPU that other processes left the
-    server, which on a shared machine swings from one run to the next."""
-    def at(backend, level=None):
-        """(msgs/s ratio, CPU ratio, idle count) at the backend's largest
-        idle count, or at its measured count nearest to ``level``."""
-        levels = [n for n in ratios[backend] if n]
-        level = max(levels) if level is None else \
-            min(levels, key=lambda n: abs(n - level))
-        r = ratios[backend][level]
-        return r["msgs_per_s"], r["cpu_us_per_msg"], level
+def _at(ratios, level=None):
+    """(msgs/s ratio, CPU ratio, idle count) of one backend at its largest
+    idle count, or at its measured count nearest to ``level``."""
+    levels = [n for n in ratios if n]
+    level = max(levels) if level is None else \
+        min(levels, key=lambda n: abs(n - level))
+    return ratios[level]["msgs_per_s"], ratios[level]["cpu_us_per_msg"], level
 
+
+def judge(data):
+    backends = data["options"]["backends"]
+    medians, ratios = _summarise(data["points"], backends)
+    figures = {"medians": medians, "ratios": ratios}
     scanners = [b for b in backends if b in SCANNING]
     flat = [b for b in backends if b in READY_LIST]
-    confirmed: bool | None = bool(scanners and flat)
+    confirmed = True
     parts = []
     for b in scanners:
-        msgs, cpu, level = at(b)
+        msgs, cpu, level = _at(ratios[b])
         parts.append(f"{b} {1 / msgs:.3g}x fewer msgs/s, {cpu:.3g}x the CPU "
                      f"per message (at {level:,})")
-        confirmed &= cpu >= SCANNING_COST
-        for f in flat:
-            confirmed &= cpu >= MARGIN * at(f, level)[1]
+        confirmed &= cpu >= SCANNING_COST and all(
+            cpu >= MARGIN * _at(ratios[f], level)[1] for f in flat)
     for b in backends:
         if b not in SCANNING:
-            msgs, cpu, level = at(b)
+            msgs, cpu, level = _at(ratios[b])
             parts.append(f"{b} {msgs:.0%} of its msgs/s, {cpu:.2f}x the CPU "
                          f"per message (at {level:,})")
-            if b in flat:
-                confirmed &= cpu <= FLAT_COST
+            confirmed &= b not in flat or cpu <= FLAT_COST
     verdict = "with idle connections vs none: " + "; ".join(parts)
     if not (scanners and flat):
-        verdict += (" (the claim compares a scanning backend, select or "
-                    "poll, with epoll or epoll-et: it needs both)")
-        confirmed = None                # not tested, not refuted
-    return confirmed, verdict
+        return Judgement(None, verdict + (
+            " (the claim compares a scanning backend, select or poll, with "
+            "epoll or epoll-et: it needs both)"), figures)
+    return Judgement(confirmed, verdict, figures)
 
 
-def _plot(result, path):
+# ---- presenting -------------------------------------------------------------
+
+COLUMNS = ["backend", "idle conns", "msgs/s", "ratio", "CPU us/msg", "ratio",
+           "server CPU %", "p50 us", "p99 us"]
+
+
+def _rows(backend, asked, medians, ratios):
+    for idle in sorted(set(medians) | set(asked)):
+        m = medians.get(idle)
+        if m is None:               # above the select server's limit
+            yield [backend, idle, f"n/a: fd >= {lib.FD_SETSIZE}",
+                   *["-"] * 6]
+            continue
+        label = backend if idle in asked else f"{backend} (its limit)"
+        r = ratios[idle]
+        yield [label, idle, m["msgs_per_s"], r["msgs_per_s"],
+               m["cpu_us_per_msg"], r["cpu_us_per_msg"],
+               m["server_cpu_pct"], m["p50_us"], m["p99_us"]]
+
+
+def present(data, judgement):
+    o, cap = data["options"], data["select_cap"]
+    medians, ratios = judgement.figures["medians"], judgement.figures["ratios"]
+    rows = [row for b in o["backends"]
+            for row in _rows(b, o["idle"], medians[b], ratios[b])]
+    notes = [
+        f"{o['conns']} active connections x {o['size']} B ping-pong from "
+        f"the C load generator; {harness.placement(data['points'])}; "
+        f"{o['warmup']:g} s warm-up + {o['seconds']:g} s measured per run; "
+        f"medians.",
+        f"ratio: to a baseline server of the same backend with no idle "
+        f"connections, driven in turn with the loaded one, {o['rounds']} "
+        f"pair(s) per idle count (the median of the pairs' ratios).",
+        "msgs/s also depend on how much of its CPU other processes leave "
+        "the server (server CPU % well below 100: they took some); CPU per "
+        "message does not, so the verdict rests on it.",
+    ]
+    if cap is not None:
+        notes.append(
+            f"select: the server refuses fds >= FD_SETSIZE "
+            f"({lib.FD_SETSIZE}); with its own "
+            f"{lib.FD_SETSIZE - cap - o['conns']} fds and {o['conns']} "
+            f"active connections it holds at most {cap} idle ones.")
+    return Table(COLUMNS, rows, notes)
+
+
+def plot(result, path):
     plt = pyplot()
     medians = result.data["medians"]
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(8, 8), sharex=True)
@@ -491,124 +509,4 @@ def _plot(result, path):
     plt.close(fig)
 
 
-def _name_list(text):
-    return [x.strip() for x in text.split(",") if x.strip()]
-
-
-def add_arguments(parser):
-    d, f = DEFAULT, FAST
-    parser.add_argument(
-        "--idle", type=int_list, default=None, metavar="N,N,...",
-        help=f"idle connection counts, comma-separated, including 0 "
-             f"(default {','.join(map(str, d['idle']))}; --fast "
-             f"{','.join(map(str, f['idle']))})")
-    parser.add_argument(
-        "--backends", type=_name_list, default=None, metavar="NAME,...",
-        help=f"some of {','.join(BACKENDS)} (default all; --fast "
-             f"{','.join(f['backends'])})")
-    parser.add_argument("--conns", type=int, default=None,
-                        help=f"active connections (default {d['conns']})")
-    parser.add_argument("--size", type=int, default=None,
-                        help=f"message size in bytes (default {d['size']})")
-    parser.add_argument("--seconds", type=float, default=None,
-                        help=f"measured seconds per run (default "
-                             f"{d['seconds']:g})")
-    parser.add_argument("--warmup", type=float, default=None,
-                        help=f"seconds of load before measuring (default "
-                             f"{d['warmup']:g})")
-    parser.add_argument("--rounds", type=int, default=None,
-                        help=f"pairs of runs, baseline and loaded server, "
-                             f"per idle count (default {d['rounds']})")
-
-
-def run(*, fast: bool = False, progress: Progress | None = None,
-        **options: object) -> Result:
-    """Run the experiment; ``options`` are those of ``add_arguments`` (None
-    or missing: the default run's value, or the fast run's with ``fast``).
-
-    ``result.data``: ``options`` (as resolved); ``points``, one dict per
-    measurement (backend, idle, level: the loaded server's idle count it
-    was paired with, round, msgs_per_s, cpu_us_per_msg, user/sys_us_per_msg,
-    server_cpu_pct, p50_us, p99_us, server_fds); ``medians`` ({backend:
-    {idle: {metric: median}}}); ``ratios`` ({backend: {idle: {"msgs_per_s":
-    ..., "cpu_us_per_msg": ...}}}: the median over pairs of the loaded
-    server's figure over the baseline's); ``select_cap`` (the select
-    server's largest idle count, or None);
-    ``servers`` ({backend: {"baseline"/"loaded": counters from the server's
-    summary: timeouts, refused (both checked to be 0), errors}}).
-    """
-    resolved = _resolve(fast, options)
-    with nofile(_fds_needed(resolved),
-                f"{max(resolved['idle'])} idle connections"):
-        return _run(resolved, progress)
-
-
-def _run(options, progress):
-    cpus = harness.cpu_pair()
-    backends = options["backends"]
-    per_backend = 2 * options["rounds"] * (len(options["idle"]) - 1)
-    total, done = per_backend * len(backends), 0
-
-    def tick(what):
-        nonlocal done
-        if progress:
-            progress(done, total, what)
-        done += 1
-
-    points, cap, servers = [], None, {}
-    with tempfile.TemporaryDirectory() as tmp:
-        built = harness.build(tmp)
-        for n, backend in enumerate(backends):
-            new, limit, servers[backend] = _backend(backend, options, built,
-                                                    cpus, tick)
-            points += new
-            cap = limit if limit is not None else cap
-            done = per_backend * (n + 1)   # select may measure fewer levels
-    if progress:
-        progress(total, total, "done")
-
-    medians, ratios = _summarise(points, backends)
-    confirmed, verdict = _verdict(backends, ratios)
-    rows = []
-    for backend in backends:
-        for idle in sorted(set(medians[backend]) | set(options["idle"])):
-            m = medians[backend].get(idle)
-            if m is None:
-                rows.append([backend, idle, f"n/a: fd >= {lib.FD_SETSIZE}",
-                             "-", "-", "-", "-", "-", "-"])
-                continue
-            label = backend if idle in options["idle"] else \
-                f"{backend} (its limit)"
-            r = ratios[backend][idle]
-            rows.append([label, idle, m["msgs_per_s"], r["msgs_per_s"],
-                         m["cpu_us_per_msg"], r["cpu_us_per_msg"],
-                         m["server_cpu_pct"], m["p50_us"], m["p99_us"]])
-    notes = [
-        f"{options['conns']} active connections x {options['size']} B "
-        f"ping-pong from the C load generator; {harness.placement(points)}; "
-        f"{options['warmup']:g} s warm-up + "
-        f"{options['seconds']:g} s measured per run; medians.",
-        f"ratio: to a baseline server of the same backend with no idle "
-        f"connections, driven in turn with the loaded one, "
-        f"{options['rounds']} pair(s) per idle count (the median of the "
-        f"pairs' ratios).",
-        "msgs/s also depend on how much of its CPU other processes leave "
-        "the server (server CPU % well below 100: they took some); CPU per "
-        "message does not, so the verdict rests on it.",
-    ]
-    if cap is not None:
-        notes.append(
-            f"select: the server refuses fds >= FD_SETSIZE "
-            f"({lib.FD_SETSIZE}); with its own "
-            f"{lib.FD_SETSIZE - cap - options['conns']} fds and "
-            f"{options['conns']} active connections it holds at most {cap} "
-            f"idle ones.")
-    return Result(
-        name="dead-connections", claim=CLAIM,
-        columns=["backend", "idle conns", "msgs/s", "ratio", "CPU us/msg",
-                 "ratio", "server CPU %", "p50 us", "p99 us"],
-        rows=rows, verdict=verdict, confirmed=confirmed,
-        data={"options": options, "points": points, "medians": medians,
-              "ratios": ratios, "select_cap": cap,
-              "servers": servers},
-        notes=notes, plotter=_plot)
+run = runs(__name__)
