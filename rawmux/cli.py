@@ -225,10 +225,7 @@ def _experiment_arguments(module, sub):
                               "matplotlib)")
     sub.add_argument("--json", metavar="FILE",
                      help="write the table and measurements as JSON")
-    if hasattr(module, "OPTIONS"):
-        module.OPTIONS.add_arguments(sub)
-    elif hasattr(module, "add_arguments"):     # until every one is converted
-        module.add_arguments(sub)
+    module.OPTIONS.add_arguments(sub)
 
 
 def _all_arguments(sub):

@@ -126,12 +126,12 @@ def test_version_is_the_installed_distributions():
 def test_a_failed_run_leaves_an_existing_json_file_untouched(tmp_path):
     out = tmp_path / "result.json"
     out.write_text("the last good run\n")
-    # --ready is checked by run() itself, after the file would have been
-    # opened for writing.
-    run = rawmux_command("experiment", "scaling", "--fast", "--ready", "500",
-                         "--json", str(out))
+    # Sizes that do not span 10x: a rule across options, checked by run()
+    # itself, after the file would have been opened for writing.
+    run = rawmux_command("experiment", "scaling", "--fast", "--sizes",
+                         "100,200", "--json", str(out))
     assert run.returncode == 1
-    assert "ready must be" in run.stderr
+    assert "sizes must reach 100 and span a factor of 10" in run.stderr
     assert out.read_text() == "the last good run\n"
     assert os.listdir(tmp_path) == ["result.json"]
 

@@ -42,13 +42,14 @@ import os
 import signal
 import socket
 import time
+from statistics import median
 import traceback
 
 from rawmux._epoll import Epoll
 from rawmux._extension import lib
 from rawmux._poll import PollArray
 from rawmux.experiments.options import Options, integer, names
-from rawmux.experiments.report import median, pyplot
+from rawmux.experiments.report import pyplot
 from rawmux.experiments.shape import Judgement, Table, runs
 from rawmux.harness import proc_stat, proc_status
 

@@ -5,12 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import statistics
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
-
-# Until every experiment declares its options (rawmux.experiments.options).
-from rawmux.experiments.options import MAX_SECONDS, OptionError  # noqa: F401
 
 if TYPE_CHECKING:
     from _typeshed import StrPath
@@ -134,29 +130,3 @@ def pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
-
-
-def int_list(text):
-    """"10,100,1000" -> [10, 100, 1000], for list options."""
-    try:
-        return [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise OptionError(f"expected comma-separated integers, got "
-                          f"{text!r}") from None
-
-
-def merge_options(defaults, options):
-    """The run's options: ``defaults`` overridden by every ``options``
-    value that is not None (an option left unset on the command line);
-    TypeError for a name ``defaults`` does not have, as a misspelt keyword
-    argument would be."""
-    unknown = set(options) - set(defaults)
-    if unknown:
-        raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
-    merged = dict(defaults)
-    merged.update({k: v for k, v in options.items() if v is not None})
-    return merged
-
-
-def median(values):
-    return statistics.median(values)

@@ -65,12 +65,13 @@ import random
 import socket
 import time
 from collections.abc import Callable
+from statistics import median
 
 from rawmux import Epoll, FdSet, PollArray, Select, ffi, lib
 from rawmux.experiments.fdlimit import nofile
 from rawmux.experiments.options import (OptionError, Options, integer,
                                         integers, number)
-from rawmux.experiments.report import cell, format_table, median, pyplot
+from rawmux.experiments.report import cell, format_table, pyplot
 from rawmux.experiments.shape import Judgement, Table, runs
 
 SUMMARY = "time one wait of select, poll and epoll against watched, ready fds"

@@ -50,10 +50,11 @@ import sys
 import tempfile
 import threading
 import time
+from statistics import median
 
 from rawmux import Epoll, harness, lib
 from rawmux.experiments.options import Options, integer, names, number
-from rawmux.experiments.report import median, pyplot
+from rawmux.experiments.report import pyplot
 from rawmux.experiments.shape import Judgement, Table, runs
 from rawmux.harness import ServerProcess
 
