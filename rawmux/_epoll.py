@@ -82,14 +82,9 @@ def _as_mask(mask: int) -> int:
 
 def _ctl(epfd: int, op: int, fd: int, events: int) -> None:
     """epoll_ctl(2) with data.fd = fd, for both epoll objects (CPython's
-    pyepoll_internal_ctl()).  The compatible object has converted fd and
-    events as CPython does; the native API's callers get a ValueError for
-    anything C cannot take.  A closed object is a ValueError, a failed call
-    an OSError."""
-    if type(fd) is not int or not 0 <= fd <= INT_MAX:
-        raise ValueError(f"bad file descriptor {fd!r}")
-    if type(events) is not int or not 0 <= events <= UINT_MAX:
-        raise ValueError(f"bad event mask {events!r}")
+    pyepoll_internal_ctl()), on an fd and a mask that each object has
+    checked its own way.  A closed object is a ValueError, a failed call an
+    OSError."""
     if epfd < 0:
         raise ValueError(_cpython.CLOSED_EPOLL)
     err = _epoll_ctl(epfd, op, fd, events)
@@ -356,17 +351,24 @@ class Epoll:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _checked_ctl(self, op: int, fd: int, events: int) -> None:
+        if type(fd) is not int or not 0 <= fd <= INT_MAX:
+            raise ValueError(f"bad file descriptor {fd!r}")
+        if type(events) is not int or not 0 <= events <= UINT_MAX:
+            raise ValueError(f"bad event mask {events!r}")
+        _ctl(self._waiter.epfd, op, fd, events)
+
     def register(self, fd: int, events: int = lib.EPOLLIN) -> None:
         """EPOLL_CTL_ADD; FileExistsError if already registered."""
-        _ctl(self._waiter.epfd, _ADD, fd, events)
+        self._checked_ctl(_ADD, fd, events)
 
     def modify(self, fd: int, events: int) -> None:
         """EPOLL_CTL_MOD; FileNotFoundError if not registered."""
-        _ctl(self._waiter.epfd, _MOD, fd, events)
+        self._checked_ctl(_MOD, fd, events)
 
     def unregister(self, fd: int) -> None:
         """EPOLL_CTL_DEL; FileNotFoundError if not registered."""
-        _ctl(self._waiter.epfd, _DEL, fd, 0)
+        self._checked_ctl(_DEL, fd, 0)
 
     def wait(self, timeout_ms: int = -1) -> int:
         """epoll_wait(2); timeout in milliseconds, negative blocks.  Returns

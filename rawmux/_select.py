@@ -40,7 +40,7 @@ import collections.abc
 import errno as _errno
 import time
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from operator import index as operator_index
 from typing import TYPE_CHECKING, Any, Final, SupportsIndex, cast
 
@@ -158,8 +158,7 @@ def select(rlist: Iterable[_R], wlist: Iterable[_W], xlist: Iterable[_X],
             nx = _fds_of(xlist, objs, fds)
             n = _positions(fds, len(fds), nr, nw, nx, 0, timeout_us, out_ptr)
         if n < 0:
-            counts = (len(fds), nr, nw, nx, 0)
-            n = retry_eintr(n, lambda us: _positions(fds, *counts, us, out_ptr),
+            n = retry_eintr(n, _again(fds, (len(fds), nr, nw, nx, 0), out_ptr),
                             timeout_us, deadline, NS_PER_US)
             if n == 0:          # out is not written if the deadline passed
                 return [], [], []
@@ -169,6 +168,14 @@ def select(rlist: Iterable[_R], wlist: Iterable[_W], xlist: Iterable[_X],
                 [] if not nx else _pick(objs, out, 3 + nr + nw, nx))
     finally:
         _free_buffers.append(buf)
+
+
+def _again(fds: list[Any], counts: tuple[int, int, int, int, int],
+           out_ptr: FFI.CData) -> Callable[[int], int]:
+    """rawmux_select_positions() on the same fds, with a new timeout.  (A
+    lambda in select() would make its variables closure cells, slower on
+    every call.)"""
+    return lambda timeout_us: _positions(fds, *counts, timeout_us, out_ptr)
 
 
 def _pick(objs: list[Any], positions: array[int], first: int,

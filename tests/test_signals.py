@@ -208,7 +208,8 @@ def test_poll_called_again_by_a_signal_handler_is_refused(res, alarm, module):
         p.poll(0)
 
     alarm(handler)
-    with pytest.raises(RuntimeError, match=r"^concurrent poll\(\) invocation$"):
+    with pytest.raises(RuntimeError,
+                       match=r"^concurrent poll\(\) invocation$"):
         p.poll(5000)
     assert p.poll(0) == []
 
