@@ -22,6 +22,10 @@ What goes where:
   compiled separately, so that the compiler checks every call cffi generates
   against the helper's real definition (a separate object file would only be
   checked against a prototype copied from the cdef) and can inline them.
+- rawmux's own structs (``struct rawmux_*``, the waiters) are defined once,
+  in plain C, in the .c file whose code uses them; each family's cdef is its
+  header followed by the struct definitions copied from its .c file, so that
+  Python sees the same fields.
 
 Environment switches:
 
@@ -33,6 +37,7 @@ Environment switches:
 
 import importlib.util
 import os
+import re
 
 from cffi import FFI
 
@@ -48,6 +53,20 @@ DEPENDS = HEADERS + SOURCES + ["rawmux_clock.c"]
 def _read(name):
     with open(os.path.join(HERE, name), encoding="utf-8") as f:
         return f.read()
+
+
+# A definition of one of rawmux's structs, from its first line to its "};",
+# both at the start of a line.
+_OWN_STRUCT = re.compile(r"^struct rawmux_\w+ \{\n.*?^\};\n", re.M | re.S)
+
+
+def _cdef(family):
+    """The family's header, then the rawmux structs its .c file defines."""
+    cdef = _read(f"rawmux_{family}.h")
+    if family != "types":
+        cdef += "\n" + "\n".join(_OWN_STRUCT.findall(
+            _read(f"rawmux_{family}.c")))
+    return cdef
 
 
 def _compile_args():
@@ -83,7 +102,7 @@ def _source_digest():
 
 
 ffibuilder = FFI()
-ffibuilder.cdef("\n".join(_read(h) for h in HEADERS)
+ffibuilder.cdef("\n".join(_cdef(family) for family in FAMILIES)
                 + "\n#define RAWMUX_SOURCE_DIGEST ...\n")
 
 _compile, _link = _compile_args()

@@ -5,14 +5,13 @@
  *            (which also documents epoll_pwait and epoll_pwait2).
  * Kernel:    epoll_create1(2) -> fs/eventpoll.c: do_epoll_create()
  *            epoll_ctl(2)     -> fs/eventpoll.c: do_epoll_ctl() -> ep_insert()
- *                                / ep_modify() / ep_remove(); ep_insert()
- *                                hooks ep_poll_callback() onto the file's wait
- *                                queue via ep_ptable_queue_proc()
+ *                                / ep_modify() / ep_remove_safe()
  *            epoll_wait(2)    -> fs/eventpoll.c: do_epoll_wait() -> ep_poll()
- *                                -> ep_send_events() (copies ready events to
- *                                user space; there is no shared mapping)
+ *                                -> ep_send_events()
  *            epoll_pwait(2), epoll_pwait2(2) -> do_epoll_pwait(), with the
- *                                signal mask swapped in by set_user_sigmask()
+ *                                signal mask set by set_user_sigmask()
+ * The tour, with the wake-up callback that fills the ready list:
+ * docs/walkthrough.md, "epoll".
  *
  * epoll_create1, epoll_ctl, epoll_wait and epoll_pwait are libc's, called
  * directly.
@@ -72,14 +71,18 @@ static int rawmux_epoll_wait_split(int epfd, struct epoll_event *events,
     return n;
 }
 
+/* The native API's state, allocated once by rawmux/_epoll.py: the event
+ * buffer the kernel writes into, and the split arrays, all maxevents long. */
 struct rawmux_epoll_waiter {
     int                 epfd;
     int                 maxevents;
     struct epoll_event *events;
     int                *ready_fds;
     uint32_t           *ready_events;
-    int                 timeout;
-    long long           started_ns;
+    int                 timeout;      /* milliseconds; negative blocks */
+    long long           started_ns;   /* CLOCK_MONOTONIC at the last wait
+                                         with a timeout > 0: the deadline
+                                         after EINTR */
 };
 
 static int rawmux_epoll_waiter_wait(struct rawmux_epoll_waiter *w)

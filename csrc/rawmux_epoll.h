@@ -3,8 +3,9 @@
  *
  * Read by csrc/build.py into ffibuilder.cdef() (cffi's dialect of C: "...;"
  * and "#define X ..." are filled in from <sys/epoll.h> at build time).
- * The rawmux_* helpers, and epoll_pwait2 where libc lacks it, are defined in
- * rawmux_epoll.c.
+ * The rawmux_* helpers, struct rawmux_epoll_waiter (which build.py copies
+ * into the cdef after this file), and epoll_pwait2 where libc lacks it, are
+ * defined in rawmux_epoll.c.
  */
 
 /* ---- from <sys/epoll.h> ------------------------------------------------ */
@@ -72,22 +73,7 @@ int rawmux_epoll_wait_split(int epfd, struct epoll_event *events,
                             int *fds, uint32_t *revents);
 
 /* ---- rawmux's wait calls (rawmux_epoll.c) --------------------------------
- * The native API's state, allocated once: the event buffer the kernel
- * writes into, and the split arrays, all maxevents long. */
-struct rawmux_epoll_waiter {
-    int                 epfd;
-    int                 maxevents;
-    struct epoll_event *events;
-    int                *ready_fds;
-    uint32_t           *ready_events;
-    int                 timeout;      /* milliseconds; negative blocks */
-    long long           started_ns;   /* CLOCK_MONOTONIC at the last wait
-                                         with a timeout > 0: the deadline
-                                         after EINTR */
-    ...;
-};
-
-/* epoll_wait(2) with w->timeout, and the split.  Returns the number of
+ * epoll_wait(2) with w->timeout, and the split.  Returns the number of
  * events or -errno (errno set too).  One argument: cffi calls it without an
  * argument tuple. */
 int rawmux_epoll_waiter_wait(struct rawmux_epoll_waiter *w);

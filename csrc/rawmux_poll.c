@@ -2,16 +2,15 @@
  * rawmux_poll.c -- compaction of poll(2) results.
  *
  * Man pages: poll(2), ppoll(2).
- * Kernel:    poll(2)  -> fs/select.c: __x64_sys_poll() -> do_sys_poll()
- *                        -> do_poll() -> do_pollfd() -> vfs_poll() on each
- *                        entry, poll_schedule_timeout()
- *            ppoll(2) -> fs/select.c: __x64_sys_ppoll() -> do_sys_poll(),
- *                        with the signal mask swapped in by set_user_sigmask()
+ * Kernel:    poll(2)  -> fs/select.c: do_sys_poll() -> do_poll()
+ *            ppoll(2) -> fs/select.c: do_sys_poll(), with the signal mask
+ *                        set by set_user_sigmask()
+ * The tour: docs/walkthrough.md, "poll and ppoll".
  *
  * poll(2) and ppoll(2) are libc's, called directly.  The kernel copies the
  * whole pollfd array in and the revents back out on every call (O(n) both
  * ways, however few fds are ready); the helper here at least spares Python
- * the same O(n) walk, handing it only the indices that matter.
+ * the same O(n) walk, handing it only the entries that matter.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -40,14 +39,17 @@ static size_t rawmux_poll_collect(const struct pollfd *fds, nfds_t nfds,
     return count;
 }
 
+/* The native API's state: a pollfd array that rawmux/_poll.py owns and
+ * grows, and two arrays of the same capacity for the compacted answer. */
 struct rawmux_poll_waiter {
     struct pollfd *fds;
-    nfds_t         nfds;
-    nfds_t         cap;
+    nfds_t         nfds;          /* entries in use */
+    nfds_t         cap;           /* capacity of all three arrays */
     int           *ready_fds;
-    uint32_t      *ready_events;
-    int            timeout;
-    long long      started_ns;
+    uint32_t      *ready_events;  /* revents, as unsigned */
+    int            timeout;       /* milliseconds; negative blocks */
+    long long      started_ns;    /* CLOCK_MONOTONIC at the last wait with a
+                                     timeout > 0: the deadline after EINTR */
 };
 
 static int rawmux_poll_waiter_wait(struct rawmux_poll_waiter *w)

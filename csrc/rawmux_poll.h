@@ -3,7 +3,8 @@
  *
  * Read by csrc/build.py into ffibuilder.cdef() (cffi's dialect of C: "...;",
  * "int..." and "#define X ..." are filled in from <poll.h> at build time).
- * The rawmux_* helper is defined in rawmux_poll.c.
+ * The rawmux_* helpers, and struct rawmux_poll_waiter (which build.py copies
+ * into the cdef after this file), are defined in rawmux_poll.c.
  */
 
 /* ---- from <poll.h> ----------------------------------------------------- */
@@ -11,9 +12,9 @@
 typedef int... nfds_t;
 
 struct pollfd {
-    int   fd;        /* a negative fd is skipped: revents comes back 0 */
-    short events;    /* requested events */
-    short revents;   /* returned events; POLLERR, POLLHUP, POLLNVAL always */
+    int   fd;
+    short events;    /* requested */
+    short revents;   /* returned */
     ...;
 };
 
@@ -46,22 +47,8 @@ size_t rawmux_poll_collect(const struct pollfd *fds, nfds_t nfds,
                            size_t cap);
 
 /* ---- rawmux's wait call (rawmux_poll.c) ----------------------------------
- * The native API's state: a pollfd array the Python layer owns and grows,
- * and two arrays of the same capacity for the compacted answer. */
-struct rawmux_poll_waiter {
-    struct pollfd *fds;
-    nfds_t         nfds;          /* entries in use */
-    nfds_t         cap;           /* capacity of all three arrays */
-    int           *ready_fds;
-    uint32_t      *ready_events;  /* revents, as unsigned */
-    int            timeout;       /* milliseconds; negative blocks */
-    long long      started_ns;    /* CLOCK_MONOTONIC at the last wait with a
-                                     timeout > 0: the deadline after EINTR */
-    ...;
-};
-
-/* poll(2) on w->fds[0..nfds) with w->timeout, then rawmux_poll_collect().  Returns the
- * number of ready entries, in array order, or -errno (errno set too);
- * -EINVAL if nfds > cap.  One argument: cffi calls it without an argument
- * tuple. */
+ * poll(2) on w->fds[0..nfds) with w->timeout, then rawmux_poll_collect().
+ * Returns the number of ready entries, in array order, or -errno (errno set
+ * too); -EINVAL if nfds > cap.  One argument: cffi calls it without an
+ * argument tuple. */
 int rawmux_poll_waiter_wait(struct rawmux_poll_waiter *w);

@@ -2,16 +2,13 @@
  * rawmux_select.c -- bounds-checked fd_set helpers for select(2)/pselect(2).
  *
  * Man pages: select(2), pselect(2), fd_set(3type), select_tut(2).
- * Kernel:    select(2)  -> glibc 2.36 on x86-64 makes it a pselect6 call
- *                          with no mask (strace shows pselect6), so:
- *                          fs/select.c: __x64_sys_pselect6() -> do_pselect()
- *                          -> core_sys_select() -> do_select() -> vfs_poll()
- *                          on each fd set in the bitmaps,
- *                          poll_schedule_timeout().  (The select syscall
- *                          itself: __x64_sys_select() -> kern_select() ->
- *                          core_sys_select(), the same from there on.)
- *            pselect(2) -> fs/select.c: do_pselect() (same path, with the
- *                          signal mask swapped in by set_user_sigmask())
+ * Kernel:    select(2)  -> fs/select.c: kern_select() -> core_sys_select()
+ *                          -> do_select(); glibc 2.36 on x86-64 makes it a
+ *                          pselect6 call, which enters at do_pselect()
+ *            pselect(2) -> fs/select.c: do_pselect() -> core_sys_select(),
+ *                          with the signal mask set by set_user_sigmask()
+ * The tour, from these entry points to a file's poll method and back:
+ * docs/walkthrough.md, "select and pselect".
  *
  * select(2) and pselect(2) themselves are libc's, called directly.  What is
  * here is the part that has to be C: FD_SET() and friends are macros that
@@ -125,13 +122,18 @@ static size_t rawmux_fdset_to_array(const fd_set *set, int nfds, int *out,
 
 enum { RAWMUX_FDSET_WORDS = FD_SETSIZE / (sizeof(unsigned long) * CHAR_BIT) };
 
+/* The native API's state, allocated once by rawmux/_select.py: interest sets
+ * kept between calls (select(2) overwrites its arguments, so each wait
+ * copies want into got), and where to put the ready fds merged from the
+ * three result sets. */
 struct rawmux_select_waiter {
-    fd_set    want[3];
-    fd_set    got[3];
-    int      *ready_fds;
-    uint32_t *ready_events;
-    long long timeout;
-    long long started_ns;
+    fd_set    want[3];           /* read, write, except interest */
+    fd_set    got[3];            /* select(2)'s answer */
+    int      *ready_fds;         /* FD_SETSIZE entries */
+    uint32_t *ready_events;      /* FD_SETSIZE entries: RAWMUX_SELECT_* bits */
+    long long timeout;           /* microseconds; negative blocks */
+    long long started_ns;        /* CLOCK_MONOTONIC at the last wait with a
+                                    timeout > 0: the deadline after EINTR */
 };
 
 static const unsigned long *rawmux_words(const fd_set *set)

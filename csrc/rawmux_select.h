@@ -3,17 +3,15 @@
  *
  * Read by csrc/build.py into ffibuilder.cdef() (cffi's dialect of C: "...;"
  * and "#define X ..." are filled in from <sys/select.h> at build time).
- * The rawmux_* helpers are defined in rawmux_select.c.
+ * The rawmux_* helpers, and struct rawmux_select_waiter (which build.py
+ * copies into the cdef after this file), are defined in rawmux_select.c.
  */
 
 /* ---- from <sys/select.h> ---------------------------------------------- */
 
 #define FD_SETSIZE ...
 
-/* glibc's fd_set: FD_SETSIZE bits (1024) packed into longs, 128 bytes.  The
- * kernel reads it as a plain bitmap of nfds bits; the 1024 limit is this
- * struct's size, not the kernel's. */
-typedef struct { ...; } fd_set;
+typedef struct { ...; } fd_set;          /* FD_SETSIZE bits */
 
 int select(int nfds, fd_set *readfds, fd_set *writefds, fd_set *exceptfds,
            struct timeval *timeout);
@@ -24,9 +22,9 @@ int pselect(int nfds, fd_set *readfds, fd_set *writefds, fd_set *exceptfds,
 #define PIPE_BUF ...
 
 /* ---- rawmux helpers (rawmux_select.c) ----------------------------------
- * FD_SET and friends are macros, and undefined behaviour (a write outside
- * the set) for fd < 0 or fd >= FD_SETSIZE.  These check the bounds first and
- * return -1 with errno = EINVAL without touching the set. */
+ * FD_ZERO, FD_SET, FD_CLR and FD_ISSET with a bounds check: an fd outside
+ * 0 .. FD_SETSIZE - 1 gets -1 with errno = EINVAL, and the set is left as
+ * it was. */
 
 void rawmux_fd_zero(fd_set *set);
 int  rawmux_fd_set(int fd, fd_set *set);          /* 0, or -1 (EINVAL) */
@@ -52,20 +50,6 @@ size_t rawmux_fdset_to_array(const fd_set *set, int nfds, int *out, size_t cap);
 #define RAWMUX_SELECT_READ ...
 #define RAWMUX_SELECT_WRITE ...
 #define RAWMUX_SELECT_EXCEPT ...
-
-/* The native API's state, allocated once: interest sets kept between calls
- * (select(2) overwrites its arguments, so each wait copies want into got),
- * and where to put the ready fds merged from the three result sets. */
-struct rawmux_select_waiter {
-    fd_set    want[3];           /* read, write, except interest */
-    fd_set    got[3];            /* select(2)'s answer */
-    int      *ready_fds;         /* FD_SETSIZE entries */
-    uint32_t *ready_events;      /* FD_SETSIZE entries: RAWMUX_SELECT_* bits */
-    long long timeout;           /* microseconds; negative blocks */
-    long long started_ns;        /* CLOCK_MONOTONIC at the last wait with a
-                                    timeout > 0: the deadline after EINTR */
-    ...;
-};
 
 /* select(2) on the waiter's interest sets (nfds computed from them) with
  * its timeout.  Returns the number of distinct ready fds, in increasing fd

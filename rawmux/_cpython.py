@@ -31,7 +31,18 @@ import time
 import warnings
 
 INT_MIN, INT_MAX = -2**31, 2**31 - 1
+USHRT_MAX, UINT_MAX = 2**16 - 1, 2**32 - 1
 _PYTIME_MIN, _PYTIME_MAX = -2**63, 2**63 - 1     # (_)PyTime_t: int64 ns
+
+NS_PER_US, NS_PER_MS, NS_PER_S = 10**3, 10**6, 10**9
+US_PER_S, MS_PER_S = 10**6, 10**3
+
+# The fast paths for an int timeout in seconds skip the conversions below
+# while its result cannot overflow: up to PYTIME_MAX_S seconds fit the time
+# type in nanoseconds (select), up to INT_MS_MAX_S a C int in milliseconds
+# (epoll).
+PYTIME_MAX_S = _PYTIME_MAX // NS_PER_S
+INT_MS_MAX_S = INT_MAX // MS_PER_S
 
 # Python/pytime.c, pytime_overflow(): an int timeout whose nanoseconds do not
 # fit the 64-bit time type.  3.13 made the type public as PyTime_t (gh-110850)
@@ -106,7 +117,7 @@ def as_unsigned_short(value):
         raise ValueError("value must be positive")
     if value >= 2**64:
         raise OverflowError("Python int too large to convert to C unsigned long")
-    if value > 0xFFFF:
+    if value > USHRT_MAX:
         raise OverflowError("Python int too large for C unsigned short")
     return int(value)
 
@@ -114,7 +125,7 @@ def as_unsigned_short(value):
 def as_unsigned_int_mask(value):
     """Argument Clinic's ``unsigned int(bitwise=True)`` converter (epoll event
     masks): any integer, reduced modulo 2**32."""
-    return operator.index(value) & 0xFFFFFFFF
+    return operator.index(value) & UINT_MAX
 
 
 def _round_up(x):
@@ -136,8 +147,9 @@ def _div_ceiling(ns, unit):
 
 
 def timeout_ns(obj, unit_ns, type_error):
-    """``_PyTime_FromSecondsObject`` (unit_ns=10**9) or
-    ``_PyTime_FromMillisecondsObject`` (10**6) with ``_PyTime_ROUND_TIMEOUT``.
+    """``_PyTime_FromSecondsObject`` (unit_ns=NS_PER_S) or
+    ``_PyTime_FromMillisecondsObject`` (NS_PER_MS) with
+    ``_PyTime_ROUND_TIMEOUT``.
 
     The select module replaces any TypeError by ``type_error``.
     """
@@ -163,8 +175,8 @@ def select_timeout_us(obj):
     None -> -1 (block)."""
     if obj is None:
         return -1
-    ns = timeout_ns(obj, 10**9, "timeout must be a float or None")
-    us = _div_round_up(ns, 1000)
+    ns = timeout_ns(obj, NS_PER_S, "timeout must be a float or None")
+    us = _div_round_up(ns, NS_PER_US)
     if us < 0:          # tv_sec < 0 after a floor division by 10**6
         raise ValueError("timeout must be non-negative")
     return us
@@ -177,7 +189,7 @@ def _ms_timeout(obj, unit_ns, rounding):
     if obj is None:
         return -1, None
     ns = timeout_ns(obj, unit_ns, "timeout must be an integer or None")
-    ms = rounding(ns, 10**6)
+    ms = rounding(ns, NS_PER_MS)
     if not INT_MIN <= ms <= INT_MAX:
         raise OverflowError("timeout is too large")
     if ms < 0:
@@ -188,18 +200,13 @@ def _ms_timeout(obj, unit_ns, rounding):
 def poll_timeout_ms(obj):
     """poll.poll()'s timeout: milliseconds, rounded away from zero
     (0.5 -> 1, -0.5 -> block)."""
-    return _ms_timeout(obj, 10**6, _div_round_up)
+    return _ms_timeout(obj, NS_PER_MS, _div_round_up)
 
 
 def epoll_timeout_ms(obj):
     """epoll.poll()'s timeout: seconds to milliseconds, rounded towards
     +infinity (-1e-7 -> 0, not block)."""
-    return _ms_timeout(obj, 10**9, _div_ceiling)
-
-
-def us_ceiling(ns):
-    """``_PyTime_AsTimeval_clamp(..., _PyTime_ROUND_CEILING)``, in µs."""
-    return _div_ceiling(ns, 1000)
+    return _ms_timeout(obj, NS_PER_S, _div_ceiling)
 
 
 def oserror(errno):
@@ -211,32 +218,48 @@ def oserror(errno):
 _EINTR = -_errno.EINTR
 
 
-def retry_eintr(wait, waiter, n, timeout_ns, unit_ns):
-    """PEP 475 for the C wait helpers, which return -errno.
+def retry_eintr(n, call, timeout, deadline_ns, unit_ns):
+    """PEP 475, the one EINTR policy: for a C call that returns a count or
+    -errno, given what it returned, ``n``.
 
-    ``wait(waiter)`` returned ``n``.  While it is -EINTR, the signal handlers
-    have already run (an exception raised by one has propagated out of the
-    wait): wait again with what is left of ``timeout_ns``, counted from
-    ``waiter.started_ns`` (recorded in C by every wait with a timeout above
-    0) and rounded up to the syscall's unit, ``unit_ns``.  Without a
-    deadline (``timeout_ns`` None, 0 or negative) retry with the same
-    timeout.  ``waiter.timeout`` is as it was on return.  Any other error
-    becomes an OSError.
+    While ``n`` is -EINTR, the signal handlers have already run (an
+    exception raised by one has propagated before this is reached): call
+    again, ``n = call(timeout)``, with what is left until ``deadline_ns``
+    (``time.monotonic_ns()``) rounded up to the call's unit, ``unit_ns``;
+    once it has passed, return 0 (nothing ready) without calling.  Without
+    a deadline (None) call with the same ``timeout``.  Any other error
+    becomes an OSError.  CPython's select module loops the same way.
     """
-    deadline = None
-    if timeout_ns is not None and timeout_ns > 0:
-        deadline = waiter.started_ns + timeout_ns
-    original = waiter.timeout
-    try:
-        while n == _EINTR:
-            if deadline is not None:
-                left = deadline - time.monotonic_ns()
-                if left < 0:
-                    return 0
-                waiter.timeout = -(-left // unit_ns)
-            n = wait(waiter)
-    finally:
-        waiter.timeout = original
+    while n == _EINTR:
+        if deadline_ns is not None:
+            left = deadline_ns - time.monotonic_ns()
+            if left < 0:
+                return 0
+            timeout = -(-left // unit_ns)
+        n = call(timeout)
     if n < 0:
         raise oserror(-n)
     return n
+
+
+def retry_wait(wait, waiter, n, timeout_ns, unit_ns):
+    """retry_eintr() for the C wait helpers: ``wait(waiter)`` returned
+    ``n``, waiting ``waiter.timeout`` (in units of ``unit_ns``; the caller's
+    ``timeout_ns`` says how long that is, None if it blocks).  The deadline
+    counts from ``waiter.started_ns``, recorded in C by every wait with a
+    timeout above 0.  Each retry writes its timeout into the waiter;
+    ``waiter.timeout`` is as it was on return, since callers mirror it.
+    """
+    original = waiter.timeout
+    deadline = None
+    if timeout_ns is not None and timeout_ns > 0:
+        deadline = waiter.started_ns + timeout_ns
+
+    def again(timeout):
+        waiter.timeout = timeout
+        return wait(waiter)
+
+    try:
+        return retry_eintr(n, again, original, deadline, unit_ns)
+    finally:
+        waiter.timeout = original

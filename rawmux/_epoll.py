@@ -4,11 +4,10 @@ Some facts about epoll
 ======================
 
 * The interest list lives in the kernel.  epoll_ctl(2) adds, changes or
-  removes one entry (fs/eventpoll.c: do_epoll_ctl() -> ep_insert(), which
-  hooks ep_poll_callback() onto the file's wait queue); epoll_wait(2) only
-  looks at the *ready list* that those callbacks fill (ep_poll() ->
-  ep_send_events()).  A wait costs O(ready), not O(watched): this is the
-  whole point, and the experiments measure it.
+  removes one entry, and hooks a callback onto the file's wait queue;
+  epoll_wait(2) only looks at the *ready list* that those callbacks fill.
+  A wait costs O(ready), not O(watched): this is the whole point, and the
+  experiments measure it.
 
 * Entries are keyed on (fd number, open file description), and the kernel
   drops an entry only when the *file* is released.  Close an fd that a dup()
@@ -16,7 +15,7 @@ Some facts about epoll
   under the closed number and EPOLL_CTL_DEL on it fails with EBADF.  Always
   unregister before close().  (trio's _io_epoll.py tells this story well.)
 
-* Events are copied to user space by ep_send_events(); there is no shared
+* Each wait copies its events into the caller's buffer; there is no shared
   ring.  ``data`` is 64 opaque bits the kernel hands back; rawmux, like
   CPython, stores the fd in it.
 
@@ -27,12 +26,8 @@ Some facts about epoll
   EPOLLONESHOT disarms the entry after one event until EPOLL_CTL_MOD.
   EPOLLEXCLUSIVE (wake one of several waiters) is allowed only with ADD and
   never with ONESHOT; MOD of an exclusive entry is EINVAL.  Files without a
-  poll method, such as regular files, are refused with EPERM (do_epoll_ctl():
-  file_can_poll(); select and poll report them always ready); so is the
-  epoll fd itself (EINVAL).
-
-* ``struct epoll_event`` is packed on x86-64 (12 bytes): C code that takes
-  the address of its ``data`` member gets an unaligned pointer.
+  poll method, such as regular files, are refused with EPERM (select and
+  poll report them always ready); so is the epoll fd itself (EINVAL).
 
 * The timeout is in milliseconds; CPython takes seconds and rounds up.
   maxevents must be positive (EINVAL otherwise); the kernel returns at most
@@ -41,6 +36,7 @@ Some facts about epoll
 
 The native ``Epoll`` preallocates its event buffer and splits the events in
 C into ``ready_fds``/``ready_events`` arrays: a wait allocates nothing.
+What the kernel does with each call: docs/walkthrough.md, "epoll".
 """
 
 from __future__ import annotations
@@ -52,16 +48,16 @@ from typing import TYPE_CHECKING, Self, final, overload
 
 from rawmux import _cpython
 from rawmux._arrays import int_array, pairs, uint32_array
-from rawmux._cpython import retry_eintr
+from rawmux._cpython import (INT_MAX, INT_MS_MAX_S, MS_PER_S, NS_PER_MS,
+                             NS_PER_S, UINT_MAX, retry_wait)
 from rawmux._extension import Struct, ffi, lib
 
 if TYPE_CHECKING:
     from _typeshed import FileDescriptorLike
     from typing_extensions import deprecated
 
-_ctl = lib.rawmux_epoll_ctl
+_epoll_ctl = lib.rawmux_epoll_ctl
 _waiter_wait = lib.rawmux_epoll_waiter_wait
-_MS = 1000000
 _ADD, _MOD, _DEL = lib.EPOLL_CTL_ADD, lib.EPOLL_CTL_MOD, lib.EPOLL_CTL_DEL
 _DEFAULT_MASK: int = lib.EPOLLIN | lib.EPOLLPRI | lib.EPOLLOUT
 _DEFAULT_MAXEVENTS: int = lib.FD_SETSIZE - 1     # CPython's maxevents=-1
@@ -79,9 +75,21 @@ def _epoll_create() -> int:
 
 
 def _as_mask(mask: int) -> int:
-    if type(mask) is int and 0 <= mask <= 0xFFFFFFFF:
+    if type(mask) is int and 0 <= mask <= UINT_MAX:
         return mask
     return _cpython.as_unsigned_int_mask(mask)
+
+
+def _ctl(epfd: int, op: int, fd: int, events: int) -> None:
+    """epoll_ctl(2) with data.fd = fd, for both epoll objects (CPython's
+    pyepoll_internal_ctl()), on an fd and a mask that each object has
+    checked its own way.  A closed object is a ValueError, a failed call an
+    OSError."""
+    if epfd < 0:
+        raise ValueError(_cpython.CLOSED_EPOLL)
+    err = _epoll_ctl(epfd, op, fd, events)
+    if err:
+        raise _cpython.oserror(-err)
 
 
 class _EventBuffer:
@@ -193,47 +201,39 @@ class epoll:
                  exc_tb: TracebackType | None = None, /) -> None:
         self.close()
 
+    # The arguments are converted before self._epfd is read, as in CPython
+    # (Argument Clinic converts them before the method's body runs).
+
     def register(self, fd: FileDescriptorLike,
                  eventmask: int = _DEFAULT_MASK) -> None:
         """Register a file descriptor (or an object with fileno()) for the
         events in eventmask (default EPOLLIN | EPOLLPRI | EPOLLOUT)."""
-        fd = _cpython.as_fd(fd)
-        eventmask = _as_mask(eventmask)
-        self._check_open()
-        err = _ctl(self._epfd, _ADD, fd, eventmask)
-        if err:
-            raise _cpython.oserror(-err)
+        number, mask = _cpython.as_fd(fd), _as_mask(eventmask)
+        _ctl(self._epfd, _ADD, number, mask)
 
     def modify(self, fd: FileDescriptorLike, eventmask: int) -> None:
         """Change the event mask of a registered file descriptor."""
-        fd = _cpython.as_fd(fd)
-        eventmask = _as_mask(eventmask)
-        self._check_open()
-        err = _ctl(self._epfd, _MOD, fd, eventmask)
-        if err:
-            raise _cpython.oserror(-err)
+        number, mask = _cpython.as_fd(fd), _as_mask(eventmask)
+        _ctl(self._epfd, _MOD, number, mask)
 
     def unregister(self, fd: FileDescriptorLike) -> None:
         """Remove a registered file descriptor."""
-        fd = _cpython.as_fd(fd)
-        self._check_open()
-        err = _ctl(self._epfd, _DEL, fd, 0)
-        if err:
-            raise _cpython.oserror(-err)
+        number = _cpython.as_fd(fd)
+        _ctl(self._epfd, _DEL, number, 0)
 
     def poll(self, timeout: float | None = None,
              maxevents: int = -1) -> list[tuple[int, int]]:
         """Wait for events; timeout in seconds (None or negative blocks).
         Returns a list of (fd, events)."""
-        if type(maxevents) is not int or not -1 <= maxevents <= 0x7FFFFFFF:
+        if type(maxevents) is not int or not -1 <= maxevents <= INT_MAX:
             maxevents = _cpython.index_as_c_int(maxevents)
         epfd = self._epfd
         if epfd < 0:
             raise ValueError(_cpython.CLOSED_EPOLL)
         if timeout is None:
             ms, ns = -1, None
-        elif type(timeout) is int and 0 <= timeout <= 2147483:
-            ms, ns = timeout * 1000, timeout * 1000000000
+        elif type(timeout) is int and 0 <= timeout <= INT_MS_MAX_S:
+            ms, ns = timeout * MS_PER_S, timeout * NS_PER_S
         else:
             ms, ns = _cpython.epoll_timeout_ms(timeout)
         if maxevents == -1:
@@ -265,7 +265,7 @@ class epoll:
                 return list(zip(buf.fds[:n], buf.events[:n]))
             if n == 0:
                 return []
-            n = retry_eintr(_waiter_wait, w, n, ns, _MS)
+            n = retry_wait(_waiter_wait, w, n, ns, NS_PER_MS)
             return pairs(buf.fds, buf.events, n)
         finally:
             free.append(buf)
@@ -297,7 +297,7 @@ class Epoll:
     maxevents: int
 
     def __init__(self, maxevents: int = 1024) -> None:
-        if type(maxevents) is not int or not 1 <= maxevents <= 0x7FFFFFFF:
+        if type(maxevents) is not int or not 1 <= maxevents <= INT_MAX:
             raise ValueError(f"maxevents must be a positive C int, "
                              f"got {maxevents!r}")
         epfd = _epoll_create()
@@ -319,7 +319,7 @@ class Epoll:
     def resize(self, maxevents: int) -> None:
         """Give the event buffer room for ``maxevents`` events: the most one
         wait returns (the kernel keeps the rest ready for the next)."""
-        if type(maxevents) is not int or not 1 <= maxevents <= 0x7FFFFFFF:
+        if type(maxevents) is not int or not 1 <= maxevents <= INT_MAX:
             raise ValueError(f"maxevents must be a positive C int, "
                              f"got {maxevents!r}")
         buf = self._buffer = _EventBuffer(self.fileno(), maxevents)
@@ -351,28 +351,24 @@ class Epoll:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def _ctl(self, op: int, fd: int, events: int) -> None:
-        if type(fd) is not int or not 0 <= fd <= _cpython.INT_MAX:
+    def _checked_ctl(self, op: int, fd: int, events: int) -> None:
+        if type(fd) is not int or not 0 <= fd <= INT_MAX:
             raise ValueError(f"bad file descriptor {fd!r}")
-        if type(events) is not int or not 0 <= events <= 0xFFFFFFFF:
+        if type(events) is not int or not 0 <= events <= UINT_MAX:
             raise ValueError(f"bad event mask {events!r}")
-        err = _ctl(self._waiter.epfd, op, fd, events)
-        if err:
-            if self._waiter.epfd < 0:
-                raise ValueError(_cpython.CLOSED_EPOLL)
-            raise _cpython.oserror(-err)
+        _ctl(self._waiter.epfd, op, fd, events)
 
     def register(self, fd: int, events: int = lib.EPOLLIN) -> None:
         """EPOLL_CTL_ADD; FileExistsError if already registered."""
-        self._ctl(_ADD, fd, events)
+        self._checked_ctl(_ADD, fd, events)
 
     def modify(self, fd: int, events: int) -> None:
         """EPOLL_CTL_MOD; FileNotFoundError if not registered."""
-        self._ctl(_MOD, fd, events)
+        self._checked_ctl(_MOD, fd, events)
 
     def unregister(self, fd: int) -> None:
         """EPOLL_CTL_DEL; FileNotFoundError if not registered."""
-        self._ctl(_DEL, fd, 0)
+        self._checked_ctl(_DEL, fd, 0)
 
     def wait(self, timeout_ms: int = -1) -> int:
         """epoll_wait(2); timeout in milliseconds, negative blocks.  Returns
@@ -387,7 +383,8 @@ class Epoll:
         if n < 0:
             if w.epfd < 0:
                 raise ValueError(_cpython.CLOSED_EPOLL)
-            n = retry_eintr(_waiter_wait, w, n, timeout_ms * _MS, _MS)
+            n = retry_wait(_waiter_wait, w, n, timeout_ms * NS_PER_MS,
+                           NS_PER_MS)
         if self._buffer is not buf:     # resized during the wait
             n = min(n, self.maxevents)
             self.ready_fds[:n] = buf.fds[:n]

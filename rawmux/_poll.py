@@ -5,10 +5,9 @@ Some facts about poll
 
 * poll(2) takes an array of ``struct pollfd {int fd; short events; short
   revents;}``: no bitmap, so no FD_SETSIZE limit and no cost for a high fd
-  number.  The kernel still copies the whole array in and the revents back
-  out on every call (fs/select.c: do_sys_poll()) and calls every file's poll
-  method (do_poll() -> do_pollfd() -> vfs_poll()): O(n) per call in the
-  number watched, however few are ready.
+  number.  The whole array still crosses into the kernel and back on every
+  call, and every entry is asked again: O(n) per call in the number
+  watched, however few are ready.
 
 * POLLERR, POLLHUP and POLLNVAL are reported whether asked for or not.  A
   closed fd is not an error of the call, as in select(2): its entry comes
@@ -31,7 +30,8 @@ Some facts about poll
 
 The native ``PollArray`` keeps the array itself as its state: register
 appends, unregister moves the last entry into the hole (O(1), so order is
-not registration order), and a wait allocates nothing.
+not registration order), and a wait allocates nothing.  What the kernel
+does with a call: docs/walkthrough.md, "poll and ppoll".
 """
 
 from __future__ import annotations
@@ -42,24 +42,18 @@ from typing import TYPE_CHECKING, final
 
 from rawmux import _cpython
 from rawmux._arrays import int_array, pairs, uint32_array
-from rawmux._cpython import retry_eintr
+from rawmux._cpython import INT_MAX, NS_PER_MS, USHRT_MAX, retry_wait
 from rawmux._extension import Struct, ffi, lib
 
 if TYPE_CHECKING:
     from _typeshed import FileDescriptorLike
-    from cffi import FFI
-
-    # What a waiter points at: the pollfd array, ready_fds, ready_events
-    # and the latter two's pointers.
-    _Keep = tuple[Struct, array[int], array[int], FFI.CData, FFI.CData]
 
 _waiter_wait = lib.rawmux_poll_waiter_wait
-_MS = 1000000
 _DEFAULT_MASK: int = lib.POLLIN | lib.POLLPRI | lib.POLLOUT
 
 
 def _as_mask(mask: int) -> int:
-    if type(mask) is int and 0 <= mask <= 0xFFFF:
+    if type(mask) is int and 0 <= mask <= USHRT_MAX:
         return mask
     return _cpython.as_unsigned_short(mask)
 
@@ -69,20 +63,30 @@ def _as_short(mask: int) -> int:
     return mask - 0x10000 if mask > 0x7FFF else mask
 
 
-def _arrays(capacity: int) -> tuple[Struct, Struct, array[int], array[int],
-                                   _Keep]:
-    """A waiter, the pollfd array it points at, and its ready_fds and
-    ready_events arrays, all ``capacity`` long.  The last item holds all of
-    them with the cdata the waiter points into: the waiter's pointers do not
-    keep them alive."""
-    w: Struct = ffi.new("struct rawmux_poll_waiter *")
-    fds: Struct = ffi.new("struct pollfd[]", capacity)
-    ready_fds, fds_ptr = int_array(capacity)
-    ready_events, events_ptr = uint32_array(capacity)
-    w.fds, w.cap = fds, capacity
-    w.ready_fds, w.ready_events = fds_ptr, events_ptr
-    keep = (fds, ready_fds, ready_events, fds_ptr, events_ptr)
-    return w, fds, ready_fds, ready_events, keep
+class _Waiter:
+    """A ``struct rawmux_poll_waiter`` with the arrays it points at (its
+    pointers do not keep them alive): the pollfd array, and ready_fds and
+    ready_events for the compacted answer, all ``capacity`` long."""
+
+    __slots__ = ("waiter", "pollfds", "ready_fds", "ready_events", "timeout",
+                 "_keep")
+
+    waiter: Struct
+    pollfds: Struct
+    ready_fds: array[int]
+    ready_events: array[int]
+    _keep: tuple[object, ...]
+
+    def __init__(self, capacity: int) -> None:
+        w: Struct = ffi.new("struct rawmux_poll_waiter *")
+        self.waiter = w
+        self.pollfds = ffi.new("struct pollfd[]", capacity)
+        self.ready_fds, fds_ptr = int_array(capacity)
+        self.ready_events, events_ptr = uint32_array(capacity)
+        w.fds, w.cap, w.timeout = self.pollfds, capacity, -1
+        w.ready_fds, w.ready_events = fds_ptr, events_ptr
+        self._keep = fds_ptr, events_ptr
+        self.timeout = -1       # mirrors the waiter's
 
 
 # ---- the stdlib-compatible poll object --------------------------------------
@@ -99,16 +103,10 @@ class poll:
     """
 
     __module__ = "rawmux"
-    __slots__ = ("_masks", "_dirty", "_waiter", "_timeout", "_keep",
-                 "_ready_fds", "_ready_events", "_idle")
+    __slots__ = ("_masks", "_dirty", "_idle")
     _masks: dict[int, int]
     _dirty: bool
-    _idle: list[bool]
-    _waiter: Struct
-    _timeout: int
-    _keep: _Keep
-    _ready_fds: array[int]
-    _ready_events: array[int]
+    _idle: list[_Waiter]
 
     if not TYPE_CHECKING:       # typeshed's poll has the default __new__
         def __new__(cls, *args, **kwargs):
@@ -120,8 +118,14 @@ class poll:
     def _create(cls) -> poll:
         self = object.__new__(cls)
         self._masks = {}
-        self._dirty = True
-        self._idle = [True]     # popped while a poll() runs: an atomic flag
+        self._dirty = False
+        # The waiter, while no poll() uses it.  CPython refuses a second
+        # poll() while one runs, from another thread or a signal handler
+        # (its poll_running flag): here a poll() takes the waiter and gives
+        # it back, and a second one finds none.  list.pop() is atomic under
+        # the GIL; a test-then-set flag is not (a tracing function runs
+        # between the lines), and a Lock would add a quarter to a poll(0).
+        self._idle = [_Waiter(1)]
         return self
 
     def register(self, fd: FileDescriptorLike, eventmask: int = _DEFAULT_MASK,
@@ -146,19 +150,18 @@ class poll:
         del self._masks[_cpython.as_fd(fd)]
         self._dirty = True
 
-    def _rebuild(self) -> None:
+    def _rebuild(self) -> _Waiter:
         # Snapshot first (list() of a dict is atomic under the GIL): another
         # thread may register meanwhile, and must then mark us dirty again.
         self._dirty = False
         items = list(self._masks.items())
-        w, fds, self._ready_fds, self._ready_events, self._keep = _arrays(
-            max(1, len(items)))
+        buf = _Waiter(max(1, len(items)))
+        fds = buf.pollfds
         for i, (fd, mask) in enumerate(items):
             fds[i].fd = fd
             fds[i].events = _as_short(mask)
-        w.nfds = len(items)
-        w.timeout = self._timeout = 0
-        self._waiter = w
+        buf.waiter.nfds = len(items)
+        return buf
 
     if TYPE_CHECKING:           # typeshed's signature: no keywords at all
         def poll(self, timeout: float | None = None, /
@@ -175,29 +178,29 @@ class poll:
                             f"keyword arguments")
         if timeout is None:
             ms, ns = -1, None
-        elif type(timeout) is int and 0 <= timeout <= _cpython.INT_MAX:
-            ms, ns = timeout, timeout * 1000000
+        elif type(timeout) is int and 0 <= timeout <= INT_MAX:
+            ms, ns = timeout, timeout * NS_PER_MS
         else:
             ms, ns = _cpython.poll_timeout_ms(timeout)
         idle = self._idle
         try:
-            idle.pop()
+            buf = idle.pop()
         except IndexError:
             raise RuntimeError("concurrent poll() invocation") from None
         try:
             if self._dirty:
-                self._rebuild()
-            w = self._waiter
-            if ms != self._timeout:
-                w.timeout = self._timeout = ms
+                buf = self._rebuild()
+            w = buf.waiter
+            if ms != buf.timeout:
+                w.timeout = buf.timeout = ms
             n = _waiter_wait(w)
             if n == 1:          # the common case: no slicing
-                return [(self._ready_fds[0], self._ready_events[0])]
+                return [(buf.ready_fds[0], buf.ready_events[0])]
             if n < 0:
-                n = retry_eintr(_waiter_wait, w, n, ns, _MS)
-            return pairs(self._ready_fds, self._ready_events, n)
+                n = retry_wait(_waiter_wait, w, n, ns, NS_PER_MS)
+            return pairs(buf.ready_fds, buf.ready_events, n)
         finally:
-            idle.append(True)
+            idle.append(buf)
 
 
 _poll_type = poll
@@ -227,11 +230,9 @@ class PollArray:
             fd, revents = pa.ready_fds[i], pa.ready_events[i]
     """
 
-    __slots__ = ("_waiter", "_timeout", "_keep", "_index", "fds",
-                 "ready_fds", "ready_events", "nready")
-    _waiter: Struct
-    _timeout: int
-    _keep: _Keep
+    __slots__ = ("_buffer", "_index", "fds", "ready_fds", "ready_events",
+                 "nready")
+    _buffer: _Waiter
     fds: Struct                 # the struct pollfd array
     ready_fds: array[int]
     ready_events: array[int]
@@ -245,29 +246,28 @@ class PollArray:
         self._grow(capacity)
 
     def _grow(self, capacity: int) -> None:
-        w, fds, ready_fds, ready_events, keep = _arrays(capacity)
-        old: Struct = getattr(self, "_waiter", None)
+        buf = _Waiter(capacity)
+        old: _Waiter | None = getattr(self, "_buffer", None)
         if old is not None:
-            # Copy before the old arrays are dropped: self._keep holds them.
-            ffi.memmove(fds, self.fds, old.nfds * ffi.sizeof("struct pollfd"))
-            w.nfds = old.nfds
-        self.fds, self.ready_fds, self.ready_events, self._keep = (
-            fds, ready_fds, ready_events, keep)
-        w.timeout = self._timeout = -1
-        self._waiter = w
+            nfds = buf.waiter.nfds = old.waiter.nfds
+            ffi.memmove(buf.pollfds, old.pollfds,
+                        nfds * ffi.sizeof("struct pollfd"))
+        self._buffer = buf
+        self.fds = buf.pollfds
+        self.ready_fds, self.ready_events = buf.ready_fds, buf.ready_events
 
     def register(self, fd: int, events: int = lib.POLLIN) -> None:
         """Watch ``fd`` for ``events`` (a POLL* mask); re-registering updates
         the mask."""
-        if type(fd) is not int or not 0 <= fd <= _cpython.INT_MAX:
+        if type(fd) is not int or not 0 <= fd <= INT_MAX:
             raise ValueError(f"bad file descriptor {fd!r}")
         events = _as_short(_as_mask(events))
         i = self._index.get(fd)
         if i is None:
-            w = self._waiter
+            w = self._buffer.waiter
             if w.nfds == w.cap:
                 self._grow(2 * w.cap)
-                w = self._waiter
+                w = self._buffer.waiter
             i = w.nfds
             w.fds[i].fd = fd
             w.nfds = i + 1
@@ -281,7 +281,7 @@ class PollArray:
     def unregister(self, fd: int) -> None:
         """Stop watching ``fd``; KeyError if it is not registered."""
         i = self._index.pop(fd)
-        w = self._waiter
+        w = self._buffer.waiter
         last = w.nfds - 1
         if i != last:
             w.fds[i].fd = moved = w.fds[last].fd
@@ -298,20 +298,21 @@ class PollArray:
     def wait(self, timeout_ms: int = -1) -> int:
         """poll(2); timeout in milliseconds, negative blocks.  Returns the
         number of ready entries (also kept in ``nready``)."""
-        w = self._waiter
         # A signal handler may register fds during the wait and grow
         # (reallocate) the arrays; it runs as soon as the C call returns.
-        # keep pins the arrays w points at for any retry, and tells whether
-        # their answer must be handed over to the new ones.
-        keep = self._keep
-        if timeout_ms != self._timeout:
-            w.timeout = self._timeout = timeout_ms
+        # buf pins the arrays the waiter points at for any retry, and tells
+        # whether their answer must be handed over to the new ones.
+        buf = self._buffer
+        w = buf.waiter
+        if timeout_ms != buf.timeout:
+            w.timeout = buf.timeout = timeout_ms
         n = _waiter_wait(w)
         if n < 0:
-            n = retry_eintr(_waiter_wait, w, n, timeout_ms * _MS, _MS)
-        if self._keep is not keep:
-            self.ready_fds[:n] = keep[1][:n]
-            self.ready_events[:n] = keep[2][:n]
+            n = retry_wait(_waiter_wait, w, n, timeout_ms * NS_PER_MS,
+                           NS_PER_MS)
+        if self._buffer is not buf:
+            self.ready_fds[:n] = buf.ready_fds[:n]
+            self.ready_events[:n] = buf.ready_events[:n]
         self.nready = n
         return n
 

@@ -4,22 +4,18 @@ Some facts about select
 =======================
 
 * An ``fd_set`` is a fixed bitmap of FD_SETSIZE = 1024 bits (128 bytes) in
-  glibc.  ``FD_SET(fd)`` with fd >= 1024 writes past it: undefined behaviour,
-  and the classic select() memory-corruption bug.  The limit is the struct's,
-  not the kernel's -- fs/select.c's core_sys_select() takes any nfds and
-  trims it to the size of the process's file table (it is poll(2) that
-  refuses more than RLIMIT_NOFILE entries) -- but every libc caller is bound
-  by it (``python -m rawmux experiment fdsetsize``).  rawmux checks every fd
-  before it touches a set (csrc/rawmux_select.c), and so does CPython.
+  glibc: fds from 1024 up cannot be watched, and writing one into a set is
+  the classic select() memory-corruption bug.  The limit is the struct's,
+  not the kernel's, but every libc caller is bound by it (``python -m rawmux
+  experiment fdsetsize``).  Here, as in CPython, such an fd is a ValueError
+  before any set is touched.
 
 * select(2) overwrites its three sets with the answer, and on Linux the
   timeout with the time not slept.  Every call must therefore rebuild or copy
-  the interest sets: the kernel copies nfds bits of each set in, calls the
-  poll method of every fd whose bit is set (do_select() skips empty 64-bit
-  words), and copies the bits out.  The cost is O(number watched) per call
-  however few fds are ready.  A high nfds (the *highest* fd plus one) adds
-  only the copies and a test per 64-bit word: one fd numbered 1000 costs
-  about what one numbered 3 does, not what a thousand watched fds cost.
+  the interest sets, and the kernel asks every watched fd again: O(number
+  watched) per call however few fds are ready.  A high nfds (the *highest*
+  fd plus one) costs little more: one fd numbered 1000 costs about what one
+  numbered 3 does, not what a thousand watched fds cost.
 
 * Readiness is three bits: readable, writable, "exceptional" (urgent TCP
   data, POLLPRI).  A hung-up or errored socket reports readable (and
@@ -35,6 +31,7 @@ The stdlib-compatible ``select()`` reproduces the running CPython's results
 and errors (same objects, input order, duplicates kept).  The native ``Select``
 keeps its three interest sets in C memory between calls and compacts the
 answer in C: a wait allocates nothing and Python touches only ready fds.
+What the kernel does with a call: docs/walkthrough.md, "select and pselect".
 """
 
 from __future__ import annotations
@@ -43,13 +40,14 @@ import collections.abc
 import errno as _errno
 import time
 from array import array
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from operator import index as operator_index
 from typing import TYPE_CHECKING, Any, Final, SupportsIndex, cast
 
 from rawmux import _cpython
 from rawmux._arrays import int_array, pairs, uint32_array
-from rawmux._cpython import retry_eintr
+from rawmux._cpython import (NS_PER_US, PYTIME_MAX_S, US_PER_S, retry_eintr,
+                             retry_wait)
 from rawmux._extension import Struct, ffi, lib
 
 if TYPE_CHECKING:
@@ -65,7 +63,6 @@ if TYPE_CHECKING:
 FD_SETSIZE: Final[int] = lib.FD_SETSIZE
 _positions = lib.rawmux_select_positions
 _waiter_wait = lib.rawmux_select_waiter_wait
-_EINTR = -_errno.EINTR
 _EINVAL = -_errno.EINVAL
 # cffi turns True and False into 1 and 0 without a word, but from Python
 # 3.13 on a bool among the fds must warn (_cpython.BOOL_FD_WARNS).  There, C
@@ -122,11 +119,13 @@ def select(rlist: Iterable[_R], wlist: Iterable[_W], xlist: Iterable[_X],
     """
     if timeout is None:
         timeout_us = -1
-    elif type(timeout) is int and 0 <= timeout < 9223372036:
-        timeout_us = timeout * 1000000
+    elif type(timeout) is int and 0 <= timeout <= PYTIME_MAX_S:
+        timeout_us = timeout * US_PER_S
     else:
         timeout_us = _cpython.select_timeout_us(timeout)
-    start = time.monotonic_ns() if timeout_us > 0 else 0
+    # PEP 475: after EINTR, the call is retried until this deadline.
+    deadline = (time.monotonic_ns() + timeout_us * NS_PER_US
+                if timeout_us > 0 else None)
     try:
         buf = _free_buffers.pop()
     except IndexError:
@@ -158,15 +157,25 @@ def select(rlist: Iterable[_R], wlist: Iterable[_W], xlist: Iterable[_X],
             nw = _fds_of(wlist, objs, fds)
             nx = _fds_of(xlist, objs, fds)
             n = _positions(fds, len(fds), nr, nw, nx, 0, timeout_us, out_ptr)
-        if n < 0 and _select_failed(n, fds, (len(fds), nr, nw, nx, 0),
-                                    timeout_us, start, out_ptr):
-            return [], [], []
+        if n < 0:
+            n = retry_eintr(n, _again(fds, (len(fds), nr, nw, nx, 0), out_ptr),
+                            timeout_us, deadline, NS_PER_US)
+            if n == 0:          # out is not written if the deadline passed
+                return [], [], []
         nr, nw, nx = out[0], out[1], out[2]
         return ([objs[out[3]]] if nr == 1 else _pick(objs, out, 3, nr),
                 [] if not nw else _pick(objs, out, 3 + nr, nw),
                 [] if not nx else _pick(objs, out, 3 + nr + nw, nx))
     finally:
         _free_buffers.append(buf)
+
+
+def _again(fds: list[Any], counts: tuple[int, int, int, int, int],
+           out_ptr: FFI.CData) -> Callable[[int], int]:
+    """rawmux_select_positions() on the same fds, with a new timeout.  (A
+    lambda in select() would make its variables closure cells, slower on
+    every call.)"""
+    return lambda timeout_us: _positions(fds, *counts, timeout_us, out_ptr)
 
 
 def _pick(objs: list[Any], positions: array[int], first: int,
@@ -177,27 +186,6 @@ def _pick(objs: list[Any], positions: array[int], first: int,
     if count == 1:
         return [objs[positions[first]]]
     return [objs[i] for i in positions[first:first + count]]
-
-
-def _select_failed(n: int, fds: list[Any],
-                   counts: tuple[int, int, int, int, int],
-                   timeout_us: int, start: int, out_ptr: FFI.CData) -> bool:
-    """select() after EINTR (PEP 475) or a failed syscall; ``counts`` are
-    rawmux_select_positions()'s (total, nr, nw, nx, min_fd).  Returns True
-    if the timeout ran out (nothing is ready)."""
-    deadline = start + timeout_us * 1000 if timeout_us > 0 else None
-    while n == _EINTR:
-        # The signal handlers have run by now (an exception from one has
-        # propagated); retry with what is left of the timeout.
-        if deadline is not None:
-            left = deadline - time.monotonic_ns()
-            if left < 0:
-                return True
-            timeout_us = _cpython.us_ceiling(left)
-        n = _positions(fds, *counts, timeout_us, out_ptr)
-    if n < 0:
-        raise _cpython.oserror(-n)
-    return False
 
 
 # ---- the native API ----------------------------------------------------------
@@ -317,7 +305,8 @@ class Select:
             w.timeout = self._timeout = timeout_us
         n = _waiter_wait(w)
         if n < 0:
-            n = retry_eintr(_waiter_wait, w, n, timeout_us * 1000, 1000)
+            n = retry_wait(_waiter_wait, w, n, timeout_us * NS_PER_US,
+                           NS_PER_US)
         self.nready = n
         return n
 

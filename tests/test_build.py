@@ -3,6 +3,7 @@
 import importlib.util
 import os
 import platform
+import re
 import select
 import subprocess
 import sys
@@ -71,6 +72,24 @@ def test_pollfd_and_fd_set_layouts():
             for f in ("fd", "events", "revents")] == [0, 4, 6]
     assert ffi.sizeof("fd_set") * 8 == lib.FD_SETSIZE
     assert ffi.sizeof("nfds_t") == ffi.sizeof("unsigned long")
+
+
+def test_rawmux_structs_are_defined_once_in_c_and_seen_by_cffi():
+    """Each waiter struct is written once, in its .c file, and build.py
+    copies it into the cdef: the header does not repeat it, and Python sees
+    the .c file's fields."""
+    build = load_build_script()
+    for family in ("select", "poll", "epoll"):
+        name = f"rawmux_{family}_waiter"
+        with open(os.path.join(ROOT, "csrc", f"rawmux_{family}.h")) as f:
+            assert f"struct {name} {{" not in f.read()
+        with open(os.path.join(ROOT, "csrc", f"rawmux_{family}.c")) as f:
+            (struct,) = build._OWN_STRUCT.findall(f.read())
+        assert struct.startswith(f"struct {name} {{")
+        fields = [field for field, _ in ffi.typeof(f"struct {name}").fields]
+        code = re.sub(r"/\*.*?\*/", "", struct, flags=re.S)
+        declared = re.findall(r"(\w+)(?:\[\d+\])?;", code)
+        assert fields == declared
 
 
 def test_extension_uses_fortified_fd_macros():

@@ -370,8 +370,14 @@ def epoll_cases():
             lambda m, e, ep: ep.register(e["a"])),
         "epoll closed register bad fd": closed_epoll(
             lambda m, e, ep: ep.register("x")),
+        "epoll closed register bad mask": closed_epoll(
+            lambda m, e, ep: ep.register(e["a"], "x")),
         "epoll closed modify": closed_epoll(
             lambda m, e, ep: ep.modify(e["a"], 1)),
+        "epoll closed modify bad fd": closed_epoll(
+            lambda m, e, ep: ep.modify(-1, 1)),
+        "epoll closed unregister bad fd": closed_epoll(
+            lambda m, e, ep: ep.unregister("x")),
         "epoll closed unregister": closed_epoll(
             lambda m, e, ep: ep.unregister(e["a"])),
         "epoll closed fileno": closed_epoll(lambda m, e, ep: ep.fileno()),

@@ -33,7 +33,7 @@ def test_suite_passes_under_address_sanitizer(tmp_path):
     asan = libasan()
     if asan is None:
         pytest.skip("gcc's libasan.so not found")
-    for part in ("csrc", "rawmux", "tests", ".ci"):
+    for part in ("csrc", "rawmux", "tests", ".ci", "benchmarks"):
         shutil.copytree(os.path.join(ROOT, part), tmp_path / part,
                         ignore=shutil.ignore_patterns("*.so", "*.o",
                                                       "_rawmux.c",

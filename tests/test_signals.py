@@ -3,6 +3,7 @@ handler that raises stops it.  SIGALRM every 50 ms during a 300 ms wait on an
 fd that never becomes ready, for every mechanism and both APIs (and the
 stdlib, as the control)."""
 
+import errno
 import os
 import select as stdlib
 import signal
@@ -11,6 +12,7 @@ import time
 import pytest
 
 import rawmux
+from rawmux._cpython import retry_eintr
 
 WAIT_S = 0.3
 TICK_S = 0.05
@@ -163,3 +165,83 @@ def test_epoll_resized_by_a_signal_handler_during_a_wait(res, alarm):
         alarm(handler)
         assert ep.wait(-1) == 1
         assert ep.ready() == [(r1, rawmux.EPOLLIN)]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_handler_that_outlasts_the_timeout_ends_the_wait(res, alarm, name):
+    """The retry finds the deadline passed: nothing is ready, and no wait
+    follows.  Not the answer of an earlier call either, which the buffer
+    the compatible select() reuses still holds."""
+    idle, _writer = res.pipe()
+    ready, writer = res.pipe()
+    os.write(writer, b"x")
+    assert rawmux.select([ready], [], [], 0) == ([ready], [], [])
+    wait = waits(idle)[name]
+    deadline = time.monotonic() + WAIT_S
+    calls = []
+
+    def handler(signum, frame):
+        calls.append(signum)
+        if len(calls) > 1:
+            raise Boom("the wait went on past its deadline")
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        # Not synchronisation: the handler itself takes longer than the
+        # wait's timeout.
+        time.sleep(max(0.0, deadline - time.monotonic()) + 0.01)
+        signal.setitimer(signal.ITIMER_REAL, 2)     # bounds a wrong wait
+
+    alarm(handler)
+    assert wait() == NOTHING.get(name, [])
+    assert len(calls) == 1
+
+
+@pytest.mark.parametrize("module", [stdlib, rawmux], ids=["stdlib", "rawmux"])
+def test_poll_called_again_by_a_signal_handler_is_refused(res, alarm, module):
+    """The poll object refuses a second poll() from the same thread as from
+    another one (test_native.py), and works again once the first is over."""
+    idle, _writer = res.pipe()
+    p = module.poll()
+    p.register(idle, module.POLLIN)
+
+    def handler(signum, frame):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        p.poll(0)
+
+    alarm(handler)
+    with pytest.raises(RuntimeError,
+                       match=r"^concurrent poll\(\) invocation$"):
+        p.poll(5000)
+    assert p.poll(0) == []
+
+
+def test_the_eintr_policy():
+    """_cpython.retry_eintr, which every wait uses, on a scripted call."""
+    eintr = -errno.EINTR
+    answers, asked = [eintr, 3], []
+
+    def call(timeout):
+        asked.append(timeout)
+        return answers.pop(0)
+
+    # Without a deadline: the same timeout again, until an answer.
+    assert retry_eintr(eintr, call, 7, None, 1000) == 3
+    assert asked == [7, 7]
+
+    # With one: what is left, rounded up to the call's unit.
+    answers, asked = [0], []
+    ms = 1_000_000
+    assert retry_eintr(eintr, call, 50, time.monotonic_ns() + 50 * ms, ms) == 0
+    assert len(asked) == 1 and 1 <= asked[0] <= 50
+
+    # A deadline already passed: nothing is ready, and no call is made.
+    answers, asked = [], []
+    assert retry_eintr(eintr, call, 50, time.monotonic_ns() - 1, ms) == 0
+    assert asked == []
+
+    # Any other error, first or after EINTR, is an OSError of its kind.
+    with pytest.raises(FileNotFoundError):
+        retry_eintr(-errno.ENOENT, call, 7, None, 1000)
+    answers = [-errno.EBADF]
+    with pytest.raises(OSError) as info:
+        retry_eintr(eintr, call, 7, None, 1000)
+    assert info.value.errno == errno.EBADF
