@@ -73,7 +73,7 @@ READ_CHUNK = 65536
 # waiting).  Each is falsy only when reading is over.
 DONE, SHORT, FULL = 0, 1, 2
 
-EDGE_READS = 16     # READ_CHUNK reads per connection per wakeup, edge-triggered
+EDGE_READS = 16     # edge-triggered: reads per connection per wakeup
 
 
 @dataclasses.dataclass
@@ -302,7 +302,7 @@ class ReadinessServer:
                 raise ValueError(f"{self.name}: cannot watch the {what}: "
                                  f"{why}")
 
-    # ---- what the mechanism is told ----------------------------------------
+    # ---- what the mechanism is told ---------------------------------------
 
     def _watch(self, conn: Connection) -> None:
         """Tell the mechanism what conn waits for now: input while reading
@@ -330,7 +330,7 @@ class ReadinessServer:
             self.mech.forget(fd)
             self._again.discard(fd)
 
-    # ---- the dispatch loop ----------------------------------------------------
+    # ---- the dispatch loop --------------------------------------------------
 
     def _run_once(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds, then hand each ready fd to its
@@ -357,14 +357,14 @@ class ReadinessServer:
         events: Sequence[int] = native.ready_events
         readable, writable, hangup = self._bits
         on_readable, on_writable = self.on_readable, self.on_writable
-        read_edge, listen_fd = self._read_edge, self.listen_fd
-        while True:
+        listen_fd = self.listen_fd
+        while True:                     # once, or twice (edge-triggered)
             for i in range(n):
                 fd, ev = fds[i], events[i]
                 if fd in closed:
                     continue
                 conn = conns.get(fd)
-                if conn is None:
+                if conn is None:        # the listener, the wakeup socket
                     again.discard(fd)
                     if fd == listen_fd:
                         if self.accepting and self.on_acceptable() and edge:
@@ -372,11 +372,11 @@ class ReadinessServer:
                     elif fd == self._wake_fd:
                         self.on_wakeup()
                 elif edge:
-                    again.discard(fd)
+                    again.discard(fd)   # served now, not again below
                     if ev & readable:
-                        read_edge(conn, ev & hangup)
-                    # One send: if it is short, the socket is full and the
-                    # next EPOLLOUT edge brings us back.
+                        self._read_edge(conn, ev & hangup)
+                    # One send: if it is short, the socket is full, and the
+                    # next writable edge brings us back.
                     if ev & writable and conn.out and fd not in closed:
                         on_writable(conn)
                 else:
@@ -386,6 +386,7 @@ class ReadinessServer:
                         on_writable(conn)
             if not again:
                 return
+            # What no new edge will announce, as if everything happened.
             fds = list(again)
             n = len(fds)
             events = [readable | writable | hangup] * n
@@ -404,7 +405,7 @@ class ReadinessServer:
                 return
         self._again.add(conn.fd)        # budget spent, input may remain
 
-    # ---- the loop -----------------------------------------------------------
+    # ---- serving ----------------------------------------------------------
 
     def serve_forever(self) -> Stats:
         """Serve until SIGINT/SIGTERM, then flush, close and print the
