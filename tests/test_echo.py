@@ -464,7 +464,7 @@ def test_no_event_dispatched_for_an_fd_closed_in_the_same_iteration(backend):
             sock.close()
 
 
-# ---- the interface between the server and a mechanism ----------------------------
+# ---- the interface between the server and a mechanism ----------------------
 
 def recording(backend):
     """The server class of backend with its mechanism's calls recorded, each

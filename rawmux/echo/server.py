@@ -219,7 +219,11 @@ class Mechanism:
 
     The server decides and keeps the record (what each fd was told, which
     fds are new); a mechanism only carries it out on its native API, so a
-    backend reads, next to its man page, as the mechanism alone.
+    backend reads, next to its man page, as the mechanism alone.  Another
+    source of readiness fits the same verbs: signal-driven I/O (watch:
+    fcntl F_SETOWN/F_SETSIG/O_ASYNC; wait: sigtimedwait() into the arrays;
+    edge-triggered), io_uring (watch: POLL_ADD; forget: POLL_REMOVE; wait:
+    reap completions).
     """
 
     name: ClassVar[str] = "?"
@@ -238,7 +242,9 @@ class Mechanism:
     def watch(self, fd: int, read: bool, write: bool, new: bool) -> None:
         """From now on, wait for input on ``fd`` if ``read``, for output if
         ``write``.  ``new``: the mechanism does not know ``fd`` (first time,
-        or since ``forget``); otherwise this is a change."""
+        or since ``forget``); otherwise this is a change, which an
+        edge-triggered mechanism may ignore (the loop serves only what a
+        connection wants)."""
         raise NotImplementedError
 
     def forget(self, fd: int) -> None:
@@ -293,7 +299,7 @@ class ReadinessServer:
         self._wake_w.setblocking(False)
         self._wake_fd = self._wake_r.fileno()
         self._reserve = FdReserve()
-        # Last: close() undoes all of the above.
+        # Last, with everything close() undoes in place:
         for what, fd in (("listening socket", self.listen_fd),
                          ("wakeup socket", self._wake_fd)):
             why = mech.refuses(fd)
