@@ -462,3 +462,81 @@ def test_no_event_dispatched_for_an_fd_closed_in_the_same_iteration(backend):
         server.close()
         for sock in clients:
             sock.close()
+
+
+# ---- the interface between the server and a mechanism ----------------------
+
+def recording(backend):
+    """The server class of backend with its mechanism's calls recorded, each
+    with whether the fd was still open at that moment."""
+    from rawmux.echo import backend_class
+    server_class = backend_class(backend)
+    calls = []
+
+    def still_open(fd):
+        try:
+            os.fstat(fd)
+            return True
+        except OSError:
+            return False
+
+    class Recording(server_class.mechanism):
+        def watch(self, fd, read, write, new):
+            calls.append(("watch", fd, new, still_open(fd)))
+            super().watch(fd, read, write, new)
+
+        def forget(self, fd):
+            calls.append(("forget", fd, None, still_open(fd)))
+            super().forget(fd)
+
+    return type("RecordingServer", (server_class,),
+                {"mechanism": Recording}), calls
+
+
+@pytest.mark.parametrize("backend", ["select", "poll", "epoll", "epoll-et"])
+def test_the_server_tells_a_mechanism_new_fds_once_and_forgets_them_first(
+        backend):
+    """In-process: the server, not the backend, knows whether an fd is new
+    to the mechanism (epoll: ADD or MOD) and forgets it before close()."""
+    import io
+
+    from rawmux.echo import Config
+    server_class, calls = recording(backend)
+    server = server_class(Config(port=0), out=io.StringIO())
+    client = connect(server.listener.getsockname())
+    try:
+        server.on_acceptable()
+        (fd,) = server.conns
+        client.sendall(b"ping")
+        client.shutdown(socket.SHUT_WR)     # echo, then EOF: the server closes
+        deadline = time.monotonic() + 20
+        while server.conns:
+            assert time.monotonic() < deadline
+            server._run_once(1.0)
+        assert client.recv(10) == b"ping" and client.recv(10) == b""
+    finally:
+        server.close()
+        client.close()
+    mine = [(what, new, alive) for what, f, new, alive in calls if f == fd]
+    assert mine[0] == ("watch", True, True)
+    assert all(new is False for what, new, _ in mine[1:] if what == "watch")
+    assert mine[-1] == ("forget", None, True)   # once, before close()
+    assert [what for what, _, _ in mine].count("forget") == 1
+
+
+@pytest.mark.parametrize("backend, unit", [("select", 1e-6), ("poll", 1e-3),
+                                           ("epoll", 1e-3),
+                                           ("epoll-et", 1e-3)])
+def test_wait_rounds_its_timeout_up_to_the_unit_of_the_call(backend, unit):
+    from rawmux.echo import backend_class
+    mechanism = backend_class(backend).mechanism()
+    native, asked = mechanism.native, []
+    mechanism.native = type("Native", (), {
+        "wait": lambda self, t: asked.append(t) or native.wait(0)})()
+    try:
+        for seconds in (0.0, unit / 10, unit, 1.5 * unit, 1.0):
+            mechanism.wait(seconds)
+    finally:
+        mechanism.native = native
+        mechanism.close()
+    assert asked == [0, 1, 1, 2, round(1.0 / unit)]

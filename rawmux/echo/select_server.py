@@ -10,53 +10,38 @@ counted -- rather than risking a write past the set.
 
 from __future__ import annotations
 
-import logging
-import socket
-from time import monotonic as _monotonic
-from typing import TextIO
+from math import ceil
 
 from rawmux._select import FD_SETSIZE, Select
-from rawmux.echo.server import Config, Connection, ReadinessServer
+from rawmux.echo.server import Mechanism, ReadinessServer
 
-log = logging.getLogger("rawmux.echo")
+
+class SelectMechanism(Mechanism):
+    name = "select"
+    READABLE = Select.READ          # EOF and errors make an fd readable too
+    WRITABLE = Select.WRITE
+
+    native: Select
+
+    def __init__(self) -> None:
+        self.native = Select()
+
+    def refuses(self, fd: int) -> str:
+        return f"fd {fd} >= FD_SETSIZE ({FD_SETSIZE})" \
+            if fd >= FD_SETSIZE else ""
+
+    def watch(self, fd: int, read: bool, write: bool, new: bool) -> None:
+        sel = self.native
+        (sel.read.add if read else sel.read.discard)(fd)
+        (sel.write.add if write else sel.write.discard)(fd)
+
+    def forget(self, fd: int) -> None:
+        self.native.read.discard(fd)
+        self.native.write.discard(fd)
+
+    def wait(self, timeout: float) -> int:
+        return self.native.wait(ceil(timeout * 1e6))    # microseconds
 
 
 class SelectServer(ReadinessServer):
-    name = "select"
-
-    def __init__(self, config: Config, listener: socket.socket | None = None,
-                 out: TextIO | None = None) -> None:
-        self.sel = Select()
-        super().__init__(config, listener, out)
-        if self.listen_fd >= FD_SETSIZE or self._wake_r.fileno() >= FD_SETSIZE:
-            self.close()
-            raise ValueError("select(): the listening socket's fd is "
-                             f">= FD_SETSIZE ({FD_SETSIZE})")
-
-    def _admit(self, sock: socket.socket) -> bool:
-        if sock.fileno() < FD_SETSIZE:
-            return True
-        log.warning("select: fd %d >= FD_SETSIZE (%d): connection refused",
-                    sock.fileno(), FD_SETSIZE)
-        return False
-
-    def _watch(self, conn: Connection) -> None:
-        read = conn.reading and not conn.eof
-        (self.sel.read.add if read else self.sel.read.discard)(conn.fd)
-        (self.sel.write.add if conn.writing else self.sel.write.discard)(
-            conn.fd)
-        conn.watched_read, conn.watched_write = read, conn.writing
-
-    def _watch_fd(self, fd: int, read: bool) -> None:
-        (self.sel.read.add if read else self.sel.read.discard)(fd)
-
-    def _forget(self, fd: int) -> None:
-        self.sel.read.discard(fd)
-        self.sel.write.discard(fd)
-
-    def _run_once(self, timeout: float) -> None:
-        sel = self.sel
-        n = sel.wait(int(timeout * 1e6))
-        self.now = _monotonic()     # stamps for what this wakeup does
-        self._dispatch(n, sel.ready_fds, sel.ready_events, Select.READ,
-                       Select.WRITE)
+    mechanism = SelectMechanism

@@ -1,17 +1,22 @@
-"""What every echo server shares: listener, connections, limits, statistics.
+"""What every echo server shares: listener, connections, limits, statistics,
+and the one loop that drives a readiness mechanism.
 
-The backends (select_server, poll_server, epoll_server, threads_server) each
-drive their own mechanism; this module holds the parts that do not depend on
-the mechanism, once:
+This module holds everything that does not depend on the mechanism, once:
 
 * ``Config``: address, limits and timeouts, with safe defaults (127.0.0.1,
   SO_REUSEADDR, SO_REUSEPORT only for several workers).
 * ``Stats``: what the summary prints at exit.
 * ``Connection``: one client's socket and its pending output.
-* ``ReadinessServer``: the echo logic for the event-driven backends.  A
-  backend supplies the mechanism -- ``_watch(conn)`` to tell the kernel (or
-  its own fd sets) what a connection waits for, ``_forget(fd)`` to drop an fd
-  before it is closed, and ``_run_once(timeout)`` to wait and dispatch.
+* ``Mechanism``: what a readiness backend supplies, and nothing more -- set
+  an fd's interest (read and/or write; told whether the fd is new to it),
+  forget an fd, wait, its event bits, whether it is edge-triggered, whether
+  it can watch an fd at all, close.  Redis's ``ae.c`` over ``ae_epoll.c``
+  and ``ae_select.c`` is the model, CPython's ``_PollLikeSelector`` another.
+  select_server, poll_server and epoll_server each hold one (or two); a new
+  source of readiness (signal-driven I/O, io_uring's POLL_ADD) is one more.
+* ``ReadinessServer``: the echo logic over a Mechanism: connections, limits,
+  the record of what the mechanism was told, and the dispatch loop.
+  threads_server, blocking with a thread per connection, stands apart.
 
 Rules every backend follows, and why:
 
@@ -31,6 +36,15 @@ Rules every backend follows, and why:
 * Accept at most ``accept_batch`` connections per wakeup.  On EMFILE/ENFILE,
   drop the connection through a reserved fd (``FdReserve``): the listener
   does not stay readable and spin.
+* Edge-triggered (epoll-et): an fd is registered once, for input and output,
+  and never modified; the kernel reports a *change*.  So a wakeup reads (or
+  accepts) until EAGAIN, or the rest would wait for an edge that never
+  comes -- at most ``EDGE_READS`` chunks per connection, so that one busy
+  connection cannot starve the others.  What no new edge will announce goes
+  on a list served again on the next iteration (which waits with a zero
+  timeout): a connection whose budget ran out, a new registration (data may
+  have come before it), a connection whose backpressure lifted (its input
+  is already in the socket), a listener whose accept batch ran out.
 """
 
 from __future__ import annotations
@@ -44,8 +58,9 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
+from time import monotonic as _monotonic
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, ClassVar, Protocol, TextIO
 
 log = logging.getLogger("rawmux.echo")
 
@@ -57,6 +72,8 @@ READ_CHUNK = 65536
 # still be queued behind the data), FULL (as much as asked for: more may be
 # waiting).  Each is falsy only when reading is over.
 DONE, SHORT, FULL = 0, 1, 2
+
+EDGE_READS = 16     # edge-triggered: reads per connection per wakeup
 
 
 @dataclasses.dataclass
@@ -179,19 +196,86 @@ class Connection:
         self.shut = False           # we have shut down ours (lingering)
         self.reading = True         # we want its input (no backpressure)
         self.writing = False        # output is pending
-        self.watched_read = self.watched_write = None   # what the kernel has
+        self.watched_read = self.watched_write = None   # what the mechanism
+                                                        # was told; None: new
         self.last_active = now
         self.peer = peer
 
 
-class ReadinessServer:
-    """The echo logic of the event-driven backends (see the module doc)."""
+class ReadyArrays(Protocol):
+    """Where a wait leaves its answer: the native API's compact arrays
+    (``Select``, ``PollArray``, ``Epoll``), ready_fds[i] and
+    ready_events[i] for i < n."""
 
-    name = "?"
+    @property
+    def ready_fds(self) -> Sequence[int]: ...
+    @property
+    def ready_events(self) -> Sequence[int]: ...
+
+
+class Mechanism:
+    """One readiness mechanism, as ReadinessServer drives it: what a backend
+    supplies, and nothing more.
+
+    The server decides and keeps the record (what each fd was told, which
+    fds are new); a mechanism only carries it out on its native API, so a
+    backend reads, next to its man page, as the mechanism alone.  Another
+    source of readiness fits the same verbs: signal-driven I/O (watch:
+    fcntl F_SETOWN/F_SETSIG/O_ASYNC; wait: sigtimedwait() into the arrays;
+    edge-triggered), io_uring (watch: POLL_ADD; forget: POLL_REMOVE; wait:
+    reap completions).
+    """
+
+    name: ClassVar[str] = "?"
+    READABLE: ClassVar[int]             # event bits meaning "a read will not
+                                        # block": data, EOF, hang-up, error
+    WRITABLE: ClassVar[int]
+    HANGUP: ClassVar[int] = 0           # bits meaning EOF or an error may be
+                                        # queued behind the data
+    EDGE_TRIGGERED: ClassVar[bool] = False  # reports changes, not states
+    native: ReadyArrays                 # filled by wait()
+
+    def refuses(self, fd: int) -> str:
+        """Why this mechanism cannot watch ``fd`` at all, or "" if it can."""
+        return ""
+
+    def watch(self, fd: int, read: bool, write: bool, new: bool) -> None:
+        """From now on, wait for input on ``fd`` if ``read``, for output if
+        ``write``.  ``new``: the mechanism does not know ``fd`` (first time,
+        or since ``forget``); otherwise this is a change, which an
+        edge-triggered mechanism may ignore (the loop serves only what a
+        connection wants)."""
+        raise NotImplementedError
+
+    def forget(self, fd: int) -> None:
+        """Stop watching ``fd``, which it knows; called before it is
+        closed."""
+        raise NotImplementedError
+
+    def wait(self, timeout: float) -> int:
+        """Wait up to ``timeout`` >= 0 seconds, rounded up to the unit of
+        the call (a loop must not spin on a timeout rounded to zero).
+        Returns n: ``native.ready_fds[i]``, ``native.ready_events[i]`` for
+        i < n say what is ready."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class ReadinessServer:
+    """The echo logic over one Mechanism (see the module doc); a backend's
+    server class only names its mechanism."""
+
+    mechanism: ClassVar[type[Mechanism]]
 
     def __init__(self, config: Config, listener: socket.socket | None = None,
                  out: TextIO | None = None) -> None:
         config.validate()
+        self.mech = mech = self.mechanism()
+        self.name = mech.name
+        self._edge = mech.EDGE_TRIGGERED
+        self._bits = mech.READABLE, mech.WRITABLE, mech.HANGUP
         self.config = config
         self.stats = Stats()
         self.conns: dict[int, Connection] = {}
@@ -204,60 +288,131 @@ class ReadinessServer:
         self._buf = bytearray(READ_CHUNK)
         self._view = memoryview(self._buf)
         self._closed_now: set[int] = set()  # fds closed in this iteration
+        self._again: set[int] = set()       # edge-triggered: serve next time
+        self._inputs: set[int] = set()      # the mechanism watches these
+                                            # (listener, wakeup) for input
         self._cap = config.buffer_cap
         self._low_water = config.buffer_cap // 4
         self.now = time.monotonic()    # read once per loop iteration
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
-        self._reserve = FdReserve()     # last: nothing after it can fail
+        self._wake_fd = self._wake_r.fileno()
+        self._reserve = FdReserve()
+        # Last, with everything close() undoes in place:
+        for what, fd in (("listening socket", self.listen_fd),
+                         ("wakeup socket", self._wake_fd)):
+            why = mech.refuses(fd)
+            if why:
+                self.close()
+                raise ValueError(f"{self.name}: cannot watch the {what}: "
+                                 f"{why}")
 
-    # ---- what a backend supplies ----------------------------------------
+    # ---- what the mechanism is told ---------------------------------------
 
     def _watch(self, conn: Connection) -> None:
-        """Make the mechanism wait for what conn wants now (conn.reading and
-        not conn.eof: input; conn.writing: output)."""
-        raise NotImplementedError
+        """Tell the mechanism what conn waits for now: input while reading
+        and before EOF, output while output is pending."""
+        read = conn.reading and not conn.eof
+        new = conn.watched_read is None
+        self.mech.watch(conn.fd, read, conn.writing, new)
+        if self._edge and (new or read and not conn.watched_read):
+            # No edge will announce input that came before the
+            # registration, or that waited while reading was paused.
+            self._again.add(conn.fd)
+        conn.watched_read, conn.watched_write = read, conn.writing
 
-    def _watch_fd(self, fd: int, read: bool) -> None:
-        """Watch (or stop watching) a non-connection fd for input: the
-        listener, the wakeup socket."""
-        raise NotImplementedError
+    def _watch_input(self, fd: int) -> None:
+        """Watch a non-connection fd for input: the listener, the wakeup
+        socket."""
+        self.mech.watch(fd, True, False, True)
+        self._inputs.add(fd)
+        if self._edge:
+            self._again.add(fd)         # what came before the registration
 
-    def _forget(self, fd: int) -> None:
-        """Remove fd from the mechanism; called before it is closed."""
-        raise NotImplementedError
+    def _forget_input(self, fd: int) -> None:
+        if fd in self._inputs:
+            self._inputs.discard(fd)
+            self.mech.forget(fd)
+            self._again.discard(fd)
+
+    # ---- the dispatch loop --------------------------------------------------
 
     def _run_once(self, timeout: float) -> None:
-        """Wait up to timeout seconds and dispatch what is ready."""
-        raise NotImplementedError
+        """Wait up to ``timeout`` seconds, then hand each ready fd to its
+        handler: the one loop of every mechanism.
 
-    def _close_mechanism(self) -> None:
-        pass
-
-    def _dispatch(self, n: int, fds: Sequence[int], events: Sequence[int],
-                  readable: int, writable: int) -> None:
-        """Hand the n ready entries (fds[i], events[i]) to their handlers;
-        ``readable``/``writable`` are the mechanism's event bits for each.
         An entry for an fd closed earlier in this iteration is skipped: its
-        number may already belong to a connection accepted since."""
-        closed, conns = self._closed_now, self.conns
-        for i in range(n):
-            fd, ev = fds[i], events[i]
-            if fd in closed:
-                continue
-            conn = conns.get(fd)
-            if conn is not None:
-                if ev & readable:
-                    self.on_readable(conn)
-                if ev & writable and fd not in closed:
-                    self.on_writable(conn)
-            elif fd == self.listen_fd:
-                self.on_acceptable()
-            elif fd == self._wake_r.fileno():
-                self.on_wakeup()
+        number may already belong to a connection accepted since.
+        Edge-triggered, the fds left from the last iteration (``_again``,
+        see the module doc) are served after the events, by the same code,
+        as if everything had happened to them, unless an event served them
+        already."""
+        closed, conns, again = self._closed_now, self.conns, self._again
+        closed.clear()
+        edge = self._edge
+        if edge:
+            self._again = set()         # for the next iteration
+            if again:
+                timeout = 0.0
+        mech = self.mech
+        n = mech.wait(timeout)
+        self.now = _monotonic()         # stamps for what this wakeup does
+        native = mech.native
+        fds: Sequence[int] = native.ready_fds
+        events: Sequence[int] = native.ready_events
+        readable, writable, hangup = self._bits
+        # Handlers are looked up per event, not bound to locals here: a
+        # bound method is an allocation per wait, worth it only if a wait
+        # returns dozens of events (measured with CPython 3.11).
+        while True:                     # once, or twice (edge-triggered)
+            for i in range(n):
+                fd, ev = fds[i], events[i]
+                if fd in closed:
+                    continue
+                conn = conns.get(fd)
+                if conn is None:        # the listener, the wakeup socket
+                    again.discard(fd)
+                    if fd == self.listen_fd:
+                        if self.accepting and self.on_acceptable() and edge:
+                            self._again.add(fd)     # batch spent
+                    elif fd == self._wake_fd:
+                        self.on_wakeup()
+                elif edge:
+                    again.discard(fd)   # served now, not again below
+                    if ev & readable:
+                        self._read_edge(conn, ev & hangup)
+                    # One send: if it is short, the socket is full, and the
+                    # next writable edge brings us back.
+                    if ev & writable and conn.out and fd not in closed:
+                        self.on_writable(conn)
+                else:                   # level-triggered
+                    if ev & readable:
+                        self.on_readable(conn)
+                    if ev & writable and fd not in closed:
+                        self.on_writable(conn)
+            if not again:
+                return
+            # What no new edge will announce, as if everything happened.
+            fds = list(again)
+            n = len(fds)
+            events = [readable | writable | hangup] * n
+            again = set()
 
-    # ---- the loop -----------------------------------------------------------
+    def _read_edge(self, conn: Connection, to_eof: int) -> None:
+        """Edge-triggered input: read until the socket is drained.  A short
+        read drains it -- data arriving later makes a new edge -- unless
+        the peer's FIN is queued too (to_eof: the event said hang-up or
+        error), which only another read reports."""
+        for _ in range(EDGE_READS):
+            if not conn.reading or conn.eof or conn.fd in self._closed_now:
+                return
+            found = self.on_readable(conn)
+            if found == DONE or (found == SHORT and not to_eof):
+                return
+        self._again.add(conn.fd)        # budget spent, input may remain
+
+    # ---- serving ----------------------------------------------------------
 
     def serve_forever(self) -> Stats:
         """Serve until SIGINT/SIGTERM, then flush, close and print the
@@ -266,8 +421,8 @@ class ReadinessServer:
                         for sig in (signal.SIGINT, signal.SIGTERM)}
         old_wakeup = signal.set_wakeup_fd(self._wake_w.fileno())
         try:
-            self._watch_fd(self._wake_r.fileno(), True)
-            self._watch_fd(self.listen_fd, True)
+            self._watch_input(self._wake_fd)
+            self._watch_input(self.listen_fd)
             host, port = self.listener.getsockname()[:2]
             # One write() each: several workers share this pipe, and with
             # PYTHONUNBUFFERED print() would write the newline separately.
@@ -277,9 +432,8 @@ class ReadinessServer:
             sweep_every = min(1.0, self.config.idle_timeout / 4)
             next_sweep = time.monotonic() + sweep_every
             while not self.stopping:
-                self._closed_now.clear()
                 self._run_once(sweep_every)
-                self.now = now = time.monotonic()
+                now = self.now
                 if now >= next_sweep:
                     self._sweep(now)
                     next_sweep = now + sweep_every
@@ -318,14 +472,19 @@ class ReadinessServer:
                 self._finish(conn)
         deadline = time.monotonic() + self.config.grace
         while self.conns and self.now < deadline:
-            self._closed_now.clear()
-            self._run_once(max(0.0, min(0.1, deadline - self.now)))
-            self.now = time.monotonic()
+            self._run_once(min(0.1, deadline - self.now))
 
     def _stop_accepting(self) -> None:
         if self.accepting:
-            self._watch_fd(self.listen_fd, False)
+            self._forget_input(self.listen_fd)
             self.accepting = False
+
+    def _resume_accepting(self) -> None:
+        """Accept again, unless stopping or still at max_conns."""
+        if (not self.accepting and not self.stopping
+                and len(self.conns) < self.config.max_conns):
+            self._watch_input(self.listen_fd)
+            self.accepting = True
 
     def _sweep(self, now: float) -> None:
         limit = self.config.idle_timeout
@@ -335,25 +494,20 @@ class ReadinessServer:
                          conn.fd, now - conn.last_active)
                 self.stats.timeouts += 1
                 self.close_conn(conn)
-        if (not self.accepting and not self.stopping
-                and len(self.conns) < self.config.max_conns):
-            self._watch_fd(self.listen_fd, True)
-            self.accepting = True
+        if not self.accepting:
+            self._resume_accepting()
 
     def close(self) -> None:
         for conn in list(self.conns.values()):
             self.close_conn(conn)
-        if self.listener.fileno() >= 0:
-            if self.accepting:
-                self._forget(self.listen_fd)
-                self.accepting = False
-            self.listener.close()
-        if self._wake_r.fileno() >= 0:
-            self._forget(self._wake_r.fileno())
-            self._wake_r.close()
-            self._wake_w.close()
+        self._forget_input(self.listen_fd)
+        self.accepting = False
+        self.listener.close()
+        self._forget_input(self._wake_fd)
+        self._wake_r.close()
+        self._wake_w.close()
         self._reserve.close()
-        self._close_mechanism()
+        self.mech.close()
 
     # ---- accepting ----------------------------------------------------------
 
@@ -400,7 +554,9 @@ class ReadinessServer:
 
     def _add_conn(self, sock: socket.socket, peer: Any) -> None:
         sock.setblocking(False)
-        if not self._admit(sock):
+        why = self.mech.refuses(sock.fileno())
+        if why:
+            log.warning("%s: %s: connection refused", self.name, why)
             sock.close()
             self.stats.refused += 1
             return
@@ -410,11 +566,6 @@ class ReadinessServer:
         self.stats.accepted += 1
         log.info("%s: fd %d connected from %s", self.name, conn.fd, peer)
         self._watch(conn)
-
-    def _admit(self, sock: socket.socket) -> bool:
-        """Whether the mechanism can watch this socket (select: fd <
-        FD_SETSIZE)."""
-        return True
 
     # ---- data -------------------------------------------------------------
 
@@ -551,11 +702,11 @@ class ReadinessServer:
     def close_conn(self, conn: Connection) -> None:
         if self.conns.pop(conn.fd, None) is None:
             return
-        self._forget(conn.fd)           # before close(): see the module doc
+        if conn.watched_read is not None:
+            self.mech.forget(conn.fd)   # before close(): see the module doc
+        self._again.discard(conn.fd)
         self._closed_now.add(conn.fd)
         conn.sock.close()
         self.stats.closed += 1
-        if not self.accepting and not self.stopping \
-                and len(self.conns) < self.config.max_conns:
-            self._watch_fd(self.listen_fd, True)
-            self.accepting = True
+        if not self.accepting:
+            self._resume_accepting()
