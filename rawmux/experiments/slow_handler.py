@@ -178,8 +178,11 @@ def _serve_epoll(listener, burn, seconds):
                     except OSError:             # reset: this connection ends
                         close(fd)
         finally:
-            for fd in list(conns):
-                close(fd)
+            # No EPOLL_CTL_DEL here: _Stop may have cut a close() in two
+            # (the fd unregistered, not yet popped), and closing the
+            # instance (the with-block) drops every registration anyway.
+            for conn in conns.values():
+                conn.sock.close()
 
 
 def _accept_all(listener, conns, ep):
@@ -224,6 +227,8 @@ class _Stop(Exception):
 
 
 def _stop(signum, frame):
+    # Once: a second SIGTERM must not interrupt the unwinding of the first.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise _Stop
 
 
