@@ -40,3 +40,19 @@ def pairs(fds: Sequence[int], events: Sequence[int],
     if n == 1:                  # the common case, without two slices
         return [(fds[0], events[0])]
     return list(zip(fds[:n], events[:n])) if n else []
+
+
+class ReadyArrays:
+    """What a native object's last wait found, in arrays C filled:
+    ``ready_fds[i]`` and ``ready_events[i]`` for i < ``nready``.  The base
+    of ``Select``, ``PollArray`` and ``Epoll``; what an echo server's
+    mechanism reads after each wait."""
+
+    __slots__ = ("ready_fds", "ready_events", "nready")
+    ready_fds: array[int]
+    ready_events: array[int]
+    nready: int
+
+    def ready(self) -> list[tuple[int, int]]:
+        """[(fd, events), ...] for the last wait."""
+        return pairs(self.ready_fds, self.ready_events, self.nready)

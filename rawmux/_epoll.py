@@ -47,7 +47,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Self, final, overload
 
 from rawmux import _cpython
-from rawmux._arrays import int_array, pairs, uint32_array
+from rawmux._arrays import ReadyArrays, int_array, pairs, uint32_array
 from rawmux._cpython import (INT_MAX, INT_MS_MAX_S, MS_PER_S, NS_PER_MS,
                              NS_PER_S, UINT_MAX, retry_wait)
 from rawmux._extension import Struct, ffi, lib
@@ -273,7 +273,7 @@ class epoll:
 
 # ---- the native API ----------------------------------------------------------
 
-class Epoll:
+class Epoll(ReadyArrays):
     """Native epoll: an epoll fd and a preallocated event buffer.
 
     ``wait(timeout_ms)`` returns the number of events; ``ready_fds[i]`` and
@@ -287,13 +287,9 @@ class Epoll:
                 fd, events = ep.ready_fds[i], ep.ready_events[i]
     """
 
-    __slots__ = ("_waiter", "_buffer", "ready_fds", "ready_events", "nready",
-                 "maxevents")
+    __slots__ = ("_waiter", "_buffer", "maxevents")
     _waiter: Struct             # unset only if __init__ failed
     _buffer: _EventBuffer
-    ready_fds: array[int]
-    ready_events: array[int]
-    nready: int
     maxevents: int
 
     def __init__(self, maxevents: int = 1024) -> None:
@@ -391,7 +387,3 @@ class Epoll:
             self.ready_events[:n] = buf.events[:n]
         self.nready = n
         return n
-
-    def ready(self) -> list[tuple[int, int]]:
-        """[(fd, events), ...] for the last wait."""
-        return pairs(self.ready_fds, self.ready_events, self.nready)

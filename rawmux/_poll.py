@@ -41,7 +41,7 @@ from array import array
 from typing import TYPE_CHECKING, final
 
 from rawmux import _cpython
-from rawmux._arrays import int_array, pairs, uint32_array
+from rawmux._arrays import ReadyArrays, int_array, pairs, uint32_array
 from rawmux._cpython import INT_MAX, NS_PER_MS, USHRT_MAX, retry_wait
 from rawmux._extension import Struct, ffi, lib
 
@@ -215,7 +215,7 @@ if not TYPE_CHECKING:
 
 # ---- the native API ----------------------------------------------------------
 
-class PollArray:
+class PollArray(ReadyArrays):
     """Native poll(2): a ``struct pollfd`` array kept in C memory.
 
     ``register(fd, events)`` appends (or updates), ``unregister(fd)`` moves the
@@ -230,13 +230,9 @@ class PollArray:
             fd, revents = pa.ready_fds[i], pa.ready_events[i]
     """
 
-    __slots__ = ("_buffer", "_index", "fds", "ready_fds", "ready_events",
-                 "nready")
+    __slots__ = ("_buffer", "_index", "fds")
     _buffer: _Waiter
     fds: Struct                 # the struct pollfd array
-    ready_fds: array[int]
-    ready_events: array[int]
-    nready: int
 
     def __init__(self, capacity: int = 64) -> None:
         if capacity < 1:
@@ -315,7 +311,3 @@ class PollArray:
             self.ready_events[:n] = buf.ready_events[:n]
         self.nready = n
         return n
-
-    def ready(self) -> list[tuple[int, int]]:
-        """[(fd, revents), ...] for the last wait."""
-        return pairs(self.ready_fds, self.ready_events, self.nready)

@@ -45,7 +45,7 @@ from operator import index as operator_index
 from typing import TYPE_CHECKING, Any, Final, SupportsIndex, cast
 
 from rawmux import _cpython
-from rawmux._arrays import int_array, pairs, uint32_array
+from rawmux._arrays import ReadyArrays, int_array, uint32_array
 from rawmux._cpython import (NS_PER_US, PYTIME_MAX_S, US_PER_S, retry_eintr,
                              retry_wait)
 from rawmux._extension import Struct, ffi, lib
@@ -262,7 +262,7 @@ def _in_int_range(fd: SupportsIndex) -> int:
     return fd if _cpython.INT_MIN <= fd <= _cpython.INT_MAX else -1
 
 
-class Select:
+class Select(ReadyArrays):
     """Native select(2): interest sets in C memory, no allocation per wait.
 
     ``read``, ``write`` and ``exc`` are FdSets; fill them, then ``wait()``.
@@ -281,8 +281,7 @@ class Select:
     WRITE: Final[int] = lib.RAWMUX_SELECT_WRITE
     EXCEPT: Final[int] = lib.RAWMUX_SELECT_EXCEPT
 
-    __slots__ = ("_waiter", "_timeout", "_keep", "read", "write", "exc",
-                 "ready_fds", "ready_events", "nready")
+    __slots__ = ("_waiter", "_timeout", "_keep", "read", "write", "exc")
 
     def __init__(self) -> None:
         w: Struct = ffi.new("struct rawmux_select_waiter *")
@@ -309,7 +308,3 @@ class Select:
                            NS_PER_US)
         self.nready = n
         return n
-
-    def ready(self) -> list[tuple[int, int]]:
-        """[(fd, events), ...] for the last wait."""
-        return pairs(self.ready_fds, self.ready_events, self.nready)

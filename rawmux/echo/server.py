@@ -60,7 +60,9 @@ import time
 from collections.abc import Sequence
 from time import monotonic as _monotonic
 from types import FrameType
-from typing import Any, ClassVar, Protocol, TextIO
+from typing import Any, ClassVar, TextIO
+
+from rawmux._arrays import ReadyArrays
 
 log = logging.getLogger("rawmux.echo")
 
@@ -202,15 +204,59 @@ class Connection:
         self.peer = peer
 
 
-class ReadyArrays(Protocol):
-    """Where a wait leaves its answer: the native API's compact arrays
-    (``Select``, ``PollArray``, ``Epoll``), ready_fds[i] and
-    ready_events[i] for i < n."""
+class EchoServer:
+    """What every echo server does around its own loop: check the config,
+    hold the listener, the statistics and the reserve fd; on
+    ``serve_forever()``, take SIGINT/SIGTERM, say "listening on HOST:PORT"
+    (the line the harness waits for), run ``_serve()`` until stopped and
+    drained, then restore the handlers, ``close()`` everything and print the
+    summary."""
 
-    @property
-    def ready_fds(self) -> Sequence[int]: ...
-    @property
-    def ready_events(self) -> Sequence[int]: ...
+    name = "?"
+
+    def __init__(self, config: Config, listener: socket.socket | None,
+                 out: TextIO | None) -> None:
+        config.validate()
+        self.config = config
+        self.stats = Stats()
+        self.out = out or sys.stdout
+        self.listener = listener or listening_socket(config)
+        self.stopping = False
+        self._reserve = FdReserve()
+
+    def serve_forever(self) -> Stats:
+        """Serve until SIGINT/SIGTERM, then flush, close and print the
+        summary."""
+        old = {sig: signal.signal(sig, self._on_signal)
+               for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._serve()
+        finally:
+            for sig, handler in old.items():
+                signal.signal(sig, handler)
+            self.close()
+        self._say(self.stats.summary(self.name))
+        return self.stats
+
+    def _serve(self) -> None:
+        raise NotImplementedError
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self.stopping = True
+
+    def _announce(self) -> None:
+        host, port = self.listener.getsockname()[:2]
+        self._say(f"rawmux echo ({self.name}) listening on {host}:{port}")
+
+    def _say(self, line: str) -> None:
+        # One write() each: several workers share this pipe, and with
+        # PYTHONUNBUFFERED print() would write the newline separately.
+        self.out.write(line + "\n")
+        self.out.flush()
+
+    def close(self) -> None:
+        self.listener.close()
+        self._reserve.close()
 
 
 class Mechanism:
@@ -263,7 +309,7 @@ class Mechanism:
         pass
 
 
-class ReadinessServer:
+class ReadinessServer(EchoServer):
     """The echo logic over one Mechanism (see the module doc); a backend's
     server class only names its mechanism."""
 
@@ -271,20 +317,15 @@ class ReadinessServer:
 
     def __init__(self, config: Config, listener: socket.socket | None = None,
                  out: TextIO | None = None) -> None:
-        config.validate()
+        super().__init__(config, listener, out)
         self.mech = mech = self.mechanism()
         self.name = mech.name
         self._edge = mech.EDGE_TRIGGERED
         self._bits = mech.READABLE, mech.WRITABLE, mech.HANGUP
-        self.config = config
-        self.stats = Stats()
         self.conns: dict[int, Connection] = {}
-        self.listener = listener or listening_socket(config)
         self.listener.setblocking(False)
         self.listen_fd = self.listener.fileno()
         self.accepting = True
-        self.stopping = False
-        self.out = out or sys.stdout
         self._buf = bytearray(READ_CHUNK)
         self._view = memoryview(self._buf)
         self._closed_now: set[int] = set()  # fds closed in this iteration
@@ -298,7 +339,6 @@ class ReadinessServer:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._wake_fd = self._wake_r.fileno()
-        self._reserve = FdReserve()
         # Last, with everything close() undoes in place:
         for what, fd in (("listening socket", self.listen_fd),
                          ("wakeup socket", self._wake_fd)):
@@ -414,21 +454,13 @@ class ReadinessServer:
 
     # ---- serving ----------------------------------------------------------
 
-    def serve_forever(self) -> Stats:
-        """Serve until SIGINT/SIGTERM, then flush, close and print the
-        summary."""
-        old_handlers = {sig: signal.signal(sig, self._on_signal)
-                        for sig in (signal.SIGINT, signal.SIGTERM)}
+    def _serve(self) -> None:
+        # A signal's byte on the wakeup socket interrupts the wait.
         old_wakeup = signal.set_wakeup_fd(self._wake_w.fileno())
         try:
             self._watch_input(self._wake_fd)
             self._watch_input(self.listen_fd)
-            host, port = self.listener.getsockname()[:2]
-            # One write() each: several workers share this pipe, and with
-            # PYTHONUNBUFFERED print() would write the newline separately.
-            self.out.write(f"rawmux echo ({self.name}) listening on "
-                           f"{host}:{port}\n")
-            self.out.flush()
+            self._announce()
             sweep_every = min(1.0, self.config.idle_timeout / 4)
             next_sweep = time.monotonic() + sweep_every
             while not self.stopping:
@@ -440,15 +472,6 @@ class ReadinessServer:
             self._drain()
         finally:
             signal.set_wakeup_fd(old_wakeup)
-            for sig, handler in old_handlers.items():
-                signal.signal(sig, handler)
-            self.close()
-        self.out.write(self.stats.summary(self.name) + "\n")
-        self.out.flush()
-        return self.stats
-
-    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        self.stopping = True        # the wakeup fd interrupts the wait
 
     def on_wakeup(self) -> None:
         try:
@@ -502,12 +525,11 @@ class ReadinessServer:
             self.close_conn(conn)
         self._forget_input(self.listen_fd)
         self.accepting = False
-        self.listener.close()
         self._forget_input(self._wake_fd)
         self._wake_r.close()
         self._wake_w.close()
-        self._reserve.close()
         self.mech.close()
+        super().close()
 
     # ---- accepting ----------------------------------------------------------
 

@@ -12,82 +12,60 @@ from __future__ import annotations
 
 import errno
 import logging
-import signal
 import socket
-import sys
 import threading
 import time
 from types import FrameType
 from typing import Any, TextIO
 
-from rawmux.echo.server import (READ_CHUNK, Config, FdReserve, Stats,
-                                listening_socket)
+from rawmux.echo.server import READ_CHUNK, Config, EchoServer
 
 log = logging.getLogger("rawmux.echo")
 
 
-class ThreadsServer:
+class ThreadsServer(EchoServer):
     name = "threads"
 
     def __init__(self, config: Config, listener: socket.socket | None = None,
                  out: TextIO | None = None) -> None:
-        config.validate()
-        self.config = config
-        self.stats = Stats()
-        self.out = out or sys.stdout
-        self.listener = listener or listening_socket(config)
+        super().__init__(config, listener, out)
         # Accept with a timeout, to notice a stop request in bounded time.
         self.listener.settimeout(0.2)
-        self.stopping = False
         self.deadline: float | None = None  # end of the grace period,
                                             # set before stopping
         self._lock = threading.Lock()       # guards stats and conns
         self._conns: dict[socket.socket, threading.Thread] = {}
         self._slots = threading.BoundedSemaphore(config.max_conns)
-        self._reserve = FdReserve()
 
     def _count(self, **deltas: int) -> None:
         with self._lock:
             for name, delta in deltas.items():
                 setattr(self.stats, name, getattr(self.stats, name) + delta)
 
-    def serve_forever(self) -> Stats:
-        old = {sig: signal.signal(sig, self._on_signal)
-               for sig in (signal.SIGINT, signal.SIGTERM)}
-        host, port = self.listener.getsockname()[:2]
-        self.out.write(f"rawmux echo ({self.name}) listening on "
-                       f"{host}:{port}\n")
-        self.out.flush()
-        try:
-            while not self.stopping:
-                if not self._slots.acquire(timeout=0.2):
-                    continue                # at max-conns: wait for a slot
-                try:
-                    sock, peer = self.listener.accept()
-                except (socket.timeout, InterruptedError,
-                        ConnectionAbortedError):
-                    self._slots.release()
+    def _serve(self) -> None:
+        self._announce()
+        while not self.stopping:
+            if not self._slots.acquire(timeout=0.2):
+                continue                # at max-conns: wait for a slot
+            try:
+                sock, peer = self.listener.accept()
+            except (socket.timeout, InterruptedError,
+                    ConnectionAbortedError):
+                self._slots.release()
+                continue
+            except OSError as exc:
+                self._slots.release()
+                if exc.errno in (errno.EMFILE, errno.ENFILE):
+                    if self._reserve.drop(self.listener):
+                        self._count(refused=1)
+                        log.warning("threads: out of file descriptors; "
+                                    "dropped a connection")
+                    else:
+                        time.sleep(0.05)    # nothing to drop: back off
                     continue
-                except OSError as exc:
-                    self._slots.release()
-                    if exc.errno in (errno.EMFILE, errno.ENFILE):
-                        if self._reserve.drop(self.listener):
-                            self._count(refused=1)
-                            log.warning("threads: out of file descriptors; "
-                                        "dropped a connection")
-                        else:
-                            time.sleep(0.05)    # nothing to drop: back off
-                        continue
-                    raise
-                self._start(sock, peer)
-            self._drain()
-        finally:
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
-            self.close()
-        self.out.write(self.stats.summary(self.name) + "\n")
-        self.out.flush()
-        return self.stats
+                raise
+            self._start(sock, peer)
+        self._drain()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         if not self.stopping:
@@ -97,7 +75,7 @@ class ThreadsServer:
     def _start(self, sock: socket.socket, peer: Any) -> None:
         sock.settimeout(self.config.idle_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        thread = threading.Thread(target=self._serve, args=(sock,),
+        thread = threading.Thread(target=self._serve_connection, args=(sock,),
                                   name=f"echo-{sock.fileno()}", daemon=True)
         with self._lock:
             self._conns[sock] = thread
@@ -105,7 +83,7 @@ class ThreadsServer:
         log.info("threads: fd %d connected from %s", sock.fileno(), peer)
         thread.start()
 
-    def _serve(self, sock: socket.socket) -> None:
+    def _serve_connection(self, sock: socket.socket) -> None:
         buf = bytearray(READ_CHUNK)
         view = memoryview(buf)
         try:
@@ -174,7 +152,3 @@ class ThreadsServer:
                 except OSError:
                     pass
                 thread.join(1.0)
-
-    def close(self) -> None:
-        self.listener.close()
-        self._reserve.close()
