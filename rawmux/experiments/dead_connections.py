@@ -52,7 +52,7 @@ from rawmux import Epoll, harness, lib
 from rawmux.experiments.fdlimit import nofile
 from rawmux.experiments.options import (OptionError, Options, integer,
                                         integers, names, number)
-from rawmux.experiments.report import pyplot
+from rawmux.experiments.report import pyplot, save
 from rawmux.experiments.shape import Judgement, Table, runs
 from rawmux.harness import EchoProcess
 
@@ -504,9 +504,7 @@ def plot(result, path):
         top.annotate(f" select's limit ({cap})", (cap, 0), color="grey",
                      xycoords=("data", "axes fraction"), va="bottom")
     top.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 run = runs(__name__)

@@ -49,7 +49,7 @@ from rawmux._epoll import Epoll
 from rawmux._extension import lib
 from rawmux._poll import PollArray
 from rawmux.experiments.options import Options, integer, names
-from rawmux.experiments.report import pyplot
+from rawmux.experiments.report import pyplot, save
 from rawmux.experiments.shape import Judgement, Table, runs
 from rawmux.harness import proc_stat, proc_status
 
@@ -480,9 +480,7 @@ def plot(result, path):
     ax.set_title(f"thundering herd: {result.data['procs']} processes in "
                  f"epoll_wait, one listening port")
     ax.legend(fontsize="small")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 run = runs(__name__)

@@ -130,3 +130,11 @@ def pyplot():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     return plt
+
+
+def save(fig, path):
+    """Write a figure to ``path`` as PNG, laid out, and free it (pyplot
+    keeps every open figure alive)."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)

@@ -71,7 +71,7 @@ from rawmux import Epoll, FdSet, PollArray, Select, ffi, lib
 from rawmux.experiments.fdlimit import nofile
 from rawmux.experiments.options import (OptionError, Options, integer,
                                         integers, number)
-from rawmux.experiments.report import cell, format_table, pyplot
+from rawmux.experiments.report import cell, format_table, pyplot, save
 from rawmux.experiments.shape import Judgement, Table, runs
 
 SUMMARY = "time one wait of select, poll and epoll against watched, ready fds"
@@ -776,9 +776,7 @@ def plot(result, path):
         axes.set_ylabel("ns per wait (median)")
         axes.grid(True, which="both", alpha=0.3)
         axes.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save(fig, path)
 
 
 run = runs(__name__)

@@ -54,7 +54,7 @@ from statistics import median
 
 from rawmux import Epoll, harness, lib
 from rawmux.experiments.options import Options, integer, names, number
-from rawmux.experiments.report import pyplot
+from rawmux.experiments.report import pyplot, save
 from rawmux.experiments.shape import Judgement, Table, runs
 from rawmux.harness import ServerProcess
 
@@ -462,9 +462,7 @@ def plot(result, path):
     ax.set_ylabel("fast connections' round trip (ms)")
     ax.set_title(f"{result.data['conns']} fast connections, one slow one")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 run = runs(__name__)

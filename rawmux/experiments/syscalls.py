@@ -56,7 +56,7 @@ from typing import Any
 from rawmux import harness
 from rawmux.experiments.options import (Options, integer, integers,
                                         names, number)
-from rawmux.experiments.report import pyplot
+from rawmux.experiments.report import pyplot, save
 from rawmux.experiments.shape import Judgement, Table, runs
 from rawmux.harness import EchoProcess, ServerProcess
 
@@ -530,9 +530,7 @@ def plot(result, path):
         ax.set_ylabel("round trip (us)")
         ax.set_title("ping-pong latency, no strace")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 run = runs(__name__)

@@ -37,7 +37,7 @@ from rawmux._extension import lib
 from rawmux._poll import PollArray
 from rawmux._select import Select
 from rawmux.experiments.options import Options, integer
-from rawmux.experiments.report import pyplot
+from rawmux.experiments.report import pyplot, save
 from rawmux.experiments.shape import Judgement, Table, runs
 
 SUMMARY = "count the reports of one unread fd: level, edge and one-shot"
@@ -403,9 +403,7 @@ def plot(result, path):
     bottom.set_xticks(range(len(steps)),
                       [f"{i} {s['label']}" for i, s in enumerate(steps)],
                       rotation=45, ha="right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save(fig, path)
 
 
 run = runs(__name__)
