@@ -256,10 +256,14 @@ NO_BROWSER = ("no Chromium on PATH (chromium, chromium-browser or "
 
 
 def headless(browser, tmp_path, *args):
+    # Without the AddressSanitizer preload of the ASan rerun: the browser is
+    # not what is under test, and fails to start with libasan preloaded.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("LD_PRELOAD", "ASAN_OPTIONS")}
     return subprocess.run(
         [browser, "--headless", "--no-sandbox", "--disable-gpu",
          f"--user-data-dir={tmp_path / 'profile'}", *args],
-        capture_output=True, timeout=120, cwd=tmp_path)
+        capture_output=True, timeout=120, cwd=tmp_path, env=env)
 
 
 def check_in_a_browser(page_path, names, tmp_path):
