@@ -63,7 +63,7 @@ def name_of(module: ModuleType) -> str:
     return module.__name__.rsplit(".", 1)[-1].replace("_", "-")
 
 
-def _silent(done: int, total: int, what: str) -> None:
+def silent(done: int, total: int, what: str) -> None:
     pass
 
 
@@ -84,7 +84,7 @@ def runs(module_name: str) -> Callable[..., Result]:
             **options: Any) -> Result:
         module = sys.modules[module_name]
         values = module.OPTIONS.resolve(fast, options)
-        return conclude(module, module.measure(values, progress or _silent))
+        return conclude(module, module.measure(values, progress or silent))
     run.__qualname__ = run.__name__ = "run"
     run.__module__ = module_name
     run.__doc__ = (f"Run the experiment and return its Result.  ``fast``: "

@@ -27,6 +27,7 @@ from typing import Any
 import rawmux
 from rawmux import experiments
 from rawmux.experiments.report import Progress, Result, format_table
+from rawmux.experiments.shape import silent
 
 # The overall progress is counted in hundredths of the whole run: the bar
 # then reads as a percentage, whatever each experiment counts in.
@@ -69,10 +70,6 @@ def _share(progress: Progress, index: int, count: int, name: str
     return report
 
 
-def _silent(done: int, total: int, what: str) -> None:
-    pass
-
-
 def run_each(fast: bool = False, progress: Progress | None = None,
              names: Sequence[str] = experiments.NAMES,
              load: Callable[[str], ModuleType] = experiments.load
@@ -81,7 +78,7 @@ def run_each(fast: bool = False, progress: Progress | None = None,
     options (``fast``: their short runs), yielding each one's Outcome as it
     completes.  ``progress(done, total, what)`` follows the whole run, in
     hundredths; ``load`` finds an experiment's module."""
-    progress = progress or _silent
+    progress = progress or silent
     for index, name in enumerate(names):
         share = _share(progress, index, len(names), name)
         share(0, 1, "starting")
