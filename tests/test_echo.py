@@ -37,11 +37,7 @@ class EchoProcess(rawmux.harness.EchoProcess):
     """The package's server subprocess, plus what these tests read."""
 
     def rss(self):
-        with open(f"/proc/{self.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-        raise AssertionError("no VmRSS")
+        return rawmux.harness.proc_status(self.pid, "VmRSS") * 1024
 
     def cpu_seconds(self):
         return sum(super().cpu_seconds())
@@ -540,3 +536,22 @@ def test_wait_rounds_its_timeout_up_to_the_unit_of_the_call(backend, unit):
         mechanism.native = native
         mechanism.close()
     assert asked == [0, 1, 1, 2, round(1.0 / unit)]
+
+
+@pytest.mark.parametrize("backend", ["select", "poll", "epoll", "epoll-et"])
+def test_a_mechanism_that_cannot_start_leaves_no_fd_open(backend):
+    # The autouse fixture fails the test if the listener or the reserve fd
+    # stays open.
+    import errno
+
+    from rawmux.echo import Config, backend_class
+
+    class Exhausted(backend_class(backend).mechanism):
+        def __init__(self):
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+
+    class Server(backend_class(backend)):
+        mechanism = Exhausted
+
+    with pytest.raises(OSError, match="Too many open files"):
+        Server(Config(port=0))

@@ -318,7 +318,11 @@ class ReadinessServer(EchoServer):
     def __init__(self, config: Config, listener: socket.socket | None = None,
                  out: TextIO | None = None) -> None:
         super().__init__(config, listener, out)
-        self.mech = mech = self.mechanism()
+        try:
+            self.mech = mech = self.mechanism()
+        except BaseException:           # e.g. EMFILE: no fd left behind
+            super().close()
+            raise
         self.name = mech.name
         self._edge = mech.EDGE_TRIGGERED
         self._bits = mech.READABLE, mech.WRITABLE, mech.HANGUP
