@@ -58,22 +58,21 @@ def check_writable(path, *, plot=False):
         raise ValueError("an empty path: name the file to write")
     if plot:
         plot_format(path)
-    target = os.path.realpath(path)
-    st = _existing(target)
+    st = _existing(path)
     if st is not None and stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(errno.EISDIR, f"cannot write {path!r}: it "
                                 f"is a directory")
     if st is not None and not stat.S_ISREG(st.st_mode):
         # Written in place (see replacing): opening a named pipe to test it
         # would block until a reader came.
-        if not os.access(target, os.W_OK):
+        if not os.access(path, os.W_OK):
             raise PermissionError(errno.EACCES, f"cannot write {path!r}: "
                                   f"permission denied")
         return
-    directory = os.path.dirname(target)
+    directory = os.path.dirname(os.path.realpath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(errno.ENOENT, f"cannot write {path!r}: "
-                                f"{directory!r} is not a directory")
+                                f"no such directory {directory!r}")
     # Try it: access(2) says yes to root whatever the mount, and the file
     # that will be written is a new one in this directory.
     try:
@@ -106,11 +105,12 @@ def replacing(path):
     renames it over ``path`` when the block succeeds, removes it when the
     block fails.  A ``path`` that exists and is not a regular file (a
     device, a pipe) is yielded itself, to be written in place."""
-    target = os.path.realpath(path)
-    st = _existing(target)
+    st = _existing(path)
     if st is not None and not stat.S_ISREG(st.st_mode):
-        yield target
+        yield os.fspath(path)
         return
+    # A symbolic link's target is replaced, not the link.
+    target = os.path.realpath(path)
     directory, name = os.path.split(target)
     stem, suffix = os.path.splitext(name)
     fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=suffix,

@@ -249,7 +249,8 @@ def _experiment_arguments(module, sub):
                      help="the short run the test suite uses")
     if getattr(module, "PLOT", None):
         sub.add_argument("--plot", metavar="FILE.png",
-                         help=module.PLOT + " (needs the plot extra: "
+                         help=module.PLOT + "; .png, .svg or .pdf by the "
+                              "extension (needs the plot extra: "
                               "matplotlib)")
     sub.add_argument("--json", metavar="FILE",
                      help="write the table and measurements as JSON")
@@ -342,11 +343,29 @@ def _long_run(what, run, progress=None,
     try:
         return run()
     except KeyboardInterrupt:
+        _stop_children()
         _say(what, "interrupted", progress)
         return 128 + signal.SIGINT
+    except SystemExit:
+        _stop_children()
+        raise
     except errors as exc:
         _say(what, exc, progress)
         return 1
+
+
+def _stop_children():
+    """Kill and reap whatever child the interrupted run still has.  The
+    finally blocks stop every server and load generator they know of, but
+    a signal that lands while subprocess.Popen waits for its child's exec
+    raises before the Popen object exists: nobody holds that child."""
+    from rawmux.harness import children
+    for pid in children(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
 
 
 def _say(what, message, progress=None):
@@ -374,6 +393,9 @@ def main(argv=None):
         except (ListenError, ValueError) as exc:
             _say("serve", exc)
             return 1
+        except KeyboardInterrupt:       # before the server took SIGINT
+            _say("serve", "interrupted")
+            return 128 + signal.SIGINT
     if args.command == "bench":
         from rawmux._progress import ProgressBar
         from rawmux.bench import runner

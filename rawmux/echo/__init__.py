@@ -209,6 +209,12 @@ def _start_worker(cls: ServerClass, config: Config, out: TextIO,
                            "message": str(error)[:1000]})
         os.write(started, line.encode() + b"\n")
         return None
+    # Stop on SIGINT/SIGTERM from now on, as serve_forever() will (which
+    # installs the same handler): the parent forwards them once every
+    # worker has said "ok", and one that came before serve_forever() would
+    # otherwise kill this worker with the default action.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, server._on_signal)
     os.write(started, b'"ok"\n')
     return server
 
