@@ -2,6 +2,7 @@
 whole or not at all."""
 
 import argparse
+import contextlib
 import errno
 import importlib.metadata
 import ipaddress
@@ -269,9 +270,18 @@ sys.exit(cli.main(["serve", "--port", "0", "--workers", "3"]))
 
 def test_serve_workers_one_of_which_cannot_start(tmp_path):
     pids = tmp_path / "pids"
-    run = subprocess.run([sys.executable, "-c", _FAILING_WORKER, str(pids)],
-                         capture_output=True, text=True, timeout=60,
-                         cwd=HERE)
+    # A session of its own: should the parent hang waiting for the workers
+    # that did start, all of them are killed at the timeout.
+    with subprocess.Popen([sys.executable, "-c", _FAILING_WORKER, str(pids)],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, cwd=HERE,
+                          start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=60)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    run = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
     one_line_error(run, "rawmux serve: cannot listen on 127.0.0.1:")
     assert run.stderr.rstrip().endswith(os.strerror(errno.EADDRINUSE))
     # Nothing served, and no worker is left behind.
