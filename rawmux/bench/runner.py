@@ -255,7 +255,7 @@ def add_arguments(parser):
     parser.add_argument("--sizes", type=_positive_ints, default=[64, 1024],
                         help="message sizes in bytes (default 64,1024; "
                              "also 16384)")
-    parser.add_argument("--modes", type=_names(MODES, "mode"),
+    parser.add_argument("--modes", type=_names(MODES, "modes"),
                         default=MODES,
                         help="pingpong (latency), stream (throughput)")
     parser.add_argument("--window", type=_positive_int, default=8,
@@ -269,7 +269,7 @@ def add_arguments(parser):
     parser.add_argument("--warmup", type=_warmup, default=0.5,
                         help="seconds of load before measuring (default 0.5)")
     parser.add_argument("--contenders",
-                        type=_names(list(CONTENDERS), "contender"),
+                        type=_names(list(CONTENDERS), "contenders"),
                         default=list(CONTENDERS),
                         help="comma-separated subset of: "
                              + ", ".join(CONTENDERS))
