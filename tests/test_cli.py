@@ -392,21 +392,26 @@ def read_some(pipe, deadline):
     return b""
 
 
-def interrupt_when(argv, ready, need_children):
-    """Start ``python -m rawmux *argv``, read its stderr until ``ready`` is
-    in it (its progress: it is measuring), wait until it has started a
-    child if ``need_children``; SIGINT it alone; return (the run's status,
-    its stderr, the children it had)."""
+def interrupt_when(argv, ready, need_children, on_stdout=False):
+    """Start ``python -m rawmux *argv``, read its stderr (``on_stdout``:
+    its stdout) until ``ready`` is in it (its progress: it is measuring),
+    wait until it has started a child if ``need_children``; SIGINT it
+    alone; return (the run's status, its stderr, the children it had)."""
     proc = subprocess.Popen([sys.executable, "-m", "rawmux", *argv],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            cwd=HERE, start_new_session=True)
+                            stdout=subprocess.PIPE if on_stdout
+                            else subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            cwd=HERE, start_new_session=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    watched = proc.stdout if on_stdout else proc.stderr
     try:
         seen = b""
         deadline = time.monotonic() + 120
         while ready not in seen.decode(errors="replace"):
             assert time.monotonic() < deadline, seen
             assert proc.poll() is None, seen
-            seen += read_some(proc.stderr, deadline)
+            seen += read_some(watched, deadline)
+        if on_stdout:
+            seen = b""
         kids = harness.children(proc.pid)
         while need_children and not kids:
             assert time.monotonic() < deadline, seen
@@ -448,6 +453,14 @@ def test_ctrl_c_in_the_bench_stops_its_servers():
         "rawmux-", need_children=True)
     assert kids
     assert_interrupted(status, err, kids, "bench")
+
+
+def test_ctrl_c_in_the_tour_stops_its_servers():
+    # The tour's part 2 starts each echo server in turn.
+    status, err, kids = interrupt_when(["tour"], "2. every echo server",
+                                       need_children=True, on_stdout=True)
+    assert kids
+    assert_interrupted(status, err, kids, "tour")
 
 
 def test_ctrl_c_in_experiment_all():
