@@ -131,7 +131,12 @@ def replacing(path):
 
 
 def write_text(path, text):
-    """``path`` holds ``text``, or is as it was."""
-    with replacing(path) as tmp:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
+    """``path`` holds ``text``, or is as it was.  OSError names the path
+    (a full disk shows only at close, far from any name)."""
+    try:
+        with replacing(path) as tmp:
+            with open(tmp, "w", encoding="utf-8") as f:
+                f.write(text)
+    except OSError as exc:
+        raise type(exc)(exc.errno, f"cannot write {os.fspath(path)!r}: "
+                        f"{exc.strerror}") from exc

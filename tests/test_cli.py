@@ -581,7 +581,8 @@ def test_a_device_is_written_in_place_and_its_failure_is_one_line(tmp_path):
     # Measured (the report is out), then the write fails: one line.
     assert "verdict:" in run.stdout
     one_line_error(run, "rawmux experiment triggers: ")
-    assert os.strerror(errno.ENOSPC) in run.stderr
+    assert f"cannot write {str(full)!r}: {os.strerror(errno.ENOSPC)}" \
+        in run.stderr
     # The device is still a device: it was written to, not replaced.
     assert stat.S_ISCHR(os.stat(full).st_mode)
     assert os.listdir(tmp_path) == ["full"]
