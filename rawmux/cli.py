@@ -11,25 +11,52 @@ import sys
 import textwrap
 
 
+# The types of the options.  argparse names a type function in its message
+# for a ValueError ("invalid _port value"); each raises ArgumentTypeError,
+# whose message argparse prints as it is, instead.
+
 def _positive_int(text):
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
     return value
 
 
 def _positive_float(text):
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a number > 0, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
     return value
 
 
 def _port(text):
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a port number 0-65535, got {text!r}") from None
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"must be 0-65535, got {value}")
     return value
+
+
+def _host(text):
+    # Python binds "" as INADDR_ANY: every interface.  On the command line
+    # it is more likely an unset variable ("--host $HOST") than a wish to
+    # be reachable from other machines, so it is refused; 0.0.0.0 says it.
+    if not text.strip():
+        raise argparse.ArgumentTypeError(
+            "empty: give 127.0.0.1 for this machine only, or 0.0.0.0 for "
+            "every interface")
+    return text
 
 
 def _version():
@@ -143,9 +170,10 @@ def _serve_arguments(serve):
                        help="select, poll, epoll (level-triggered), epoll-et "
                             "(edge-triggered) or threads (one thread per "
                             "connection); default %(default)s")
-    serve.add_argument("--host", default=d.host,
+    serve.add_argument("--host", type=_host, default=d.host,
                        help="address to bind; default %(default)s (this "
-                            "machine only: give 0.0.0.0 deliberately)")
+                            "machine only: give 0.0.0.0 deliberately; "
+                            "every interface is warned about)")
     serve.add_argument("--port", type=_port, default=d.port,
                        help="TCP port, 0 for any free one; default "
                             "%(default)s")
@@ -180,7 +208,7 @@ def _serve_arguments(serve):
 def _client_arguments(client):
     from rawmux.echo import Config
     d = Config()
-    client.add_argument("--host", default=d.host,
+    client.add_argument("--host", type=_host, default=d.host,
                         help="server address; default %(default)s")
     client.add_argument("--port", type=_port, default=d.port,
                         help="server port; default %(default)s")
@@ -221,7 +249,8 @@ def _experiment_arguments(module, sub):
                      help="the short run the test suite uses")
     if getattr(module, "PLOT", None):
         sub.add_argument("--plot", metavar="FILE.png",
-                         help=module.PLOT + " (needs the plot extra: "
+                         help=module.PLOT + "; .png, .svg or .pdf by the "
+                              "extension (needs the plot extra: "
                               "matplotlib)")
     sub.add_argument("--json", metavar="FILE",
                      help="write the table and measurements as JSON")
@@ -245,7 +274,7 @@ _EXPERIMENT_COMMON = {"command", "name", "fast", "plot", "json"}
 
 def _experiment(args, progress):
     from rawmux import experiments
-    from rawmux._atomic import check_writable, replacing, write_text
+    from rawmux._atomic import check_outputs, replacing, write_text
     from rawmux.experiments.report import pyplot
     module = experiments.load(args.name)
     options = {k: v for k, v in vars(args).items()
@@ -253,16 +282,14 @@ def _experiment(args, progress):
     # Whatever can fail after the measuring fails before it instead; the
     # files are written whole once the run is over, or not at all.
     plot = getattr(args, "plot", None)
-    if plot:
+    check_outputs(("--plot", plot, True), ("--json", args.json, False))
+    if plot is not None:
         pyplot()
-        check_writable(plot)
-    if args.json:
-        check_writable(args.json)
     result = module.run(fast=args.fast, progress=progress, **options)
     print(result.report())
-    if args.json:
+    if args.json is not None:
         write_text(args.json, result.to_json() + "\n")
-    if plot:
+    if plot is not None:
         with replacing(plot) as tmp:
             result.plot(tmp)
         print(f"plot: {plot}")
@@ -270,13 +297,12 @@ def _experiment(args, progress):
 
 
 def _all(args, progress, argv):
-    from rawmux._atomic import check_writable, write_text
+    from rawmux._atomic import check_outputs, write_text
     from rawmux.experiments import page, suite
     # As for one experiment: the files are checked before the run and
     # written whole after it.
-    for path in (args.report, args.json):
-        if path:
-            check_writable(path)
+    check_outputs(("--report", args.report, False),
+                  ("--json", args.json, False))
     machine = suite.machine(argv)       # the date the run started
     outcomes = []
     for outcome in suite.run_each(fast=args.fast, progress=progress):
@@ -284,9 +310,9 @@ def _all(args, progress, argv):
         print(outcome.report(), end="\n\n", flush=True)
         outcomes.append(outcome)
     print(suite.summary(outcomes))
-    if args.json:
+    if args.json is not None:
         write_text(args.json, suite.to_json(outcomes, machine) + "\n")
-    if args.report:
+    if args.report is not None:
         write_text(args.report, page.render(outcomes, machine))
         print(f"report: {args.report}")
     failed = [o for o in outcomes if o.result is None]
@@ -304,11 +330,55 @@ def _exit_on_sigterm():
         128 + signum))
 
 
+def _long_run(what, run, progress=None,
+              errors=(OSError, RuntimeError, ValueError,
+                      subprocess.SubprocessError)):
+    """``run()``'s exit status, for a command that runs for a while and
+    starts servers and load generators (bench, experiment, tour).  Ctrl-C
+    (KeyboardInterrupt) unwinds through the finally blocks that stop them
+    and ends here: one line and status 130 (128 + SIGINT, as a shell
+    reports it), no traceback; SIGTERM likewise, as SystemExit.  ``errors``
+    are reported in one line, status 1."""
+    _exit_on_sigterm()
+    try:
+        return run()
+    except KeyboardInterrupt:
+        _stop_children()
+        _say(what, "interrupted", progress)
+        return 128 + signal.SIGINT
+    except SystemExit:
+        _stop_children()
+        raise
+    except errors as exc:
+        _say(what, exc, progress)
+        return 1
+
+
+def _stop_children():
+    """Kill and reap whatever child the interrupted run still has.  The
+    finally blocks stop every server and load generator they know of, but
+    a signal that lands while subprocess.Popen waits for its child's exec
+    raises before the Popen object exists: nobody holds that child."""
+    from rawmux.harness import children
+    for pid in children(os.getpid()):
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+
+
+def _say(what, message, progress=None):
+    sys.stdout.flush()
+    print(("\n" if progress is not None and progress.shown else "")
+          + f"rawmux {what}: {message}", file=sys.stderr)
+
+
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     args = _parser().parse_args(argv)
     if args.command == "serve":
-        from rawmux.echo import Config, serve
+        from rawmux.echo import Config, ListenError, serve
         logging.basicConfig(
             level=(logging.WARNING, logging.INFO, logging.DEBUG)[
                 min(args.verbose, 2)],
@@ -318,28 +388,33 @@ def main(argv=None):
                         buffer_cap=args.buffer_cap,
                         idle_timeout=args.idle_timeout,
                         accept_batch=args.accept_batch, grace=args.grace)
-        return serve(config)
+        try:
+            return serve(config)
+        except (ListenError, ValueError) as exc:
+            _say("serve", exc)
+            return 1
+        except KeyboardInterrupt:       # before the server took SIGINT
+            _say("serve", "interrupted")
+            return 128 + signal.SIGINT
     if args.command == "bench":
+        from rawmux._progress import ProgressBar
         from rawmux.bench import runner
-        _exit_on_sigterm()
-        return runner.main(args)
+        progress = ProgressBar(after=0)
+        return _long_run("bench", lambda: runner.main(args, progress),
+                         progress)
     if args.command == "experiment":
         from rawmux._progress import ProgressBar
-        _exit_on_sigterm()
         progress = ProgressBar()
-        try:
-            if args.name == "all":
-                return _all(args, progress, argv)
-            return _experiment(args, progress)
-        except (OSError, RuntimeError, ValueError,
-                subprocess.SubprocessError) as exc:
-            print(("\n" if progress.shown else "")
-                  + f"rawmux experiment {args.name}: {exc}", file=sys.stderr)
-            return 1
+        if args.name == "all":
+            return _long_run("experiment all",
+                             lambda: _all(args, progress, argv), progress)
+        return _long_run(f"experiment {args.name}",
+                         lambda: _experiment(args, progress), progress)
     if args.command == "tour":
         from rawmux import tour
-        _exit_on_sigterm()
-        return 0 if tour.run() else 1
+        # The tour reports its own failures, with the detail they need.
+        return _long_run("tour", lambda: 0 if tour.run() else 1,
+                         errors=())
     if args.command == "client":
         from rawmux.echo import client
         try:

@@ -1,15 +1,17 @@
 """The bench itself: the contenders, the rounds, the report (the server
 under test and the load generator are ``rawmux.harness``'s)."""
 
+import argparse
 import dataclasses
+import importlib
 import json
+import math
 import statistics
 import subprocess
 import sys
 import tempfile
 
-from rawmux._atomic import check_writable, replacing, write_text
-from rawmux._progress import ProgressBar
+from rawmux._atomic import check_outputs, plot_format, replacing, write_text
 from rawmux.harness import (Case, ServerProcess, build, cpu_pair, drive,
                             placement)
 
@@ -57,7 +59,7 @@ def available(contenders):
     for name in contenders:
         if name == "uvloop-protocol":
             try:
-                import uvloop   # noqa: F401
+                importlib.import_module("uvloop")
             except ImportError:
                 continue
         names.append(name)
@@ -167,73 +169,150 @@ def plot(results, contenders, path):
         for ax in axes[row]:
             ax.invert_yaxis()
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    try:
+        # The format explicitly: matplotlib would append ".png" to a name
+        # without an extension, and so write another file than the one
+        # named.
+        fig.savefig(path, dpi=110, format=plot_format(path))
+    finally:
+        plt.close(fig)
 
 
-def _int_list(text):
-    return [int(x) for x in text.split(",") if x]
+# The types of the options: each refuses a bad value with a message
+# argparse prints as it is (a ValueError would show the function's name).
+
+def _positive_ints(text):
+    """Comma-separated whole numbers >= 1, at least one."""
+    values = []
+    for item in (v.strip() for v in text.split(",")):
+        if not item:
+            continue
+        try:
+            value = int(item)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected whole numbers >= 1, comma-separated, got "
+                f"{item!r}") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        values.append(value)
+    if not values:
+        raise argparse.ArgumentTypeError("expected at least one number")
+    return values
+
+
+def _positive_int(text):
+    values = _positive_ints(text)
+    if len(values) != 1 or "," in text:
+        raise argparse.ArgumentTypeError(f"expected one whole number >= 1, "
+                                         f"got {text!r}")
+    return values[0]
+
+
+def _seconds(text, low=0.0, zero=False):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected seconds, got {text!r}") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not zero):
+        raise argparse.ArgumentTypeError(
+            f"must be {'>= 0' if zero else '> 0'} and finite, got {text}")
+    return value
+
+
+def _warmup(text):
+    return _seconds(text, zero=True)
+
+
+def _names(choices, what):
+    """A type: comma-separated names, each one of ``choices``."""
+    def names(text):
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        unknown = [v for v in values if v not in choices]
+        if unknown:
+            raise argparse.ArgumentTypeError(
+                f"unknown {what} {', '.join(map(repr, unknown))}: choose "
+                f"from {', '.join(choices)}")
+        if not values:
+            raise argparse.ArgumentTypeError(
+                f"expected at least one of {', '.join(choices)}")
+        return list(dict.fromkeys(values))
+    return names
+
+
+MODES = ["pingpong", "stream"]
 
 
 def add_arguments(parser):
     parser.add_argument("--quick", action="store_true",
                         help="one short round of 64 connections, 1 KiB "
                              "ping-pong (under a minute)")
-    parser.add_argument("--conns", type=_int_list, default=[16, 64],
+    parser.add_argument("--conns", type=_positive_ints, default=[16, 64],
                         help="connection counts, comma-separated "
                              "(default 16,64; the issue's full set is "
                              "1,16,64,1000)")
-    parser.add_argument("--sizes", type=_int_list, default=[64, 1024],
+    parser.add_argument("--sizes", type=_positive_ints, default=[64, 1024],
                         help="message sizes in bytes (default 64,1024; "
                              "also 16384)")
-    parser.add_argument("--modes", default="pingpong,stream",
+    parser.add_argument("--modes", type=_names(MODES, "modes"),
+                        default=MODES,
                         help="pingpong (latency), stream (throughput)")
-    parser.add_argument("--window", type=int, default=8,
+    parser.add_argument("--window", type=_positive_int, default=8,
                         help="messages in flight per connection in stream "
                              "mode (default 8)")
-    parser.add_argument("--rounds", type=int, default=3,
+    parser.add_argument("--rounds", type=_positive_int, default=3,
                         help="rounds; contenders alternate in each "
                              "(default 3)")
-    parser.add_argument("--seconds", type=float, default=2.0,
+    parser.add_argument("--seconds", type=_seconds, default=2.0,
                         help="measured seconds per run (default 2)")
-    parser.add_argument("--warmup", type=float, default=0.5,
+    parser.add_argument("--warmup", type=_warmup, default=0.5,
                         help="seconds of load before measuring (default 0.5)")
-    parser.add_argument("--contenders", default=",".join(CONTENDERS),
+    parser.add_argument("--contenders",
+                        type=_names(list(CONTENDERS), "contenders"),
+                        default=list(CONTENDERS),
                         help="comma-separated subset of: "
                              + ", ".join(CONTENDERS))
     parser.add_argument("--json", metavar="FILE",
                         help="write the raw results as JSON")
     parser.add_argument("--plot", metavar="FILE.png",
-                        help="draw CPU per message and p99 latency "
-                             "(needs the plot extra: matplotlib)")
+                        help="draw CPU per message and p99 latency, as "
+                             ".png, .svg or .pdf by the extension (needs "
+                             "the plot extra: matplotlib)")
 
 
-def main(args):
-    names = [n for n in args.contenders.split(",") if n]
-    unknown = [n for n in names if n not in CONTENDERS]
-    if unknown:
-        raise SystemExit(f"unknown contenders: {', '.join(unknown)}")
+def main(args, progress=None):
+    """``python -m rawmux bench``: returns the exit status.  The output
+    files are checked before anything is measured: a typo costs a second,
+    not the run."""
+    names = args.contenders
     contenders = available(names)
     skipped = sorted(set(names) - set(contenders))
     if args.quick:
         cases = [Case(64, 1024, "pingpong")]
         rounds, warmup, seconds = 1, 0.3, 1.0
     else:
-        cases = [Case(c, s, m, args.window) for m in args.modes.split(",")
+        cases = [Case(c, s, m, args.window) for m in args.modes
                  for c in args.conns for s in args.sizes]
         rounds, warmup, seconds = args.rounds, args.warmup, args.seconds
-    for path in (args.json, args.plot):
-        if path:
-            check_writable(path)
+    check_outputs(("--json", args.json, False), ("--plot", args.plot, True))
+    if args.plot is not None:
+        try:
+            importlib.import_module("matplotlib")   # there, or say so now
+        except ImportError:
+            raise RuntimeError("--plot needs matplotlib: pip install "
+                               "'rawmux[plot]'") from None
     results = run(cases, contenders, rounds, warmup, seconds,
-                  progress=ProgressBar(after=0))
+                  progress=progress)
     print(f"rawmux bench: {rounds} round(s) x {seconds:g} s per run, medians;"
           f" {placement(results)}")
     if skipped:
         print(f"skipped (not installed): {', '.join(skipped)}")
     print(table(results, contenders))
-    if args.json:
+    if args.json is not None:
         write_text(args.json, json.dumps(results, indent=1) + "\n")
-    if args.plot:
+    if args.plot is not None:
         with replacing(args.plot) as tmp:
             plot(results, contenders, tmp)
+        print(f"plot: {args.plot}")
     return 0 if all("error" not in r for r in results) else 1

@@ -8,6 +8,8 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from rawmux._atomic import plot_format
+
 if TYPE_CHECKING:
     from _typeshed import StrPath
 
@@ -133,8 +135,17 @@ def pyplot():
 
 
 def save(fig, path):
-    """Write a figure to ``path`` as PNG, laid out, and free it (pyplot
-    keeps every open figure alive)."""
+    """Write a figure to exactly ``path``, laid out, in the format its
+    extension names (``rawmux._atomic.PLOT_FORMATS``), and free it (pyplot
+    keeps every open figure alive).  The format is passed explicitly:
+    matplotlib would otherwise append ".png" to a name without one."""
+    try:
+        fmt = plot_format(path)
+    except ValueError:
+        pyplot().close(fig)
+        raise
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    pyplot().close(fig)
+    try:
+        fig.savefig(path, dpi=110, format=fmt)
+    finally:
+        pyplot().close(fig)
