@@ -309,10 +309,11 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     if args.command == "serve":
         from rawmux.echo import Config, serve
-        logging.basicConfig(
-            level=(logging.WARNING, logging.INFO, logging.DEBUG)[
-                min(args.verbose, 2)],
-            format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+        from rawmux.echo.logs import install
+        # Through a queue and a writer thread: an unread stderr must not
+        # stall the loop (rawmux/echo/logs.py).
+        install((logging.WARNING, logging.INFO, logging.DEBUG)[
+            min(args.verbose, 2)], sys.stderr)
         config = Config(host=args.host, port=args.port, backend=args.backend,
                         workers=args.workers, max_conns=args.max_conns,
                         buffer_cap=args.buffer_cap,

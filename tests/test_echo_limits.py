@@ -1,0 +1,219 @@
+"""The echo servers at their limits: a stderr nobody reads, a sweep interval
+below a millisecond, a server-wide budget of pending output, a second
+signal during the grace period, more connections than select can watch.
+
+Servers run as real subprocesses on 127.0.0.1 ephemeral ports (or
+in-process where the property is about the loop itself); every wait is
+bounded.
+"""
+
+import contextlib
+import io
+import os
+import resource
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+import rawmux.harness
+from rawmux.echo import Config, backend_class
+
+BACKENDS = ["select", "poll", "epoll", "epoll-et", "threads"]
+READINESS = ["select", "poll", "epoll", "epoll-et"]
+
+
+def connect(address, timeout=20):
+    return socket.create_connection(address, timeout=timeout)
+
+
+def echoes(address, payload=b"ping", timeout=5):
+    """Whether a new connection gets payload back within timeout seconds."""
+    try:
+        with connect(address, timeout=timeout) as sock:
+            sock.sendall(payload)
+            got = b""
+            while len(got) < len(payload):
+                chunk = sock.recv(len(payload) - len(got))
+                if not chunk:
+                    return False
+                got += chunk
+            return got == payload
+    except OSError:
+        return False
+
+
+def served_within(address, seconds):
+    """Whether some new connection is echoed within ``seconds`` (retrying:
+    a server that has just freed an fd may still drop one or two)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if echoes(address, timeout=max(0.1, deadline - time.monotonic())):
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def unread_stderr_server(backend, *options, limit_fds=None):
+    """``python -m rawmux serve`` whose stderr is a pipe that nobody reads
+    (not the harness, which drains it).  Yields (proc, address)."""
+    def preexec():
+        if limit_fds is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit_fds, limit_fds))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rawmux", "serve", "--backend", backend,
+         "--port", "0", *options],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=tempfile.gettempdir(), preexec_fn=preexec)
+    try:
+        line = rawmux.harness.read_line(proc.stdout, 30)
+        host, port = line.rsplit(" ", 1)[1].strip().split(":")
+        yield proc, (host, int(port))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def stop(proc, timeout=20):
+    """SIGTERM, and the exit status within timeout (stdout is a pipe of a
+    line or two: it cannot fill)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the server ignored SIGTERM for {timeout} s")
+
+
+# ---- item 4: logging never stalls the loop -------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unread_stderr_and_10000_refused_connections(backend):
+    """Out of fds, every new connection is dropped through the reserve, and
+    each drop is a warning.  With a stderr pipe that nobody reads, the
+    warnings once filled the pipe and the server blocked in write(2) for
+    good.  It must go on dropping (not hang the clients), then serve again
+    when an fd frees."""
+    with unread_stderr_server(backend, limit_fds=64) as (proc, address):
+        # Take every fd the server has: those it accepted are echoed.
+        clients = [connect(address, timeout=5) for _ in range(80)]
+        held = []
+        for sock in clients:
+            try:
+                sock.sendall(b"?")
+                if sock.recv(1) == b"?":
+                    held.append(sock)
+            except OSError:
+                pass
+        assert 20 < len(held) < 64
+        # 10,000 attempts, each accepted on the reserve and closed: the
+        # client sees EOF (or a reset), not a timeout.
+        for i in range(10000):
+            with socket.create_connection(address, timeout=5) as sock:
+                try:
+                    assert sock.recv(1) == b"", "served without an fd?"
+                except ConnectionResetError:
+                    pass
+                except TimeoutError:
+                    pytest.fail(f"attempt {i}: not dropped within 5 s (the "
+                                f"server is stalled)")
+        # One fd frees: a new connection is served.
+        held.pop().close()
+        assert served_within(address, 10)
+        for sock in clients:
+            sock.close()
+        assert stop(proc) == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_verbose_with_unread_stderr_does_not_stall(backend):
+    """-v logs a line or two per connection: 2,000 connections write well
+    over the 64 KiB a pipe holds."""
+    with unread_stderr_server(backend, "-v") as (proc, address):
+        for i in range(2000):
+            assert echoes(address, b"v%d" % i), f"connection {i} not served"
+        assert stop(proc) == 0
+        summary = proc.stdout.read().decode()
+    assert "2000 connections accepted" in summary, summary
+
+
+def test_repeated_warnings_are_summarised():
+    """In-process: repeats of one warning within the window become one line
+    and a count; other warnings and other levels are not held back."""
+    import logging
+
+    from rawmux.echo.logs import QueueHandler
+    stream = io.StringIO()
+    handler = QueueHandler(stream, window=60)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.Logger("test")     # not registered: no global state
+    logger.addHandler(handler)
+    for i in range(4211):
+        logger.warning("%s: dropped a connection (%d)", "epoll", i)
+    logger.warning("something else")
+    logger.info("info %d", 1)
+    logger.info("info %d", 2)
+    handler.close()                     # ends the window
+    lines = stream.getvalue().splitlines()
+    assert lines == [
+        "WARNING epoll: dropped a connection (0)",
+        "WARNING something else",
+        "INFO info 1",
+        "INFO info 2",
+        "WARNING epoll: dropped a connection (0) (and 4,210 more like it in "
+        "the last 60 s)"], lines
+
+
+def test_a_full_queue_drops_lines_and_says_how_many():
+    import logging
+
+    from rawmux.echo.logs import QueueHandler
+    r, w = os.pipe()
+    try:
+        stream = os.fdopen(w, "w", closefd=False)
+        handler = QueueHandler(stream, lines=10)
+        logger = logging.Logger("test")
+        logger.addHandler(handler)
+        start = time.monotonic()
+        for i in range(20000):          # ~200 KiB: the pipe fills
+            logger.info("line %05d %s", i, "x" * 4)
+        assert time.monotonic() - start < 10    # never blocked on the pipe
+        # Read everything: the writer catches up and reports the drops.
+        got = b""
+        while b"dropped" not in got:
+            ready, _, _ = select.select([r], [], [], 10)
+            assert ready, got[-200:]
+            got += os.read(r, 1 << 20)
+        handler.close()
+    finally:
+        os.close(r)
+        os.close(w)
+    text = got.decode()
+    written = text.count("line ")
+    assert 0 < written < 20000
+    dropped = int(text.split("rawmux: ")[1].split(" log lines")[0]
+                  .replace(",", ""))
+    assert dropped > 0
+
+
+def test_the_harness_drains_stderr():
+    """A child that writes 1 MiB to stderr before its "listening" line
+    starts under the harness (which once read stderr only at stop)."""
+    program = ("import signal, sys\n"
+               "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+               "sys.stderr.write('e' * (1 << 20) + 'END'); sys.stderr.flush()\n"
+               "print('listening on 127.0.0.1:1', flush=True)\n"
+               "signal.pause()\n")
+    with rawmux.harness.ServerProcess(["-c", program], "chatty",
+                                      start_timeout=20) as server:
+        server.stop()
+        assert server.stderr_tail().endswith(b"eeeEND")
+        assert len(server.stderr_tail()) == 64 << 10
