@@ -65,10 +65,10 @@ class QueueHandler(logging.Handler):
         self._busy = False          # the writer holds lines not yet written
         self._pid = os.getpid()
 
-    def _at_fork_reinit(self) -> None:  # type: ignore[misc]
+    def _at_fork_reinit(self) -> None:
         # logging calls this in a forked child (workers): the lock may have
         # been held by a thread that does not exist there.
-        super()._at_fork_reinit()
+        super()._at_fork_reinit()  # type: ignore[misc]
         self._reset()
 
     # ---- the caller's side (the server's loop) ---------------------------------
