@@ -217,3 +217,42 @@ def test_the_harness_drains_stderr():
         server.stop()
         assert server.stderr_tail().endswith(b"eeeEND")
         assert len(server.stderr_tail()) == 64 << 10
+
+
+# ---- item 7: a tiny idle timeout does not make the loop spin ------------------
+
+@pytest.mark.parametrize("backend", READINESS)
+def test_idle_server_with_a_tiny_idle_timeout_does_not_spin(backend):
+    """In-process: an idle server with --idle-timeout 0.001 once waited 0 ms
+    (the sweep interval rounded down) or 1 ms at a time, with the sweep due
+    on every iteration.  Over half a second it must wait a bounded number
+    of times (the sweep runs at most every SWEEP_MIN = 10 ms)."""
+    server = backend_class(backend)(Config(port=0, idle_timeout=0.001),
+                                    out=io.StringIO())
+    waits = []
+    wait = server.mech.wait
+
+    def counting(timeout):
+        waits.append(timeout)
+        return wait(timeout)
+    server.mech.wait = counting
+
+    def stop():
+        server.stopping = True
+        server._wake_w.send(b"\0")
+    timer = threading.Timer(0.5, stop)
+    timer.start()
+    try:
+        server.serve_forever()
+    finally:
+        timer.cancel()
+    assert 5 < len(waits) <= 100, (len(waits), waits[:5])
+
+
+def test_a_tiny_idle_timeout_still_closes_idle_connections():
+    with rawmux.harness.EchoProcess("epoll", "--idle-timeout", "0.001") \
+            as server:
+        with connect(server.address, timeout=10) as sock:
+            assert sock.recv(1) == b""      # closed, well within 10 s
+        out = server.stop()
+    assert "idle timeouts 1," in out, out

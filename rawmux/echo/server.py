@@ -77,6 +77,12 @@ DONE, SHORT, FULL = 0, 1, 2
 
 EDGE_READS = 16     # edge-triggered: reads per connection per wakeup
 
+# The idle sweep runs every idle_timeout / 4, but not more often than this:
+# an idle timeout of a millisecond would otherwise wake an idle server
+# thousands of times a second (and make the sweep due on every iteration).
+# An idle connection is then closed up to SWEEP_MIN late.
+SWEEP_MIN = 0.01
+
 
 @dataclasses.dataclass
 class Config:
@@ -465,7 +471,8 @@ class ReadinessServer(EchoServer):
             self._watch_input(self._wake_fd)
             self._watch_input(self.listen_fd)
             self._announce()
-            sweep_every = min(1.0, self.config.idle_timeout / 4)
+            sweep_every = max(SWEEP_MIN,
+                              min(1.0, self.config.idle_timeout / 4))
             next_sweep = time.monotonic() + sweep_every
             while not self.stopping:
                 self._run_once(sweep_every)
