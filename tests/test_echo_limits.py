@@ -256,3 +256,141 @@ def test_a_tiny_idle_timeout_still_closes_idle_connections():
             assert sock.recv(1) == b""      # closed, well within 10 s
         out = server.stop()
     assert "idle timeouts 1," in out, out
+
+
+# ---- item 8: a budget for the pending output of all connections ---------------
+
+@contextlib.contextmanager
+def fd_limit(need):
+    """At least ``need`` fds for this process (skips if the hard limit is
+    lower); the limit is restored after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < need:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {need}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def flood_without_reading(server, clients, size, rss):
+    """Every client sends ``size`` bytes and reads nothing, until nothing
+    has moved for 3 s (all sent, or the server stopped reading).  Returns
+    the server's peak RSS seen meanwhile."""
+    payload = memoryview(b"n" * size)
+    sent = dict.fromkeys(clients, 0)
+    poller = select.epoll()
+    try:
+        for sock in clients:
+            sock.setblocking(False)
+            poller.register(sock, select.EPOLLOUT)
+        by_fd = {sock.fileno(): sock for sock in clients}
+        peak, last_move = rss(), time.monotonic()
+        # Until 3 s after the last byte moved: the server may still be
+        # reading what the kernel holds.
+        while time.monotonic() - last_move < 3:
+            for fd, _ in poller.poll(0.1):
+                sock = by_fd[fd]
+                try:
+                    sent[sock] += sock.send(payload[sent[sock]:])
+                except BlockingIOError:
+                    continue
+                last_move = time.monotonic()
+                if sent[sock] == size:
+                    poller.unregister(fd)
+                    del by_fd[fd]
+            peak = max(peak, rss())
+        return peak
+    finally:
+        poller.close()
+
+
+@pytest.mark.parametrize("backend, clients",
+                         [("select", 900), ("poll", 1000), ("epoll", 1000),
+                          ("epoll-et", 1000)])
+def test_never_reading_clients_stay_within_max_buffer(backend, clients):
+    """1,000 clients send 256 KiB each and never read.  Each may hold up to
+    --buffer-cap (1 MiB), so without a total the server would hold most
+    of 256 MB; with --max-buffer 16 MiB its RSS grows by at most the budget,
+    BUDGET_STEP per connection, bytearray over-allocation (1/8) and slack
+    -- and it still echoes a client that reads.  select: 900 clients,
+    its fds must stay below FD_SETSIZE."""
+    from rawmux.echo.server import BUDGET_STEP
+    budget = 16 << 20
+    with fd_limit(2 * clients + 500), rawmux.harness.EchoProcess(
+            backend, "--max-buffer", str(budget), "--grace", "1") as server:
+        def rss():
+            return rawmux.harness.proc_status(server.pid, "VmRSS") * 1024
+        socks = []
+        try:
+            for _ in range(clients):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                # A small MSS: on loopback's 64 KiB one the server's send
+                # buffer autotunes to megabytes, and the kernel, not the
+                # server's buffers, would hold what the clients never read.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+                sock.settimeout(20)
+                sock.connect(server.address)
+            assert echoes(server.address)       # all accepted before it
+            baseline = rss()
+            peak = flood_without_reading(server, socks, 256 << 10, rss)
+            # Over budget, a client that reads is still echoed.
+            assert echoes(server.address, b"r" * 100000, timeout=20)
+        finally:
+            for sock in socks:
+                sock.close()
+        out = server.stop()
+    assert "connections accepted" in out
+    assert peak - baseline > budget // 2    # it did fill the budget
+    allowed = (budget + clients * BUDGET_STEP) * 9 // 8 + (8 << 20)
+    assert peak - baseline < allowed, \
+        f"RSS grew {(peak - baseline) >> 20} MiB, allowed {allowed >> 20}"
+
+
+def test_the_budget_holds_the_connections_with_output_and_releases_them():
+    """In-process, on the server's own accounting: past max_buffer a
+    connection holding output is not read; when the total halves it is."""
+    server = backend_class("epoll")(Config(port=0, max_buffer=300_000),
+                                    out=io.StringIO())
+    address = server.listener.getsockname()
+    hogs = []
+    try:
+        for _ in range(4):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(address)
+            hogs.append(sock)
+        server.on_acceptable()
+        assert len(server.conns) == 4
+        for sock in hogs:
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    sock.send(b"h" * 65536)
+        # Serve until nothing moves: every connection ends up held or at
+        # its own cap, and the total stays within the budget plus a step.
+        for _ in range(200):
+            server._run_once(0.005)
+            assert server._pending == sum(len(c.out)
+                                          for c in server.conns.values())
+            assert server._pending <= 300_000 + 4 * 4096
+        assert server._held and all(not c.reading for c in server._held)
+        assert all(c.held for c in server._held)
+        # The clients read: the total falls, the held are read again.
+        for _ in range(500):
+            for sock in hogs:
+                with contextlib.suppress(BlockingIOError):
+                    while sock.recv(1 << 20):
+                        pass
+            server._run_once(0.005)
+            if not server._held:
+                break
+        assert not server._held
+        assert all(c.reading for c in server.conns.values())
+    finally:
+        server.close()
+        for sock in hogs:
+            sock.close()
