@@ -394,3 +394,46 @@ def test_the_budget_holds_the_connections_with_output_and_releases_them():
         server.close()
         for sock in hogs:
             sock.close()
+
+
+# ---- item 11: a second signal cuts the grace period short ----------------------
+
+def never_reading_client(address, size=4 << 20):
+    """A client that sends ``size`` bytes (or until the server stops
+    reading) and never reads: the server holds output for it."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    sock.settimeout(20)
+    sock.connect(address)
+    sock.setblocking(False)
+    chunk, sent, idle_since = b"s" * 65536, 0, time.monotonic()
+    while sent < size and time.monotonic() - idle_since < 1:
+        try:
+            sent += sock.send(chunk)
+            idle_since = time.monotonic()
+        except BlockingIOError:
+            select.select([], [sock], [], 0.1)
+    return sock
+
+
+@pytest.mark.parametrize("backend", READINESS)
+def test_a_second_sigterm_ends_the_grace_period(backend):
+    with rawmux.harness.EchoProcess(backend, "-v", "--grace", "30") as server:
+        hog = never_reading_client(server.address)
+        try:
+            server.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            while b"stopping;" not in server.stderr_tail():
+                assert time.monotonic() < deadline, server.stderr_tail()
+                select.select([], [], [], 0.05)
+            # In the grace period, which the hog would hold for 30 s.
+            assert server.proc.poll() is None
+            start = time.monotonic()
+            out = server.stop(timeout=10)   # the second SIGTERM
+            assert time.monotonic() - start < 10
+        finally:
+            hog.close()
+    assert "1 connections accepted, 1 closed" in out, out
+    assert b"second signal; closing 1 connections now" in \
+        server.stderr_tail()

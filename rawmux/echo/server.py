@@ -230,7 +230,8 @@ class Connection:
 class EchoServer:
     """What every echo server does around its own loop: check the config,
     hold the listener, the statistics and the reserve fd; on
-    ``serve_forever()``, take SIGINT/SIGTERM, say "listening on HOST:PORT"
+    ``serve_forever()``, take SIGINT/SIGTERM (a second one cuts the grace
+    period short), say "listening on HOST:PORT"
     (the line the harness waits for), run ``_serve()`` until stopped and
     drained, then restore the handlers, ``close()`` everything and print the
     summary."""
@@ -245,6 +246,7 @@ class EchoServer:
         self.out = out or sys.stdout
         self.listener = listener or listening_socket(config)
         self.stopping = False
+        self.hurry = False          # a second signal: no more grace
         self._reserve = FdReserve()
 
     def serve_forever(self) -> Stats:
@@ -265,6 +267,10 @@ class EchoServer:
         raise NotImplementedError
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # The first signal starts the grace period; a second one (an
+        # impatient Ctrl-C) ends it.
+        if self.stopping:
+            self.hurry = True
         self.stopping = True
 
     def _announce(self) -> None:
@@ -525,8 +531,11 @@ class ReadinessServer(EchoServer):
             else:
                 self._finish(conn)
         deadline = time.monotonic() + self.config.grace
-        while self.conns and self.now < deadline:
+        while self.conns and self.now < deadline and not self.hurry:
             self._run_once(min(0.1, deadline - self.now))
+        if self.hurry and self.conns:
+            log.warning("%s: second signal; closing %d connections now",
+                        self.name, len(self.conns))
 
     def _stop_accepting(self) -> None:
         if self.accepting:
