@@ -437,3 +437,41 @@ def test_a_second_sigterm_ends_the_grace_period(backend):
     assert "1 connections accepted, 1 closed" in out, out
     assert b"second signal; closing 1 connections now" in \
         server.stderr_tail()
+
+
+# ---- also: 1,500 idle connections on every backend ------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_1500_idle_connections(backend):
+    """1,500 idle connections, then each says one byte: every backend
+    serves them all, except select, which refuses those whose fd would not
+    fit an fd_set (>= 1024) and serves the rest; a new connection is served
+    once one closes."""
+    with fd_limit(2 * 1500 + 500), \
+            rawmux.harness.EchoProcess(backend) as server:
+        clients = [connect(server.address) for _ in range(1500)]
+        try:
+            served = []
+            for sock in clients:
+                try:
+                    sock.sendall(b"!")
+                    if sock.recv(1) == b"!":
+                        served.append(sock)
+                except OSError:         # reset: refused
+                    pass
+            if backend == "select":
+                assert 1000 < len(served) < 1024
+            else:
+                assert len(served) == 1500
+            # Still serving the ones it holds, and a newcomer once one
+            # closes.
+            for sock in served[::100]:
+                sock.sendall(b"again")
+                assert sock.recv(5) == b"again"
+            served[0].close()
+            assert served_within(server.address, 10)
+        finally:
+            for sock in clients:
+                sock.close()
+        out = server.stop()
+    assert f"refused {1500 - len(served)}," in out, out
