@@ -36,7 +36,7 @@ Rules every backend follows, and why:
   usually leaves at once; if it does not, that connection holds output now,
   and stops too).  So the total stays below the budget plus BUDGET_STEP per
   connection.  The held connections are read again once the total falls to
-  half the budget.
+  half the budget, or, one by one, once each has sent all it held.
 * Half-close: EOF from the peer means "I am done sending"; finish echoing,
   then shut down our side.  ECONNRESET/EPIPE close just that connection.
 * Remove an fd from the interest set *before* closing it (epoll keys on the
@@ -719,8 +719,13 @@ class ReadinessServer(EchoServer):
             log.info("%s: fd %d paused at %d bytes pending", self.name,
                      conn.fd, pending)
         elif not conn.reading and pending <= self._low_water \
-                and not self.stopping and not conn.held:
-            conn.reading = True
+                and not self.stopping:
+            if not conn.held:
+                conn.reading = True
+            elif not pending:       # held, but it holds nothing now: its
+                conn.held = False   # reads are cut to BUDGET_STEP instead
+                self._held.discard(conn)
+                conn.reading = True
         conn.writing = pending > 0
         if (conn.watched_read != (conn.reading and not conn.eof)
                 or conn.watched_write != conn.writing):
@@ -799,13 +804,13 @@ class ReadinessServer(EchoServer):
             self._pending -= len(conn.out)
         if conn.held:
             self._held.discard(conn)
-        if self._held and self._pending <= self._budget // 2:
-            self._release()
         if conn.watched_read is not None:
             self.mech.forget(conn.fd)   # before close(): see the module doc
         self._again.discard(conn.fd)
         self._closed_now.add(conn.fd)
         conn.sock.close()
         self.stats.closed += 1
+        if self._held and self._pending <= self._budget // 2:
+            self._release()
         if not self.accepting:
             self._resume_accepting()
