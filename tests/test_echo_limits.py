@@ -474,4 +474,8 @@ def test_1500_idle_connections(backend):
             for sock in clients:
                 sock.close()
         out = server.stop()
-    assert f"refused {1500 - len(served)}," in out, out
+    refused = int(out.split("refused ")[1].split(",")[0])
+    # select: newcomers tried before the server saw the close were refused
+    # too.
+    assert refused >= 1500 - len(served) if backend == "select" \
+        else refused == 0, out
