@@ -479,3 +479,49 @@ def test_1500_idle_connections(backend):
     # too.
     assert refused >= 1500 - len(served) if backend == "select" \
         else refused == 0, out
+
+
+def test_workers_write_their_last_log_lines():
+    """A worker ends with os._exit(), which skips logging's flush at exit:
+    the lines the writer thread had not written yet were lost."""
+    with rawmux.harness.EchoProcess("epoll", "--workers", "2", "-v") \
+            as server:
+        assert echoes(server.address)
+        server.stop()
+        assert server.stderr_tail().count(b"stopping;") == 2, \
+            server.stderr_tail()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_serve_forever_flushes_the_log_before_it_returns(backend):
+    """In-process, the deterministic half of the test above: after the
+    summary, serve_forever() flushes the root logger's handlers."""
+    import logging
+    events = []
+
+    class Recording(logging.Handler):
+        def emit(self, record):
+            pass
+
+        def flush(self):
+            events.append("flush")
+
+    out = io.StringIO()
+    server = backend_class(backend)(Config(port=0), out=out)
+    handler = Recording()
+    logging.getLogger().addHandler(handler)
+
+    def stop():
+        server._on_signal(signal.SIGTERM, None)
+        if hasattr(server, "_wake_w"):
+            server._wake_w.send(b"\0")
+    timer = threading.Timer(0.2, stop)
+    timer.start()
+    try:
+        server.serve_forever()
+        events.append("returned")
+    finally:
+        timer.cancel()
+        logging.getLogger().removeHandler(handler)
+    assert "connections accepted" in out.getvalue()
+    assert events[-2:] == ["flush", "returned"]
