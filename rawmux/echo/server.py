@@ -263,8 +263,8 @@ class EchoServer:
         self._say(self.stats.summary(self.name))
         # A worker leaves by os._exit(), past logging's own flush at exit:
         # what a queueing handler (rawmux/echo/logs.py) holds would be lost.
-        for handler in logging.getLogger().handlers:
-            handler.flush()
+        for log_handler in logging.getLogger().handlers:
+            log_handler.flush()
         return self.stats
 
     def _serve(self) -> None:
