@@ -60,7 +60,7 @@ class QueueHandler(logging.Handler):
         self._queue: collections.deque[str] = collections.deque()
         self._ready = threading.Condition(threading.Lock())
         self._dropped = 0
-        self._repeats: dict[tuple[str, int, object], _Repeats] = {}
+        self._repeats: dict[tuple[str, int, str], _Repeats] = {}
         self._writer: threading.Thread | None = None
         self._busy = False          # the writer holds lines not yet written
         self._pid = os.getpid()
@@ -76,7 +76,7 @@ class QueueHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             if record.levelno >= logging.WARNING:
-                key = (record.name, record.levelno, record.msg)
+                key = (record.name, record.levelno, str(record.msg))
                 now = time.monotonic()
                 seen = self._repeats.get(key)
                 if seen is not None:
@@ -89,7 +89,7 @@ class QueueHandler(logging.Handler):
         except Exception:       # noqa: BLE001 -- logging must not raise
             self.handleError(record)
 
-    def _summarise(self, key: tuple[str, int, object],
+    def _summarise(self, key: tuple[str, int, str],
                    seen: _Repeats) -> None:
         """The end of a window: say how many repeats went unwritten."""
         del self._repeats[key]
@@ -121,7 +121,9 @@ class QueueHandler(logging.Handler):
     def _expired(self, every: bool = False) -> None:
         """Summaries of windows that ended without a new record (``every``:
         of every window, at close)."""
-        with self.lock or threading.Lock():     # emit() holds self.lock
+        lock = self.lock                # the one emit() runs under
+        assert lock is not None         # (createLock() made it)
+        with lock:
             now = time.monotonic()
             for key, seen in list(self._repeats.items()):
                 if every or now >= seen.ends:
