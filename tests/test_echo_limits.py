@@ -226,7 +226,8 @@ def test_idle_server_with_a_tiny_idle_timeout_does_not_spin(backend):
     """In-process: an idle server with --idle-timeout 0.001 once waited 0 ms
     (the sweep interval rounded down) or 1 ms at a time, with the sweep due
     on every iteration.  Over half a second it must wait a bounded number
-    of times (the sweep runs at most every SWEEP_MIN = 10 ms)."""
+    of times (the sweep runs at most every SWEEP_MIN = 10 ms, and not at
+    all without connections)."""
     server = backend_class(backend)(Config(port=0, idle_timeout=0.001),
                                     out=io.StringIO())
     waits = []
@@ -246,7 +247,7 @@ def test_idle_server_with_a_tiny_idle_timeout_does_not_spin(backend):
         server.serve_forever()
     finally:
         timer.cancel()
-    assert 5 < len(waits) <= 100, (len(waits), waits[:5])
+    assert 1 <= len(waits) <= 100, (len(waits), waits[:5])
 
 
 def test_a_tiny_idle_timeout_still_closes_idle_connections():

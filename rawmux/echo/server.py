@@ -505,7 +505,10 @@ class ReadinessServer(EchoServer):
                               min(1.0, self.config.idle_timeout / 4))
             next_sweep = time.monotonic() + sweep_every
             while not self.stopping:
-                self._run_once(sweep_every)
+                # Nothing to sweep without connections (nor accepting to
+                # resume): an idle server sleeps.
+                self._run_once(sweep_every if self.conns or not self.accepting
+                               else 1.0)
                 now = self.now
                 if now >= next_sweep:
                     self._sweep(now)
