@@ -189,6 +189,14 @@ def _serve_arguments(serve):
                        help="bytes of pending output per connection before "
                             "it stops being read (resumes below a quarter); "
                             "default %(default)s")
+    serve.add_argument("--max-buffer", type=_positive_int,
+                       default=d.max_buffer,
+                       help="bytes of pending output of all connections "
+                            "together; past it, connections holding pending "
+                            "output stop being read until the total halves; "
+                            "default %(default)s (the threads backend holds "
+                            "at most one 64 KiB chunk per connection and "
+                            "ignores this)")
     serve.add_argument("--idle-timeout", type=_positive_float,
                        default=d.idle_timeout,
                        help="seconds without progress in either direction "
@@ -379,13 +387,15 @@ def main(argv=None):
     args = _parser().parse_args(argv)
     if args.command == "serve":
         from rawmux.echo import Config, ListenError, serve
-        logging.basicConfig(
-            level=(logging.WARNING, logging.INFO, logging.DEBUG)[
-                min(args.verbose, 2)],
-            format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+        from rawmux.echo.logs import install
+        # Through a queue and a writer thread: an unread stderr must not
+        # stall the loop (rawmux/echo/logs.py).
+        install((logging.WARNING, logging.INFO, logging.DEBUG)[
+            min(args.verbose, 2)], sys.stderr)
         config = Config(host=args.host, port=args.port, backend=args.backend,
                         workers=args.workers, max_conns=args.max_conns,
                         buffer_cap=args.buffer_cap,
+                        max_buffer=args.max_buffer,
                         idle_timeout=args.idle_timeout,
                         accept_batch=args.accept_batch, grace=args.grace)
         try:

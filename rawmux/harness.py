@@ -28,6 +28,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import IO, Any
@@ -174,6 +175,44 @@ def _tail(err: bytes | None) -> str:
     return (err or b"").decode(errors="replace")[-2000:]
 
 
+class _Drain:
+    """Reads a child's pipe until EOF in a thread, keeping the last
+    ``keep`` bytes: a child blocked writing to a full pipe that nobody reads
+    (64 KiB of warnings) stalls, and a server that stalls is not what a test
+    or a benchmark means to measure."""
+
+    def __init__(self, pipe: IO[bytes], keep: int = 64 << 10) -> None:
+        self._pipe, self._keep = pipe, keep
+        self._tail = bytearray()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, daemon=True,
+                                        name="harness-stderr")
+        self._thread.start()
+
+    def _read(self) -> None:
+        fd = self._pipe.fileno()
+        try:
+            while chunk := os.read(fd, 65536):
+                with self._lock:
+                    self._tail += chunk
+                    del self._tail[:-self._keep]
+        except OSError:
+            pass
+
+    def text(self) -> bytes:
+        """What was read so far (the last ``keep`` bytes)."""
+        with self._lock:
+            return bytes(self._tail)
+
+    def finish(self, timeout: float = 10) -> bytes:
+        """Wait for EOF (the child exited), close the pipe, return the
+        tail."""
+        self._thread.join(timeout)
+        if not self._thread.is_alive():
+            self._pipe.close()
+        return self.text()
+
+
 class ServerProcess:
     """A server in a child process, run from the temp dir, whose first line
     says "listening on HOST:PORT".
@@ -207,6 +246,12 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             [*command, *argv], stdin=stdin, stdout=subprocess.PIPE,
             stderr=stderr, cwd=tempfile.gettempdir(), preexec_fn=preexec)
+        # stderr is read continuously by a thread (_Drain), and taken from
+        # Popen so that communicate() reads stdout only.
+        self._stderr: _Drain | None = None
+        if self.proc.stderr is not None:
+            self._stderr = _Drain(self.proc.stderr)
+            self.proc.stderr = None
         try:
             assert self.proc.stdout is not None
             line = read_line(self.proc.stdout, start_timeout)
@@ -236,6 +281,16 @@ class ServerProcess:
         code = self.proc.poll()
         return "" if code is None else f" (the server exited {code})"
 
+    def stderr_tail(self) -> bytes:
+        """The last 64 KiB the server wrote to stderr so far (b"" if its
+        stderr is not a pipe of ours)."""
+        return self._stderr.text() if self._stderr else b""
+
+    def _communicate(self, timeout: float) -> tuple[bytes, bytes]:
+        out, _ = self.proc.communicate(timeout=timeout)
+        err = self._stderr.finish() if self._stderr else b""
+        return out or b"", err
+
     def _signal(self, signum: int) -> None:
         for pid in children(self.pid) if self.traced else [self.pid]:
             try:
@@ -249,7 +304,7 @@ class ServerProcess:
         if self.proc.poll() is None:
             self._signal(signal.SIGTERM)
         try:
-            out, err = self.proc.communicate(timeout=timeout)
+            out, err = self._communicate(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             raise RuntimeError(f"{self.name} server ignored SIGTERM for "
@@ -267,7 +322,7 @@ class ServerProcess:
             if self.traced:
                 self._signal(signal.SIGKILL)
             self.proc.kill()
-        return self.proc.communicate(timeout=10)
+        return self._communicate(10)
 
     def __enter__(self) -> ServerProcess:
         return self

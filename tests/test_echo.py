@@ -349,7 +349,8 @@ def test_serve_help_documents_every_option():
                          capture_output=True, text=True, timeout=30, cwd=HERE)
     assert run.returncode == 0
     for option in ("--backend", "--host", "--port", "--workers",
-                   "--max-conns", "--buffer-cap", "--idle-timeout",
+                   "--max-conns", "--buffer-cap", "--max-buffer",
+                   "--idle-timeout",
                    "--accept-batch", "--grace", "--verbose"):
         assert option in run.stdout
     bad = subprocess.run([sys.executable, "-m", "rawmux", "serve",

@@ -27,6 +27,16 @@ Rules every backend follows, and why:
   ``buffer_cap`` (1 MiB); resume below a quarter of it.  A client that sends
   and never reads then costs at most ``buffer_cap`` of memory, and is closed
   once nothing has moved for ``idle_timeout`` seconds.
+* And a budget for all of them together, ``max_buffer`` (64 MiB): ten
+  thousand connections at 1 MiB each would be 10 GB.  A running total of
+  pending output is kept where it grows and shrinks.  A read that could take
+  the total past the budget is not made on a connection that already holds
+  pending output -- it stops being read, like a connection at its own cap --
+  and is cut to ``BUDGET_STEP`` bytes on one that holds none (its echo
+  usually leaves at once; if it does not, that connection holds output now,
+  and stops too).  So the total stays below the budget plus BUDGET_STEP per
+  connection.  The held connections are read again once the total falls to
+  half the budget, or, one by one, once each has sent all it held.
 * Half-close: EOF from the peer means "I am done sending"; finish echoing,
   then shut down our side.  ECONNRESET/EPIPE close just that connection.
 * Remove an fd from the interest set *before* closing it (epoll keys on the
@@ -76,6 +86,13 @@ READ_CHUNK = 65536
 DONE, SHORT, FULL = 0, 1, 2
 
 EDGE_READS = 16     # edge-triggered: reads per connection per wakeup
+BUDGET_STEP = 4096  # a read past max_buffer, on a connection holding nothing
+
+# The idle sweep runs every idle_timeout / 4, but not more often than this:
+# an idle timeout of a millisecond would otherwise wake an idle server
+# thousands of times a second (and make the sweep due on every iteration).
+# An idle connection is then closed up to SWEEP_MIN late.
+SWEEP_MIN = 0.01
 
 
 @dataclasses.dataclass
@@ -86,6 +103,10 @@ class Config:
     workers: int = 1
     max_conns: int = 10000
     buffer_cap: int = 1 << 20           # pending output per connection
+    # Pending output of all connections together.  64 MiB: 64 connections
+    # at their full buffer_cap, far more than clients that read ever leave
+    # pending, and a bounded cost for thousands that do not.
+    max_buffer: int = 64 << 20
     idle_timeout: float = 300.0         # no progress either way: close
     accept_batch: int = 64              # accepts per wakeup
     grace: float = 2.0                  # flushing time at shutdown
@@ -94,8 +115,8 @@ class Config:
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port {self.port} out of range 0-65535")
-        for name in ("workers", "max_conns", "buffer_cap", "accept_batch",
-                     "backlog"):
+        for name in ("workers", "max_conns", "buffer_cap", "max_buffer",
+                     "accept_batch", "backlog"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name.replace('_', '-')} must be >= 1")
         for name in ("idle_timeout", "grace"):
@@ -186,7 +207,8 @@ class FdReserve:
 
 class Connection:
     __slots__ = ("sock", "fd", "out", "eof", "shut", "reading", "writing",
-                 "watched_read", "watched_write", "last_active", "peer")
+                 "held", "watched_read", "watched_write", "last_active",
+                 "peer")
     watched_read: bool | None
     watched_write: bool | None
 
@@ -198,6 +220,7 @@ class Connection:
         self.shut = False           # we have shut down ours (lingering)
         self.reading = True         # we want its input (no backpressure)
         self.writing = False        # output is pending
+        self.held = False           # not read: the server is over budget
         self.watched_read = self.watched_write = None   # what the mechanism
                                                         # was told; None: new
         self.last_active = now
@@ -207,7 +230,8 @@ class Connection:
 class EchoServer:
     """What every echo server does around its own loop: check the config,
     hold the listener, the statistics and the reserve fd; on
-    ``serve_forever()``, take SIGINT/SIGTERM, say "listening on HOST:PORT"
+    ``serve_forever()``, take SIGINT/SIGTERM (a second one cuts the grace
+    period short), say "listening on HOST:PORT"
     (the line the harness waits for), run ``_serve()`` until stopped and
     drained, then restore the handlers, ``close()`` everything and print the
     summary."""
@@ -222,6 +246,7 @@ class EchoServer:
         self.out = out or sys.stdout
         self.listener = listener or listening_socket(config)
         self.stopping = False
+        self.hurry = False          # a second signal: no more grace
         self._reserve = FdReserve()
 
     def serve_forever(self) -> Stats:
@@ -236,12 +261,20 @@ class EchoServer:
                 signal.signal(sig, handler)
             self.close()
         self._say(self.stats.summary(self.name))
+        # A worker leaves by os._exit(), past logging's own flush at exit:
+        # what a queueing handler (rawmux/echo/logs.py) holds would be lost.
+        for log_handler in logging.getLogger().handlers:
+            log_handler.flush()
         return self.stats
 
     def _serve(self) -> None:
         raise NotImplementedError
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        # The first signal starts the grace period; a second one (an
+        # impatient Ctrl-C) ends it.
+        if self.stopping:
+            self.hurry = True
         self.stopping = True
 
     def _announce(self) -> None:
@@ -338,6 +371,9 @@ class ReadinessServer(EchoServer):
                                             # (listener, wakeup) for input
         self._cap = config.buffer_cap
         self._low_water = config.buffer_cap // 4
+        self._pending = 0               # len(conn.out), all connections
+        self._budget = config.max_buffer
+        self._held: set[Connection] = set()     # not read: over budget
         self.now = time.monotonic()    # read once per loop iteration
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
@@ -465,10 +501,14 @@ class ReadinessServer(EchoServer):
             self._watch_input(self._wake_fd)
             self._watch_input(self.listen_fd)
             self._announce()
-            sweep_every = min(1.0, self.config.idle_timeout / 4)
+            sweep_every = max(SWEEP_MIN,
+                              min(1.0, self.config.idle_timeout / 4))
             next_sweep = time.monotonic() + sweep_every
             while not self.stopping:
-                self._run_once(sweep_every)
+                # Nothing to sweep without connections (nor accepting to
+                # resume): an idle server sleeps.
+                self._run_once(sweep_every if self.conns or not self.accepting
+                               else 1.0)
                 now = self.now
                 if now >= next_sweep:
                     self._sweep(now)
@@ -498,8 +538,11 @@ class ReadinessServer(EchoServer):
             else:
                 self._finish(conn)
         deadline = time.monotonic() + self.config.grace
-        while self.conns and self.now < deadline:
+        while self.conns and self.now < deadline and not self.hurry:
             self._run_once(min(0.1, deadline - self.now))
+        if self.hurry and self.conns:
+            log.warning("%s: second signal; closing %d connections now",
+                        self.name, len(self.conns))
 
     def _stop_accepting(self) -> None:
         if self.accepting:
@@ -605,6 +648,12 @@ class ReadinessServer(EchoServer):
             return DONE
         if room > READ_CHUNK:
             room = READ_CHUNK
+        if self._pending + room > self._budget:
+            if conn.out:
+                self._hold(conn)
+                return DONE
+            if room > BUDGET_STEP:
+                room = BUDGET_STEP
         view = self._view
         try:
             n = conn.sock.recv_into(view, room)
@@ -626,6 +675,7 @@ class ReadinessServer(EchoServer):
         conn.last_active = self.now
         if conn.out:
             conn.out += view[:n]
+            self._pending += n
         else:
             try:
                 sent = conn.sock.send(view[:n])
@@ -639,6 +689,7 @@ class ReadinessServer(EchoServer):
                 return FULL if n == room else SHORT  # all echoed, no change
             if sent < n:
                 conn.out += view[sent:n]
+                self._pending += n - sent
         self._update(conn)
         return FULL if n == room else SHORT
 
@@ -655,6 +706,9 @@ class ReadinessServer(EchoServer):
             self._failed(conn, exc)
             return False
         del conn.out[:sent]
+        self._pending -= sent
+        if self._held and self._pending <= self._budget // 2:
+            self._release()
         self.stats.bytes_out += sent
         conn.last_active = self.now
         if not conn.out and (conn.eof or self.stopping):
@@ -673,11 +727,36 @@ class ReadinessServer(EchoServer):
                      conn.fd, pending)
         elif not conn.reading and pending <= self._low_water \
                 and not self.stopping:
-            conn.reading = True
+            if not conn.held:
+                conn.reading = True
+            elif not pending:       # held, but it holds nothing now: its
+                conn.held = False   # reads are cut to BUDGET_STEP instead
+                self._held.discard(conn)
+                conn.reading = True
         conn.writing = pending > 0
         if (conn.watched_read != (conn.reading and not conn.eof)
                 or conn.watched_write != conn.writing):
             self._watch(conn)
+
+    def _hold(self, conn: Connection) -> None:
+        """Over budget: stop reading conn, which holds pending output, until
+        the total falls to half the budget."""
+        if not self._held:
+            log.warning("%s: %d bytes pending in all, over max-buffer; "
+                        "holding the connections with output pending",
+                        self.name, self._pending)
+        conn.held = True
+        conn.reading = False
+        self._held.add(conn)
+        self._update(conn)
+
+    def _release(self) -> None:
+        """Back under half the budget: read the held connections again (or
+        as soon as their own backpressure lets them)."""
+        held, self._held = self._held, set()
+        for conn in held:               # all open: close_conn removes
+            conn.held = False
+            self._update(conn)
 
     def _finish(self, conn: Connection) -> None:
         """Everything echoed: shut down our side.  If the peer is done too,
@@ -728,11 +807,17 @@ class ReadinessServer(EchoServer):
     def close_conn(self, conn: Connection) -> None:
         if self.conns.pop(conn.fd, None) is None:
             return
+        if conn.out:
+            self._pending -= len(conn.out)
+        if conn.held:
+            self._held.discard(conn)
         if conn.watched_read is not None:
             self.mech.forget(conn.fd)   # before close(): see the module doc
         self._again.discard(conn.fd)
         self._closed_now.add(conn.fd)
         conn.sock.close()
         self.stats.closed += 1
+        if self._held and self._pending <= self._budget // 2:
+            self._release()
         if not self.accepting:
             self._resume_accepting()

@@ -1,0 +1,528 @@
+"""The echo servers at their limits: a stderr nobody reads, a sweep interval
+below a millisecond, a server-wide budget of pending output, a second
+signal during the grace period, more connections than select can watch.
+
+Servers run as real subprocesses on 127.0.0.1 ephemeral ports (or
+in-process where the property is about the loop itself); every wait is
+bounded.
+"""
+
+import contextlib
+import io
+import os
+import resource
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import pytest
+
+import rawmux.harness
+from rawmux.echo import Config, backend_class
+
+BACKENDS = ["select", "poll", "epoll", "epoll-et", "threads"]
+READINESS = ["select", "poll", "epoll", "epoll-et"]
+
+
+def connect(address, timeout=20):
+    return socket.create_connection(address, timeout=timeout)
+
+
+def echoes(address, payload=b"ping", timeout=5):
+    """Whether a new connection gets payload back within timeout seconds."""
+    try:
+        with connect(address, timeout=timeout) as sock:
+            sock.sendall(payload)
+            got = b""
+            while len(got) < len(payload):
+                chunk = sock.recv(len(payload) - len(got))
+                if not chunk:
+                    return False
+                got += chunk
+            return got == payload
+    except OSError:
+        return False
+
+
+def served_within(address, seconds):
+    """Whether some new connection is echoed within ``seconds`` (retrying:
+    a server that has just freed an fd may still drop one or two)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if echoes(address, timeout=max(0.1, deadline - time.monotonic())):
+            return True
+    return False
+
+
+@contextlib.contextmanager
+def unread_stderr_server(backend, *options, limit_fds=None):
+    """``python -m rawmux serve`` whose stderr is a pipe that nobody reads
+    (not the harness, which drains it).  Yields (proc, address)."""
+    def preexec():
+        if limit_fds is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit_fds, limit_fds))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rawmux", "serve", "--backend", backend,
+         "--port", "0", *options],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=tempfile.gettempdir(), preexec_fn=preexec)
+    try:
+        line = rawmux.harness.read_line(proc.stdout, 30)
+        host, port = line.rsplit(" ", 1)[1].strip().split(":")
+        yield proc, (host, int(port))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(10)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def stop(proc, timeout=20):
+    """SIGTERM, and the exit status within timeout (stdout is a pipe of a
+    line or two: it cannot fill)."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the server ignored SIGTERM for {timeout} s")
+
+
+# ---- item 4: logging never stalls the loop -------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_unread_stderr_and_10000_refused_connections(backend):
+    """Out of fds, every new connection is dropped through the reserve, and
+    each drop is a warning.  With a stderr pipe that nobody reads, the
+    warnings once filled the pipe and the server blocked in write(2) for
+    good.  It must go on dropping (not hang the clients), then serve again
+    when an fd frees."""
+    with unread_stderr_server(backend, limit_fds=64) as (proc, address):
+        # Take every fd the server has: those it accepted are echoed.
+        clients = [connect(address, timeout=5) for _ in range(80)]
+        held = []
+        for sock in clients:
+            try:
+                sock.sendall(b"?")
+                if sock.recv(1) == b"?":
+                    held.append(sock)
+            except OSError:
+                pass
+        assert 20 < len(held) < 64
+        # 10,000 attempts, each accepted on the reserve and closed: the
+        # client sees EOF (or a reset), not a timeout.
+        for i in range(10000):
+            with socket.create_connection(address, timeout=5) as sock:
+                try:
+                    assert sock.recv(1) == b"", "served without an fd?"
+                except ConnectionResetError:
+                    pass
+                except TimeoutError:
+                    pytest.fail(f"attempt {i}: not dropped within 5 s (the "
+                                f"server is stalled)")
+        # One fd frees: a new connection is served.
+        held.pop().close()
+        assert served_within(address, 10)
+        for sock in clients:
+            sock.close()
+        assert stop(proc) == 0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_verbose_with_unread_stderr_does_not_stall(backend):
+    """-v logs a line or two per connection: 2,000 connections write well
+    over the 64 KiB a pipe holds."""
+    with unread_stderr_server(backend, "-v") as (proc, address):
+        for i in range(2000):
+            assert echoes(address, b"v%d" % i), f"connection {i} not served"
+        assert stop(proc) == 0
+        summary = proc.stdout.read().decode()
+    assert "2000 connections accepted" in summary, summary
+
+
+def test_repeated_warnings_are_summarised():
+    """In-process: repeats of one warning within the window become one line
+    and a count; other warnings and other levels are not held back."""
+    import logging
+
+    from rawmux.echo.logs import QueueHandler
+    stream = io.StringIO()
+    handler = QueueHandler(stream, window=60)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logger = logging.Logger("test")     # not registered: no global state
+    logger.addHandler(handler)
+    for i in range(4211):
+        logger.warning("%s: dropped a connection (%d)", "epoll", i)
+    logger.warning("something else")
+    logger.info("info %d", 1)
+    logger.info("info %d", 2)
+    handler.close()                     # ends the window
+    lines = stream.getvalue().splitlines()
+    assert lines == [
+        "WARNING epoll: dropped a connection (0)",
+        "WARNING something else",
+        "INFO info 1",
+        "INFO info 2",
+        "WARNING epoll: dropped a connection (0) (and 4,210 more like it in "
+        "the last 60 s)"], lines
+
+
+def test_a_full_queue_drops_lines_and_says_how_many():
+    import logging
+
+    from rawmux.echo.logs import QueueHandler
+    r, w = os.pipe()
+    try:
+        stream = os.fdopen(w, "w", closefd=False)
+        handler = QueueHandler(stream, lines=10)
+        logger = logging.Logger("test")
+        logger.addHandler(handler)
+        start = time.monotonic()
+        for i in range(20000):          # ~200 KiB: the pipe fills
+            logger.info("line %05d %s", i, "x" * 4)
+        assert time.monotonic() - start < 10    # never blocked on the pipe
+        # Read everything: the writer catches up and reports the drops.
+        got = b""
+        while b"dropped" not in got:
+            ready, _, _ = select.select([r], [], [], 10)
+            assert ready, got[-200:]
+            got += os.read(r, 1 << 20)
+        handler.close()
+    finally:
+        os.close(r)
+        os.close(w)
+    text = got.decode()
+    written = text.count("line ")
+    assert 0 < written < 20000
+    dropped = int(text.split("rawmux: ")[1].split(" log lines")[0]
+                  .replace(",", ""))
+    assert dropped > 0
+
+
+def test_the_harness_drains_stderr():
+    """A child that writes 1 MiB to stderr before its "listening" line
+    starts under the harness (which once read stderr only at stop)."""
+    program = ("import signal, sys\n"
+               "signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\n"
+               "sys.stderr.write('e' * (1 << 20) + 'END'); sys.stderr.flush()\n"
+               "print('listening on 127.0.0.1:1', flush=True)\n"
+               "signal.pause()\n")
+    with rawmux.harness.ServerProcess(["-c", program], "chatty",
+                                      start_timeout=20) as server:
+        server.stop()
+        assert server.stderr_tail().endswith(b"eeeEND")
+        assert len(server.stderr_tail()) == 64 << 10
+
+
+# ---- item 7: a tiny idle timeout does not make the loop spin ------------------
+
+@pytest.mark.parametrize("backend", READINESS)
+def test_idle_server_with_a_tiny_idle_timeout_does_not_spin(backend):
+    """In-process: an idle server with --idle-timeout 0.001 once waited 0 ms
+    (the sweep interval rounded down) or 1 ms at a time, with the sweep due
+    on every iteration.  Over half a second it must wait a bounded number
+    of times (the sweep runs at most every SWEEP_MIN = 10 ms, and not at
+    all without connections)."""
+    server = backend_class(backend)(Config(port=0, idle_timeout=0.001),
+                                    out=io.StringIO())
+    waits = []
+    wait = server.mech.wait
+
+    def counting(timeout):
+        waits.append(timeout)
+        return wait(timeout)
+    server.mech.wait = counting
+
+    def stop():
+        server.stopping = True
+        server._wake_w.send(b"\0")
+    timer = threading.Timer(0.5, stop)
+    timer.start()
+    try:
+        server.serve_forever()
+    finally:
+        timer.cancel()
+    assert 1 <= len(waits) <= 100, (len(waits), waits[:5])
+
+
+def test_a_tiny_idle_timeout_still_closes_idle_connections():
+    with rawmux.harness.EchoProcess("epoll", "--idle-timeout", "0.001") \
+            as server:
+        with connect(server.address, timeout=10) as sock:
+            assert sock.recv(1) == b""      # closed, well within 10 s
+        out = server.stop()
+    assert "idle timeouts 1," in out, out
+
+
+# ---- item 8: a budget for the pending output of all connections ---------------
+
+@contextlib.contextmanager
+def fd_limit(need):
+    """At least ``need`` fds for this process (skips if the hard limit is
+    lower); the limit is restored after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < need:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {need}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
+def flood_without_reading(server, clients, size, rss):
+    """Every client sends ``size`` bytes and reads nothing, until nothing
+    has moved for 3 s (all sent, or the server stopped reading).  Returns
+    the server's peak RSS seen meanwhile."""
+    payload = memoryview(b"n" * size)
+    sent = dict.fromkeys(clients, 0)
+    poller = select.epoll()
+    try:
+        for sock in clients:
+            sock.setblocking(False)
+            poller.register(sock, select.EPOLLOUT)
+        by_fd = {sock.fileno(): sock for sock in clients}
+        peak, last_move = rss(), time.monotonic()
+        # Until 3 s after the last byte moved: the server may still be
+        # reading what the kernel holds.
+        while time.monotonic() - last_move < 3:
+            for fd, _ in poller.poll(0.1):
+                sock = by_fd[fd]
+                try:
+                    sent[sock] += sock.send(payload[sent[sock]:])
+                except BlockingIOError:
+                    continue
+                last_move = time.monotonic()
+                if sent[sock] == size:
+                    poller.unregister(fd)
+                    del by_fd[fd]
+            peak = max(peak, rss())
+        return peak
+    finally:
+        poller.close()
+
+
+@pytest.mark.parametrize("backend, clients",
+                         [("select", 900), ("poll", 1000), ("epoll", 1000),
+                          ("epoll-et", 1000)])
+def test_never_reading_clients_stay_within_max_buffer(backend, clients):
+    """1,000 clients send 256 KiB each and never read.  Each may hold up to
+    --buffer-cap (1 MiB), so without a total the server would hold most
+    of 256 MB; with --max-buffer 16 MiB its RSS grows by at most the budget,
+    BUDGET_STEP per connection, bytearray over-allocation (1/8) and slack
+    -- and it still echoes a client that reads.  select: 900 clients,
+    its fds must stay below FD_SETSIZE."""
+    from rawmux.echo.server import BUDGET_STEP
+    budget = 16 << 20
+    with fd_limit(2 * clients + 500), rawmux.harness.EchoProcess(
+            backend, "--max-buffer", str(budget), "--grace", "1") as server:
+        def rss():
+            return rawmux.harness.proc_status(server.pid, "VmRSS") * 1024
+        socks = []
+        try:
+            for _ in range(clients):
+                sock = socket.socket()
+                socks.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                # A small MSS: on loopback's 64 KiB one the server's send
+                # buffer autotunes to megabytes, and the kernel, not the
+                # server's buffers, would hold what the clients never read.
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+                sock.settimeout(20)
+                sock.connect(server.address)
+            assert echoes(server.address)       # all accepted before it
+            baseline = rss()
+            peak = flood_without_reading(server, socks, 256 << 10, rss)
+            # Over budget, a client that reads is still echoed.
+            assert echoes(server.address, b"r" * 100000, timeout=20)
+        finally:
+            for sock in socks:
+                sock.close()
+        out = server.stop()
+    assert "connections accepted" in out
+    assert peak - baseline > budget // 2    # it did fill the budget
+    allowed = (budget + clients * BUDGET_STEP) * 9 // 8 + (8 << 20)
+    assert peak - baseline < allowed, \
+        f"RSS grew {(peak - baseline) >> 20} MiB, allowed {allowed >> 20}"
+
+
+def test_the_budget_holds_the_connections_with_output_and_releases_them():
+    """In-process, on the server's own accounting: past max_buffer a
+    connection holding output is not read; when the total halves it is."""
+    server = backend_class("epoll")(Config(port=0, max_buffer=300_000),
+                                    out=io.StringIO())
+    address = server.listener.getsockname()
+    hogs = []
+    try:
+        for _ in range(4):
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.connect(address)
+            hogs.append(sock)
+        server.on_acceptable()
+        assert len(server.conns) == 4
+        for sock in hogs:
+            sock.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    sock.send(b"h" * 65536)
+        # Serve until nothing moves: every connection ends up held or at
+        # its own cap, and the total stays within the budget plus a step.
+        for _ in range(200):
+            server._run_once(0.005)
+            assert server._pending == sum(len(c.out)
+                                          for c in server.conns.values())
+            assert server._pending <= 300_000 + 4 * 4096
+        assert server._held and all(not c.reading for c in server._held)
+        assert all(c.held for c in server._held)
+        # The clients read: the total falls, the held are read again.
+        for _ in range(500):
+            for sock in hogs:
+                with contextlib.suppress(BlockingIOError):
+                    while sock.recv(1 << 20):
+                        pass
+            server._run_once(0.005)
+            if not server._held:
+                break
+        assert not server._held
+        assert all(c.reading for c in server.conns.values())
+    finally:
+        server.close()
+        for sock in hogs:
+            sock.close()
+
+
+# ---- item 11: a second signal cuts the grace period short ----------------------
+
+def never_reading_client(address, size=4 << 20):
+    """A client that sends ``size`` bytes (or until the server stops
+    reading) and never reads: the server holds output for it."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 536)
+    sock.settimeout(20)
+    sock.connect(address)
+    sock.setblocking(False)
+    chunk, sent, idle_since = b"s" * 65536, 0, time.monotonic()
+    while sent < size and time.monotonic() - idle_since < 1:
+        try:
+            sent += sock.send(chunk)
+            idle_since = time.monotonic()
+        except BlockingIOError:
+            select.select([], [sock], [], 0.1)
+    return sock
+
+
+@pytest.mark.parametrize("backend", READINESS)
+def test_a_second_sigterm_ends_the_grace_period(backend):
+    with rawmux.harness.EchoProcess(backend, "-v", "--grace", "30") as server:
+        hog = never_reading_client(server.address)
+        try:
+            server.proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + 20
+            while b"stopping;" not in server.stderr_tail():
+                assert time.monotonic() < deadline, server.stderr_tail()
+                select.select([], [], [], 0.05)
+            # In the grace period, which the hog would hold for 30 s.
+            assert server.proc.poll() is None
+            start = time.monotonic()
+            out = server.stop(timeout=10)   # the second SIGTERM
+            assert time.monotonic() - start < 10
+        finally:
+            hog.close()
+    assert "1 connections accepted, 1 closed" in out, out
+    assert b"second signal; closing 1 connections now" in \
+        server.stderr_tail()
+
+
+# ---- also: 1,500 idle connections on every backend ------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_1500_idle_connections(backend):
+    """1,500 idle connections, then each says one byte: every backend
+    serves them all, except select, which refuses those whose fd would not
+    fit an fd_set (>= 1024) and serves the rest; a new connection is served
+    once one closes."""
+    with fd_limit(2 * 1500 + 500), \
+            rawmux.harness.EchoProcess(backend) as server:
+        clients = [connect(server.address) for _ in range(1500)]
+        try:
+            served = []
+            for sock in clients:
+                try:
+                    sock.sendall(b"!")
+                    if sock.recv(1) == b"!":
+                        served.append(sock)
+                except OSError:         # reset: refused
+                    pass
+            if backend == "select":
+                assert 1000 < len(served) < 1024
+            else:
+                assert len(served) == 1500
+            # Still serving the ones it holds, and a newcomer once one
+            # closes.
+            for sock in served[::100]:
+                sock.sendall(b"again")
+                assert sock.recv(5) == b"again"
+            served[0].close()
+            assert served_within(server.address, 10)
+        finally:
+            for sock in clients:
+                sock.close()
+        out = server.stop()
+    refused = int(out.split("refused ")[1].split(",")[0])
+    # select: newcomers tried before the server saw the close were refused
+    # too.
+    assert refused >= 1500 - len(served) if backend == "select" \
+        else refused == 0, out
+
+
+def test_workers_write_their_last_log_lines():
+    """A worker ends with os._exit(), which skips logging's flush at exit:
+    the lines the writer thread had not written yet were lost."""
+    with rawmux.harness.EchoProcess("epoll", "--workers", "2", "-v") \
+            as server:
+        assert echoes(server.address)
+        server.stop()
+        assert server.stderr_tail().count(b"stopping;") == 2, \
+            server.stderr_tail()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_serve_forever_flushes_the_log_before_it_returns(backend):
+    """In-process, the deterministic half of the test above: after the
+    summary, serve_forever() flushes the root logger's handlers."""
+    import logging
+    events = []
+
+    class Recording(logging.Handler):
+        def emit(self, record):
+            pass
+
+        def flush(self):
+            events.append("flush")
+
+    out = io.StringIO()
+    server = backend_class(backend)(Config(port=0), out=out)
+    handler = Recording()
+    logging.getLogger().addHandler(handler)
+
+    def stop():
+        server._on_signal(signal.SIGTERM, None)
+        if hasattr(server, "_wake_w"):
+            server._wake_w.send(b"\0")
+    timer = threading.Timer(0.2, stop)
+    timer.start()
+    try:
+        server.serve_forever()
+        events.append("returned")
+    finally:
+        timer.cancel()
+        logging.getLogger().removeHandler(handler)
+    assert "connections accepted" in out.getvalue()
+    assert events[-2:] == ["flush", "returned"]
