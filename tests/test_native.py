@@ -173,6 +173,24 @@ def test_epoll_native_maxevents_bounds_each_wait(res):
         rawmux.Epoll(maxevents=0)
 
 
+def test_epoll_resize_bounds_each_wait_both_ways(res):
+    """resize() down asks the kernel for fewer (the arrays stay: a wait
+    in progress may be filling them), up for more; closed: ValueError."""
+    pairs = [res.socketpair() for _ in range(6)]
+    ep = rawmux.Epoll(maxevents=8)
+    for a, _ in pairs:
+        ep.register(a.fileno(), rawmux.EPOLLOUT)
+    ep.resize(2)
+    assert ep.maxevents == 2 and ep.wait(0) == 2
+    ep.resize(16)
+    assert ep.maxevents == 16 and ep.wait(0) == 6
+    assert len(ep.ready_fds) >= 16
+    ep.close()
+    for size in (1, 64):
+        with pytest.raises(ValueError, match="closed epoll"):
+            ep.resize(size)
+
+
 def test_epoll_et_reports_once_native_and_compat(res):
     a, peer = res.socketpair()
     peer.send(b"x")
