@@ -64,11 +64,6 @@ FD_SETSIZE: Final[int] = lib.FD_SETSIZE
 _positions = lib.rawmux_select_positions
 _waiter_wait = lib.rawmux_select_waiter_wait
 _EINVAL = -_errno.EINVAL
-# cffi turns True and False into 1 and 0 without a word, but from Python
-# 3.13 on a bool among the fds must warn (_cpython.BOOL_FD_WARNS).  There, C
-# refuses fds 0 and 1 on the fast path, so that a call naming them takes the
-# exact path, which looks at each object; elsewhere nothing changes.
-_FAST_MIN_FD = 2 if _cpython.BOOL_FD_WARNS else 0
 
 
 # ---- the stdlib-compatible select() ---------------------------------------
@@ -132,12 +127,16 @@ def select(rlist: Iterable[_R], wlist: Iterable[_W], xlist: Iterable[_X],
         buf = _position_buffer()
     out, out_ptr = buf
     try:
-        # Fast path: lists or tuples of plain ints, what selectors and most
-        # loops pass.  The copy is a snapshot, so that the answer maps back
-        # to these objects even if another thread changes the caller's lists
-        # meanwhile; cffi converts it to a C array during the call and
-        # refuses anything that is not an int.  A refusal, or a bad fd found
-        # in C, sends the call down the exact path.
+        # Fast path: lists or tuples of plain ints, what most loops pass.
+        # The copy is a snapshot, so that the answer maps back to these
+        # objects even if another thread changes the caller's lists
+        # meanwhile; cffi converts it to a C array during the call.  Only
+        # objects of type int exactly may go: cffi would take anything with
+        # __int__ (Decimal(5), Fraction, numpy ints, an object that also
+        # has a fileno()) for a number, where CPython asks fileno() of all
+        # but ints; a bool must warn from 3.13 (_cpython.BOOL_FD_WARNS).
+        # Int subclasses are ints to CPython too, and take the exact path.
+        # Anything else, or a bad fd found in C, sends the call down it.
         n = _EINVAL
         objs: list[Any]         # the caller's objects: _R, _W and _X
         fds: list[Any]
@@ -145,12 +144,16 @@ def select(rlist: Iterable[_R], wlist: Iterable[_W], xlist: Iterable[_X],
                 and (type(wlist) is list or type(wlist) is tuple)
                 and (type(xlist) is list or type(xlist) is tuple)):
             objs = fds = [*rlist, *wlist, *xlist]
-            nr, nw, nx = len(rlist), len(wlist), len(xlist)
-            try:
-                n = _positions(objs, len(objs), nr, nw, nx, _FAST_MIN_FD,
-                               timeout_us, out_ptr)
-            except (TypeError, OverflowError):
-                pass
+            for obj in objs:
+                if type(obj) is not int:
+                    break
+            else:
+                nr, nw, nx = len(rlist), len(wlist), len(xlist)
+                try:
+                    n = _positions(objs, len(objs), nr, nw, nx, 0,
+                                   timeout_us, out_ptr)
+                except OverflowError:   # beyond a C int: the exact path
+                    pass
         if n == _EINVAL:
             objs, fds = [], []
             nr = _fds_of(rlist, objs, fds)

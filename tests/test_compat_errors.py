@@ -39,6 +39,34 @@ class FileNo:
         return self.value
 
 
+class IntOnly:
+    """Has __int__ (as Decimal and Fraction do) but is neither an int nor
+    has fileno(): no fd, to CPython."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __int__(self):
+        return self.value
+
+
+class IntAndFileNo:
+    """__int__ says one fd, fileno() another: CPython asks fileno()."""
+
+    def __init__(self, value, fd):
+        self.value, self.fd = value, fd
+
+    def __int__(self):
+        return self.value
+
+    def fileno(self):
+        return self.fd
+
+
+class SubInt(int):
+    """An int subclass: an int to CPython, returned as the caller's object."""
+
+
 class FileNoRaises:
     def fileno(self):
         raise RuntimeError("fileno failed")
@@ -93,8 +121,11 @@ def normalize(value):
         return type(value)(normalize(v) for v in value)
     if isinstance(value, socket.socket):
         return ("socket", value.fileno())
-    if isinstance(value, (FileNo, ClearsList, GrowsList)):
+    if isinstance(value, (FileNo, ClearsList, GrowsList, IntOnly,
+                          IntAndFileNo)):
         return (type(value).__name__, getattr(value, "value", None))
+    if isinstance(value, SubInt):
+        return ("SubInt", int(value))
     return value
 
 
@@ -173,6 +204,23 @@ def select_cases():
         "bool fd in an iterable": lambda e: (iter([True]), [], [], 0),
         "fds 0 and 1 as ints": lambda e: ([0, 1], [0, 1], [], 0),
         "closed fd": lambda e: ([e["closed"]()], [], [], 0),
+        # Objects with __int__ are not fds (cffi would convert them).
+        "decimal fd": lambda e: ([decimal.Decimal(e["b"].fileno())], [], [],
+                                 0),
+        "fraction fd": lambda e: ([], [fractions.Fraction(e["a"].fileno())],
+                                  [], 0),
+        "__int__ fd": lambda e: ([e["b"].fileno(), IntOnly(e["b"].fileno())],
+                                 [], [], 0),
+        "__int__ fd in a tuple": lambda e: ((), (IntOnly(e["a"].fileno()),),
+                                            (), 0),
+        "__int__ and fileno()": lambda e: (
+            [IntAndFileNo(e["a"].fileno(), e["b"].fileno())], [], [], 0),
+        "__int__ and fileno() among ints": lambda e: (
+            [e["a"].fileno()], [e["a"].fileno(),
+                                IntAndFileNo(e["closed"](), e["b"].fileno())],
+            [], 0),
+        "int subclass fd": lambda e: ([SubInt(e["b"].fileno())],
+                                      [SubInt(e["a"].fileno())], [], 0),
     }.items():
         cases[f"select {name}"] = (
             lambda m, e, args=args: m.select(*args(e)))
@@ -265,6 +313,17 @@ def poll_cases():
             lambda m, e, p: (p.register(1, 0), p.modify(True, 0), p.poll(0))),
         "poll unregister bool fd": with_poll(
             lambda m, e, p: p.unregister(False)),
+        "poll register decimal fd": with_poll(
+            lambda m, e, p: p.register(decimal.Decimal(e["b"].fileno()))),
+        "poll register __int__ and fileno()": with_poll(
+            lambda m, e, p: (p.register(IntAndFileNo(e["a"].fileno(),
+                                                     e["b"].fileno()),
+                                        m.POLLIN), p.poll(0))),
+        "poll modify __int__ fd": with_poll(
+            lambda m, e, p: p.modify(IntOnly(e["a"].fileno()), m.POLLIN)),
+        "poll unregister fraction fd": with_poll(
+            lambda m, e, p: p.unregister(fractions.Fraction(
+                e["a"].fileno()))),
         "poll register fileno bool": with_poll(
             lambda m, e, p: (p.register(FileNo(True), 0), p.poll(0))),
         "poll bool fd refused under -W error": with_poll(
@@ -344,6 +403,17 @@ def epoll_cases():
             lambda m, e, ep: ep.modify(False, 0)),
         "epoll unregister bool fd": with_epoll(
             lambda m, e, ep: ep.unregister(True)),
+        "epoll register decimal fd": with_epoll(
+            lambda m, e, ep: ep.register(decimal.Decimal(e["b"].fileno()))),
+        "epoll register __int__ and fileno()": with_epoll(
+            lambda m, e, ep: (ep.register(IntAndFileNo(e["a"].fileno(),
+                                                       e["b"].fileno()),
+                                          m.EPOLLIN), ep.poll(0))),
+        "epoll modify __int__ fd": with_epoll(
+            lambda m, e, ep: ep.modify(IntOnly(e["a"].fileno()), m.EPOLLIN)),
+        "epoll unregister fraction fd": with_epoll(
+            lambda m, e, ep: ep.unregister(fractions.Fraction(
+                e["a"].fileno()))),
         "epoll register keywords": with_epoll(
             lambda m, e, ep: (ep.register(fd=e["b"], eventmask=m.EPOLLIN),
                               ep.poll(0))),
