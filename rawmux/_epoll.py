@@ -150,6 +150,10 @@ class epoll:
 
     @classmethod
     def _create(cls, fd: int) -> Self:
+        if fd < -1:
+            # CPython's newPyEpoll_Object() refuses a negative fd with
+            # PyErr_SetFromErrno() and errno untouched: 0, "Error".
+            raise OSError(0, "Error")
         self = object.__new__(cls)
         # fromfd(-1) creates a new instance, as CPython's does.
         self._epfd = _epoll_create() if fd == -1 else fd
@@ -296,6 +300,10 @@ class Epoll(ReadyArrays):
         if type(maxevents) is not int or not 1 <= maxevents <= INT_MAX:
             raise ValueError(f"maxevents must be a positive C int, "
                              f"got {maxevents!r}")
+        if getattr(self, "_waiter", None) is not None:
+            # Again, on an Epoll open (its fd would leak) or closed (it
+            # would come back to life): neither is what anyone means.
+            raise RuntimeError("Epoll.__init__() called twice")
         epfd = _epoll_create()
         try:
             buf = self._buffer = _EventBuffer(epfd, maxevents)

@@ -73,10 +73,15 @@ def _fds_of(seq: Iterable[FileDescriptorLike], objs: list[Any],
     """CPython's seq2set(): convert one of the three arguments, appending to
     ``objs`` and ``fds``; raise what CPython raises, in the same order."""
     if type(seq) is not list and type(seq) is not tuple:
+        # PySequence_Fast(): only a TypeError from iter() becomes CPython's
+        # message; one raised while iterating passes through.  list() of
+        # the iterator, not of seq: a subclass's __len__ is never asked for
+        # a length hint (and its exception never seen), as in CPython.
         try:
-            seq = list(seq)
+            it = iter(seq)
         except TypeError:
             raise TypeError("arguments 1-3 must be sequences") from None
+        seq = list(it)
     # Index the live sequence: a fileno() call may shrink or grow the list,
     # and CPython reads whatever is there at each step.
     i = count = 0
@@ -197,7 +202,10 @@ class FdSet(collections.abc.MutableSet[int]):
     """A set of fds kept in a C ``fd_set`` (``.cdata`` is the ``fd_set *``).
 
     Works like a Python set of ints, but only 0 <= fd < FD_SETSIZE fit:
-    adding another raises ValueError and leaves the set unchanged.
+    adding another raises ValueError and leaves the set unchanged.  An fd
+    is whatever ``operator.index()`` takes, in every method alike: True and
+    False are fds 1 and 0, as True is 1 in a Python set of ints (add(True)
+    stores 1, ``True in s`` asks for 1, remove(True) removes it).
     ``FdSet()`` owns its memory; an FdSet of a ``Select`` views one of its
     interest sets.
     """
@@ -222,19 +230,23 @@ class FdSet(collections.abc.MutableSet[int]):
                              f"0 <= fd < {FD_SETSIZE}")
 
     def discard(self, fd: int) -> None:
-        if type(fd) is int and 0 <= fd < FD_SETSIZE:
-            lib.rawmux_fd_clr(fd, self.cdata)
+        member = _member(fd)
+        if member >= 0:
+            lib.rawmux_fd_clr(member, self.cdata)
 
     def remove(self, fd: int) -> None:
-        if fd not in self:
+        member = _member(fd)
+        if member < 0 or lib.rawmux_fd_isset(member, self.cdata) != 1:
             raise KeyError(fd)
-        lib.rawmux_fd_clr(fd, self.cdata)
+        lib.rawmux_fd_clr(member, self.cdata)
 
     def clear(self) -> None:
         lib.rawmux_fd_zero(self.cdata)
 
     def __contains__(self, fd: object) -> bool:
-        return (type(fd) is int and 0 <= fd < FD_SETSIZE
+        if type(fd) is not int:
+            fd = _member(fd)
+        return (0 <= fd < FD_SETSIZE
                 and lib.rawmux_fd_isset(fd, self.cdata) == 1)
 
     def _members(self) -> list[int]:
@@ -256,6 +268,16 @@ class FdSet(collections.abc.MutableSet[int]):
 
     def __repr__(self) -> str:
         return f"FdSet({self._members()})"
+
+
+def _member(fd: object) -> int:
+    """The fd that could be in an FdSet, for discard/remove/in: an int from
+    ``operator.index()``, -1 for anything that cannot be one."""
+    try:
+        fd = operator_index(fd)     # type: ignore[arg-type]
+    except TypeError:
+        return -1
+    return fd if 0 <= fd < FD_SETSIZE else -1
 
 
 def _in_int_range(fd: SupportsIndex) -> int:

@@ -67,6 +67,31 @@ class SubInt(int):
     """An int subclass: an int to CPython, returned as the caller's object."""
 
 
+def clear_errno():
+    """Set C's errno to 0 (cffi's setter writes the real one)."""
+    rawmux.ffi.errno = 0
+
+
+def raises_after(first, exc):
+    yield first
+    raise exc
+
+
+class IterRaises:
+    def __iter__(self):
+        raise TypeError("not today")
+
+
+class LenRaises(list):
+    def __len__(self):
+        raise RuntimeError("len")
+
+
+class LenRaisesTuple(tuple):
+    def __len__(self):
+        raise RuntimeError("len")
+
+
 class FileNoRaises:
     def fileno(self):
         raise RuntimeError("fileno failed")
@@ -204,6 +229,16 @@ def select_cases():
         "bool fd in an iterable": lambda e: (iter([True]), [], [], 0),
         "fds 0 and 1 as ints": lambda e: ([0, 1], [0, 1], [], 0),
         "closed fd": lambda e: ([e["closed"]()], [], [], 0),
+        # PySequence_Fast: only iter()'s TypeError gets CPython's message.
+        "generator raising TypeError part-way": lambda e: (
+            raises_after(e["b"], TypeError("x")), [], [], 0),
+        "generator raising ValueError part-way": lambda e: (
+            [], raises_after(e["a"], ValueError("y")), [], 0),
+        "__iter__ raising TypeError": lambda e: (IterRaises(), [], [], 0),
+        "list subclass whose __len__ raises": lambda e: (
+            LenRaises([e["b"]]), [], [], 0),
+        "tuple subclass whose __len__ raises": lambda e: (
+            [], LenRaisesTuple([e["a"]]), [], 0),
         # Objects with __int__ are not fds (cffi would convert them).
         "decimal fd": lambda e: ([decimal.Decimal(e["b"].fileno())], [], [],
                                  0),
@@ -456,6 +491,19 @@ def epoll_cases():
             lambda m, e: (lambda ep: (ep.closed, ep.close()))(
                 m.epoll.fromfd(-1))),
         "epoll fromfd str": lambda m, e: m.epoll.fromfd("x"),
+        # CPython reports whatever errno holds (PyErr_SetFromErrno with no
+        # call before it): with errno 0, what rawmux always raises.
+        "epoll fromfd -2": lambda m, e: (clear_errno(), m.epoll.fromfd(-2)),
+        "epoll fromfd INT_MIN": lambda m, e: (clear_errno(),
+                                              m.epoll.fromfd(-2**31)),
+        "epoll fromfd INT_MIN-1": lambda m, e: m.epoll.fromfd(-2**31 - 1),
+        # No __init__ of its own (tp_new does the work): object.__init__,
+        # which ignores its arguments and opens nothing.
+        "epoll __init__ again": with_epoll(
+            lambda m, e, ep: (ep.__init__(), ep.__init__(5, flags=1),
+                              ep.poll(0))),
+        "epoll __init__ on a closed one": closed_epoll(
+            lambda m, e, ep: (ep.__init__(), ep.closed, ep.poll(0))),
     })
     return cases
 
