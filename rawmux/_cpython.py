@@ -242,6 +242,41 @@ def retry_eintr(n, call, timeout, deadline_ns, unit_ns):
     return n
 
 
+def retry_current(wait, current, buf, n, timeout, unit_ns):
+    """retry_wait() for a native object whose buffer a signal handler may
+    replace during the wait (``PollArray`` grows as fds are registered,
+    ``Epoll.resize()``): ``wait(buf.waiter)`` returned ``n``, waiting
+    ``timeout`` units of ``unit_ns`` (negative: blocks).
+
+    Each retry waits with ``current()``, the buffer that is the object's
+    own when the retry starts, not the one the first call used: the kernel
+    is never asked for more events than the arrays readers will look at
+    hold, and the wait watches what the handlers left registered.  Returns
+    (n, the buffer holding the answer).  ``buf.timeout`` mirrors its
+    waiter's timeout, which is put back after each retry.
+    """
+    deadline = None
+    if timeout > 0:
+        deadline = buf.waiter.started_ns + timeout * unit_ns
+    while n == _EINTR:
+        t = timeout
+        if deadline is not None:
+            left = deadline - time.monotonic_ns()
+            if left < 0:
+                return 0, buf
+            t = -(-left // unit_ns)
+        buf = current()
+        w = buf.waiter
+        w.timeout = t
+        try:
+            n = wait(w)
+        finally:
+            w.timeout = buf.timeout
+    if n < 0:
+        raise oserror(-n)
+    return n, buf
+
+
 def retry_wait(wait, waiter, n, timeout_ns, unit_ns):
     """retry_eintr() for the C wait helpers: ``wait(waiter)`` returned
     ``n``, waiting ``waiter.timeout`` (in units of ``unit_ns``; the caller's

@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Self, final, overload
 from rawmux import _cpython
 from rawmux._arrays import ReadyArrays, int_array, pairs, uint32_array
 from rawmux._cpython import (INT_MAX, INT_MS_MAX_S, MS_PER_S, NS_PER_MS,
-                             NS_PER_S, UINT_MAX, retry_wait)
+                             NS_PER_S, UINT_MAX, retry_current, retry_wait)
 from rawmux._extension import Struct, ffi, lib
 
 if TYPE_CHECKING:
@@ -150,6 +150,10 @@ class epoll:
 
     @classmethod
     def _create(cls, fd: int) -> Self:
+        if fd < -1:
+            # CPython's newPyEpoll_Object() refuses a negative fd with
+            # PyErr_SetFromErrno() and errno untouched: 0, "Error".
+            raise OSError(0, "Error")
         self = object.__new__(cls)
         # fromfd(-1) creates a new instance, as CPython's does.
         self._epfd = _epoll_create() if fd == -1 else fd
@@ -296,6 +300,10 @@ class Epoll(ReadyArrays):
         if type(maxevents) is not int or not 1 <= maxevents <= INT_MAX:
             raise ValueError(f"maxevents must be a positive C int, "
                              f"got {maxevents!r}")
+        if getattr(self, "_waiter", None) is not None:
+            # Again, on an Epoll open (its fd would leak) or closed (it
+            # would come back to life): neither is what anyone means.
+            raise RuntimeError("Epoll.__init__() called twice")
         epfd = _epoll_create()
         try:
             buf = self._buffer = _EventBuffer(epfd, maxevents)
@@ -313,14 +321,26 @@ class Epoll(ReadyArrays):
         return self._waiter.epfd
 
     def resize(self, maxevents: int) -> None:
-        """Give the event buffer room for ``maxevents`` events: the most one
-        wait returns (the kernel keeps the rest ready for the next)."""
+        """Make ``maxevents`` the most one wait returns (the kernel keeps
+        the rest ready for the next).
+
+        Growing replaces the buffer; shrinking keeps it and asks the kernel
+        for fewer.  A signal handler may resize while a wait is blocked or
+        has just returned: the arrays the wait fills must keep everything
+        it was handed, and its retry after EINTR asks for no more than the
+        buffer current then can hold (wait()).
+        """
         if type(maxevents) is not int or not 1 <= maxevents <= INT_MAX:
             raise ValueError(f"maxevents must be a positive C int, "
                              f"got {maxevents!r}")
-        buf = self._buffer = _EventBuffer(self.fileno(), maxevents)
-        self._waiter = buf.waiter
-        self.ready_fds, self.ready_events = buf.fds, buf.events
+        buf = self._buffer
+        if maxevents > buf.capacity:
+            buf = self._buffer = _EventBuffer(self.fileno(), maxevents)
+            self._waiter = buf.waiter
+            self.ready_fds, self.ready_events = buf.fds, buf.events
+        else:
+            self.fileno()                   # ValueError if closed
+            buf.waiter.maxevents = buf.maxevents = maxevents
         self.maxevents = maxevents
         self.nready = 0
 
@@ -379,11 +399,20 @@ class Epoll(ReadyArrays):
         if n < 0:
             if w.epfd < 0:
                 raise ValueError(_cpython.CLOSED_EPOLL)
-            n = retry_wait(_waiter_wait, w, n, timeout_ms * NS_PER_MS,
-                           NS_PER_MS)
-        if self._buffer is not buf:     # resized during the wait
-            n = min(n, self.maxevents)
+            n, buf = retry_current(_waiter_wait, self._open_buffer, buf, n,
+                                   timeout_ms, NS_PER_MS)
+        if self._buffer is not buf:
+            # Grown after the kernel answered into buf (a buffer is only
+            # ever replaced by a larger one): hand the answer over whole.
             self.ready_fds[:n] = buf.fds[:n]
             self.ready_events[:n] = buf.events[:n]
         self.nready = n
         return n
+
+    def _open_buffer(self) -> _EventBuffer:
+        """The buffer a retried wait uses: the current one, unless a signal
+        handler closed the Epoll meanwhile."""
+        buf = self._buffer
+        if buf.waiter.epfd < 0:
+            raise ValueError(_cpython.CLOSED_EPOLL)
+        return buf

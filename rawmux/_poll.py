@@ -42,7 +42,8 @@ from typing import TYPE_CHECKING, final
 
 from rawmux import _cpython
 from rawmux._arrays import ReadyArrays, int_array, pairs, uint32_array
-from rawmux._cpython import INT_MAX, NS_PER_MS, USHRT_MAX, retry_wait
+from rawmux._cpython import (INT_MAX, NS_PER_MS, USHRT_MAX, retry_current,
+                             retry_wait)
 from rawmux._extension import Struct, ffi, lib
 
 if TYPE_CHECKING:
@@ -291,21 +292,26 @@ class PollArray(ReadyArrays):
     def __contains__(self, fd: object) -> bool:
         return fd in self._index
 
+    def _current(self) -> _Waiter:
+        return self._buffer
+
     def wait(self, timeout_ms: int = -1) -> int:
         """poll(2); timeout in milliseconds, negative blocks.  Returns the
         number of ready entries (also kept in ``nready``)."""
         # A signal handler may register fds during the wait and grow
         # (reallocate) the arrays; it runs as soon as the C call returns.
-        # buf pins the arrays the waiter points at for any retry, and tells
-        # whether their answer must be handed over to the new ones.
+        # buf pins the arrays the kernel answered into, and tells whether
+        # their answer must be handed over to the new (larger) ones.  A
+        # retry after EINTR waits on the current array: what the handler
+        # registered or unregistered counts, and no fd it closed is asked.
         buf = self._buffer
         w = buf.waiter
         if timeout_ms != buf.timeout:
             w.timeout = buf.timeout = timeout_ms
         n = _waiter_wait(w)
         if n < 0:
-            n = retry_wait(_waiter_wait, w, n, timeout_ms * NS_PER_MS,
-                           NS_PER_MS)
+            n, buf = retry_current(_waiter_wait, self._current, buf, n,
+                                   timeout_ms, NS_PER_MS)
         if self._buffer is not buf:
             self.ready_fds[:n] = buf.ready_fds[:n]
             self.ready_events[:n] = buf.ready_events[:n]

@@ -64,11 +64,6 @@ FD_SETSIZE: Final[int] = lib.FD_SETSIZE
 _positions = lib.rawmux_select_positions
 _waiter_wait = lib.rawmux_select_waiter_wait
 _EINVAL = -_errno.EINVAL
-# cffi turns True and False into 1 and 0 without a word, but from Python
-# 3.13 on a bool among the fds must warn (_cpython.BOOL_FD_WARNS).  There, C
-# refuses fds 0 and 1 on the fast path, so that a call naming them takes the
-# exact path, which looks at each object; elsewhere nothing changes.
-_FAST_MIN_FD = 2 if _cpython.BOOL_FD_WARNS else 0
 
 
 # ---- the stdlib-compatible select() ---------------------------------------
@@ -78,10 +73,15 @@ def _fds_of(seq: Iterable[FileDescriptorLike], objs: list[Any],
     """CPython's seq2set(): convert one of the three arguments, appending to
     ``objs`` and ``fds``; raise what CPython raises, in the same order."""
     if type(seq) is not list and type(seq) is not tuple:
+        # PySequence_Fast(): only a TypeError from iter() becomes CPython's
+        # message; one raised while iterating passes through.  list() of
+        # the iterator, not of seq: a subclass's __len__ is never asked for
+        # a length hint (and its exception never seen), as in CPython.
         try:
-            seq = list(seq)
+            it = iter(seq)
         except TypeError:
             raise TypeError("arguments 1-3 must be sequences") from None
+        seq = list(it)
     # Index the live sequence: a fileno() call may shrink or grow the list,
     # and CPython reads whatever is there at each step.
     i = count = 0
@@ -132,12 +132,16 @@ def select(rlist: Iterable[_R], wlist: Iterable[_W], xlist: Iterable[_X],
         buf = _position_buffer()
     out, out_ptr = buf
     try:
-        # Fast path: lists or tuples of plain ints, what selectors and most
-        # loops pass.  The copy is a snapshot, so that the answer maps back
-        # to these objects even if another thread changes the caller's lists
-        # meanwhile; cffi converts it to a C array during the call and
-        # refuses anything that is not an int.  A refusal, or a bad fd found
-        # in C, sends the call down the exact path.
+        # Fast path: lists or tuples of plain ints, what most loops pass.
+        # The copy is a snapshot, so that the answer maps back to these
+        # objects even if another thread changes the caller's lists
+        # meanwhile; cffi converts it to a C array during the call.  Only
+        # objects of type int exactly may go: cffi would take anything with
+        # __int__ (Decimal(5), Fraction, numpy ints, an object that also
+        # has a fileno()) for a number, where CPython asks fileno() of all
+        # but ints; a bool must warn from 3.13 (_cpython.BOOL_FD_WARNS).
+        # Int subclasses are ints to CPython too, and take the exact path.
+        # Anything else, or a bad fd found in C, sends the call down it.
         n = _EINVAL
         objs: list[Any]         # the caller's objects: _R, _W and _X
         fds: list[Any]
@@ -145,12 +149,16 @@ def select(rlist: Iterable[_R], wlist: Iterable[_W], xlist: Iterable[_X],
                 and (type(wlist) is list or type(wlist) is tuple)
                 and (type(xlist) is list or type(xlist) is tuple)):
             objs = fds = [*rlist, *wlist, *xlist]
-            nr, nw, nx = len(rlist), len(wlist), len(xlist)
-            try:
-                n = _positions(objs, len(objs), nr, nw, nx, _FAST_MIN_FD,
-                               timeout_us, out_ptr)
-            except (TypeError, OverflowError):
-                pass
+            for obj in objs:
+                if type(obj) is not int:
+                    break
+            else:
+                nr, nw, nx = len(rlist), len(wlist), len(xlist)
+                try:
+                    n = _positions(objs, len(objs), nr, nw, nx, 0,
+                                   timeout_us, out_ptr)
+                except OverflowError:   # beyond a C int: the exact path
+                    pass
         if n == _EINVAL:
             objs, fds = [], []
             nr = _fds_of(rlist, objs, fds)
@@ -194,7 +202,10 @@ class FdSet(collections.abc.MutableSet[int]):
     """A set of fds kept in a C ``fd_set`` (``.cdata`` is the ``fd_set *``).
 
     Works like a Python set of ints, but only 0 <= fd < FD_SETSIZE fit:
-    adding another raises ValueError and leaves the set unchanged.
+    adding another raises ValueError and leaves the set unchanged.  An fd
+    is whatever ``operator.index()`` takes, in every method alike: True and
+    False are fds 1 and 0, as True is 1 in a Python set of ints (add(True)
+    stores 1, ``True in s`` asks for 1, remove(True) removes it).
     ``FdSet()`` owns its memory; an FdSet of a ``Select`` views one of its
     interest sets.
     """
@@ -219,19 +230,23 @@ class FdSet(collections.abc.MutableSet[int]):
                              f"0 <= fd < {FD_SETSIZE}")
 
     def discard(self, fd: int) -> None:
-        if type(fd) is int and 0 <= fd < FD_SETSIZE:
-            lib.rawmux_fd_clr(fd, self.cdata)
+        member = _member(fd)
+        if member >= 0:
+            lib.rawmux_fd_clr(member, self.cdata)
 
     def remove(self, fd: int) -> None:
-        if fd not in self:
+        member = _member(fd)
+        if member < 0 or lib.rawmux_fd_isset(member, self.cdata) != 1:
             raise KeyError(fd)
-        lib.rawmux_fd_clr(fd, self.cdata)
+        lib.rawmux_fd_clr(member, self.cdata)
 
     def clear(self) -> None:
         lib.rawmux_fd_zero(self.cdata)
 
     def __contains__(self, fd: object) -> bool:
-        return (type(fd) is int and 0 <= fd < FD_SETSIZE
+        if type(fd) is not int:
+            fd = _member(fd)
+        return (0 <= fd < FD_SETSIZE
                 and lib.rawmux_fd_isset(fd, self.cdata) == 1)
 
     def _members(self) -> list[int]:
@@ -253,6 +268,16 @@ class FdSet(collections.abc.MutableSet[int]):
 
     def __repr__(self) -> str:
         return f"FdSet({self._members()})"
+
+
+def _member(fd: object) -> int:
+    """The fd that could be in an FdSet, for discard/remove/in: an int from
+    ``operator.index()``, -1 for anything that cannot be one."""
+    try:
+        fd = operator_index(fd)     # type: ignore[arg-type]
+    except TypeError:
+        return -1
+    return fd if 0 <= fd < FD_SETSIZE else -1
 
 
 def _in_int_range(fd: SupportsIndex) -> int:

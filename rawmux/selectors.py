@@ -39,10 +39,11 @@ from collections.abc import Callable, Iterator, Mapping
 from selectors import EVENT_READ, EVENT_WRITE, BaseSelector, SelectorKey
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from rawmux import _cpython
 from rawmux._epoll import Epoll
 from rawmux._poll import PollArray
 from rawmux._extension import lib
-from rawmux._select import Select
+from rawmux._select import FD_SETSIZE, Select
 
 if TYPE_CHECKING:
     from _typeshed import FileDescriptorLike
@@ -74,13 +75,21 @@ def _fileobj_to_fd(fileobj: FileDescriptorLike) -> int:
     return fd
 
 
-def _timeout_units(timeout: float, per_second: int) -> int:
-    """A positive select() timeout in seconds to the syscall's unit, rounded
-    up so that the wait is never shorter than asked."""
-    units = math.ceil(timeout * per_second)
-    if units > _INT_MAX and per_second == 1000:
-        raise OverflowError("timeout is too large")
-    return units
+# select() converts its timeout (seconds) to the syscall's unit, rounded up
+# so that a wait is never shorter than asked, with the stdlib's expressions,
+# so that a timeout the stdlib refuses is refused with the same error.  Those
+# errors come from the select module's conversions, reproduced by _cpython:
+# a value out of the range that needs no check goes to it as the stdlib's
+# selector would pass it (_select_us_checked, _PollLikeSelector._ms_checked).
+
+# SelectSelector: select.select(..., max(timeout, 0)), microseconds.  Up to
+# here the nanoseconds fit CPython's time type, the microseconds C's.
+_SELECT_FAST_MAX_S = _cpython.PYTIME_MAX_S
+
+
+def _select_us_checked(timeout: Any) -> int:
+    us: int = _cpython.select_timeout_us(max(timeout, 0))
+    return us
 
 
 class _SelectorMapping(collections.abc.Mapping["FileDescriptorLike",
@@ -149,6 +158,10 @@ class _Selector(BaseSelector):
         key = SelectorKey(fileobj, self._fileobj_lookup(fileobj), events, data)
         if key.fd in self._fd_to_key:
             raise KeyError(f"{fileobj!r} (FD {key.fd}) is already registered")
+        if key.fd > _INT_MAX:
+            # What the stdlib's poll and epoll raise converting the fd (and
+            # its select() raises when the fd is first waited for).
+            raise OverflowError("Python int too large to convert to C int")
         self._fd_to_key[key.fd] = key
         try:
             self._add(key.fd, events)
@@ -205,12 +218,15 @@ class _Selector(BaseSelector):
 
 class SelectSelector(_Selector):
     """select(2) through the native ``Select``: fds must be below FD_SETSIZE
-    (1024); register() refuses a larger one with ValueError."""
+    (1024); register() refuses a larger one with the ValueError that the
+    stdlib's raises only at the next select()."""
 
     _native_cls = Select
     _native: Select
 
     def _add(self, fd: int, events: int) -> None:
+        if fd >= FD_SETSIZE:
+            raise ValueError("filedescriptor out of range in select()")
         native = self._native
         if events & EVENT_READ:
             native.read.add(fd)
@@ -229,7 +245,10 @@ class SelectSelector(_Selector):
                data: Any = None) -> SelectorKey:
         # The stdlib's SelectSelector modifies by unregister + register, so
         # bad events leave the file object unregistered: so here.
-        key = self.get_key(fileobj)
+        try:
+            key = self._fd_to_key[self._fileobj_lookup(fileobj)]
+        except KeyError:
+            raise KeyError(f"{fileobj!r} is not registered") from None
         if events != key.events and (
                 not events or events & ~(EVENT_READ | EVENT_WRITE)):
             self.unregister(fileobj)
@@ -240,10 +259,11 @@ class SelectSelector(_Selector):
                ) -> list[tuple[SelectorKey, int]]:
         if timeout is None:
             us = -1
-        elif timeout <= 0:
-            us = 0
-        else:
-            us = _timeout_units(timeout, 1000000)
+        elif ((type(timeout) is float or type(timeout) is int)
+              and timeout < _SELECT_FAST_MAX_S):
+            us = 0 if timeout <= 0 else math.ceil(timeout * 1e6)
+        else:               # NaN, too large, not a float or an int
+            us = _select_us_checked(timeout)
         n = self._wait(us)
         if not n:
             return []
@@ -264,6 +284,12 @@ class _PollLikeSelector(_Selector):
 
     _native: PollArray | Epoll
     _IN = _OUT = 0
+    # select(): up to _FAST_MAX_MS milliseconds need no check; beyond,
+    # _ms_checked(ms) converts (or refuses) as the stdlib's selector does.
+    _FAST_MAX_MS: ClassVar[int] = _INT_MAX
+
+    def _ms_checked(self, ms: int) -> int:
+        raise NotImplementedError
 
     def _mask(self, events: int) -> int:
         return ((self._IN if events & EVENT_READ else 0)
@@ -277,7 +303,9 @@ class _PollLikeSelector(_Selector):
         elif timeout <= 0:
             ms = 0
         else:
-            ms = _timeout_units(timeout, 1000)
+            ms = math.ceil(timeout * 1e3)
+            if ms > self._FAST_MAX_MS:
+                ms = self._ms_checked(ms)
         n = self._wait(ms)
         if not n:
             return []
@@ -312,6 +340,11 @@ class PollSelector(_PollLikeSelector):
     _native: PollArray
     _IN, _OUT = lib.POLLIN, lib.POLLOUT
 
+    def _ms_checked(self, ms: int) -> int:
+        # The stdlib's: poll.poll(ceil(timeout * 1e3)), a C int of ms.
+        checked: int = _cpython.poll_timeout_ms(ms)[0]
+        return checked
+
     def _add(self, fd: int, events: int) -> None:
         self._native.register(fd, self._mask(events))
 
@@ -329,6 +362,14 @@ class EpollSelector(_PollLikeSelector):
     _native_cls = Epoll
     _native: Epoll
     _IN, _OUT = lib.EPOLLIN, lib.EPOLLOUT
+    _FAST_MAX_MS = _INT_MAX - 1000
+
+    def _ms_checked(self, ms: int) -> int:
+        # The stdlib's: epoll.poll(ceil(timeout * 1e3) * 1e-3), seconds
+        # again, which epoll rounds up to ms: near INT_MAX the round trip
+        # through a float may add one, so the last second takes this path.
+        checked: int = _cpython.epoll_timeout_ms(ms * 1e-3)[0]
+        return checked
 
     def __init__(self) -> None:
         super().__init__()

@@ -39,6 +39,59 @@ class FileNo:
         return self.value
 
 
+class IntOnly:
+    """Has __int__ (as Decimal and Fraction do) but is neither an int nor
+    has fileno(): no fd, to CPython."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __int__(self):
+        return self.value
+
+
+class IntAndFileNo:
+    """__int__ says one fd, fileno() another: CPython asks fileno()."""
+
+    def __init__(self, value, fd):
+        self.value, self.fd = value, fd
+
+    def __int__(self):
+        return self.value
+
+    def fileno(self):
+        return self.fd
+
+
+class SubInt(int):
+    """An int subclass: an int to CPython, returned as the caller's object."""
+
+
+def clear_errno():
+    """Set C's errno to 0 (cffi's setter writes the real one)."""
+    rawmux.ffi.errno = 0
+
+
+def raises_after(first, exc):
+    yield first
+    raise exc
+
+
+class IterRaises:
+    def __iter__(self):
+        raise TypeError("not today")
+
+
+class LenRaises(list):
+    def __len__(self):
+        raise RuntimeError("len")
+
+
+class LenRaisesTuple(tuple):
+    def __len__(self):
+        raise RuntimeError("len")
+
+
 class FileNoRaises:
     def fileno(self):
         raise RuntimeError("fileno failed")
@@ -93,8 +146,11 @@ def normalize(value):
         return type(value)(normalize(v) for v in value)
     if isinstance(value, socket.socket):
         return ("socket", value.fileno())
-    if isinstance(value, (FileNo, ClearsList, GrowsList)):
+    if isinstance(value, (FileNo, ClearsList, GrowsList, IntOnly,
+                          IntAndFileNo)):
         return (type(value).__name__, getattr(value, "value", None))
+    if isinstance(value, SubInt):
+        return ("SubInt", int(value))
     return value
 
 
@@ -173,6 +229,33 @@ def select_cases():
         "bool fd in an iterable": lambda e: (iter([True]), [], [], 0),
         "fds 0 and 1 as ints": lambda e: ([0, 1], [0, 1], [], 0),
         "closed fd": lambda e: ([e["closed"]()], [], [], 0),
+        # PySequence_Fast: only iter()'s TypeError gets CPython's message.
+        "generator raising TypeError part-way": lambda e: (
+            raises_after(e["b"], TypeError("x")), [], [], 0),
+        "generator raising ValueError part-way": lambda e: (
+            [], raises_after(e["a"], ValueError("y")), [], 0),
+        "__iter__ raising TypeError": lambda e: (IterRaises(), [], [], 0),
+        "list subclass whose __len__ raises": lambda e: (
+            LenRaises([e["b"]]), [], [], 0),
+        "tuple subclass whose __len__ raises": lambda e: (
+            [], LenRaisesTuple([e["a"]]), [], 0),
+        # Objects with __int__ are not fds (cffi would convert them).
+        "decimal fd": lambda e: ([decimal.Decimal(e["b"].fileno())], [], [],
+                                 0),
+        "fraction fd": lambda e: ([], [fractions.Fraction(e["a"].fileno())],
+                                  [], 0),
+        "__int__ fd": lambda e: ([e["b"].fileno(), IntOnly(e["b"].fileno())],
+                                 [], [], 0),
+        "__int__ fd in a tuple": lambda e: ((), (IntOnly(e["a"].fileno()),),
+                                            (), 0),
+        "__int__ and fileno()": lambda e: (
+            [IntAndFileNo(e["a"].fileno(), e["b"].fileno())], [], [], 0),
+        "__int__ and fileno() among ints": lambda e: (
+            [e["a"].fileno()], [e["a"].fileno(),
+                                IntAndFileNo(e["closed"](), e["b"].fileno())],
+            [], 0),
+        "int subclass fd": lambda e: ([SubInt(e["b"].fileno())],
+                                      [SubInt(e["a"].fileno())], [], 0),
     }.items():
         cases[f"select {name}"] = (
             lambda m, e, args=args: m.select(*args(e)))
@@ -265,6 +348,17 @@ def poll_cases():
             lambda m, e, p: (p.register(1, 0), p.modify(True, 0), p.poll(0))),
         "poll unregister bool fd": with_poll(
             lambda m, e, p: p.unregister(False)),
+        "poll register decimal fd": with_poll(
+            lambda m, e, p: p.register(decimal.Decimal(e["b"].fileno()))),
+        "poll register __int__ and fileno()": with_poll(
+            lambda m, e, p: (p.register(IntAndFileNo(e["a"].fileno(),
+                                                     e["b"].fileno()),
+                                        m.POLLIN), p.poll(0))),
+        "poll modify __int__ fd": with_poll(
+            lambda m, e, p: p.modify(IntOnly(e["a"].fileno()), m.POLLIN)),
+        "poll unregister fraction fd": with_poll(
+            lambda m, e, p: p.unregister(fractions.Fraction(
+                e["a"].fileno()))),
         "poll register fileno bool": with_poll(
             lambda m, e, p: (p.register(FileNo(True), 0), p.poll(0))),
         "poll bool fd refused under -W error": with_poll(
@@ -344,6 +438,17 @@ def epoll_cases():
             lambda m, e, ep: ep.modify(False, 0)),
         "epoll unregister bool fd": with_epoll(
             lambda m, e, ep: ep.unregister(True)),
+        "epoll register decimal fd": with_epoll(
+            lambda m, e, ep: ep.register(decimal.Decimal(e["b"].fileno()))),
+        "epoll register __int__ and fileno()": with_epoll(
+            lambda m, e, ep: (ep.register(IntAndFileNo(e["a"].fileno(),
+                                                       e["b"].fileno()),
+                                          m.EPOLLIN), ep.poll(0))),
+        "epoll modify __int__ fd": with_epoll(
+            lambda m, e, ep: ep.modify(IntOnly(e["a"].fileno()), m.EPOLLIN)),
+        "epoll unregister fraction fd": with_epoll(
+            lambda m, e, ep: ep.unregister(fractions.Fraction(
+                e["a"].fileno()))),
         "epoll register keywords": with_epoll(
             lambda m, e, ep: (ep.register(fd=e["b"], eventmask=m.EPOLLIN),
                               ep.poll(0))),
@@ -386,6 +491,19 @@ def epoll_cases():
             lambda m, e: (lambda ep: (ep.closed, ep.close()))(
                 m.epoll.fromfd(-1))),
         "epoll fromfd str": lambda m, e: m.epoll.fromfd("x"),
+        # CPython reports whatever errno holds (PyErr_SetFromErrno with no
+        # call before it): with errno 0, what rawmux always raises.
+        "epoll fromfd -2": lambda m, e: (clear_errno(), m.epoll.fromfd(-2)),
+        "epoll fromfd INT_MIN": lambda m, e: (clear_errno(),
+                                              m.epoll.fromfd(-2**31)),
+        "epoll fromfd INT_MIN-1": lambda m, e: m.epoll.fromfd(-2**31 - 1),
+        # No __init__ of its own (tp_new does the work): object.__init__,
+        # which ignores its arguments and opens nothing.
+        "epoll __init__ again": with_epoll(
+            lambda m, e, ep: (ep.__init__(), ep.__init__(5, flags=1),
+                              ep.poll(0))),
+        "epoll __init__ on a closed one": closed_epoll(
+            lambda m, e, ep: (ep.__init__(), ep.closed, ep.poll(0))),
     })
     return cases
 

@@ -54,6 +54,40 @@ def test_fdset_refuses_non_integers():
         FdSet().add("3")
 
 
+def test_fdset_takes_bools_as_a_set_of_ints_does():
+    """One meaning everywhere: True is fd 1 and False fd 0, as in a Python
+    set of ints (the model), for add, in, discard and remove alike."""
+    s, model = FdSet(), set()
+    for fd in (True, 3):
+        s.add(fd)
+        model.add(fd)
+    for probe in (True, False, 1, 0, 3, 4):
+        assert (probe in s) == (probe in model), probe
+    s.remove(True)
+    model.remove(True)
+    s.discard(False)
+    model.discard(False)
+    assert set(s) == model == {3}
+    assert True not in s
+    with pytest.raises(KeyError):
+        s.remove(True)
+
+
+def test_fdset_takes_what_operator_index_takes_in_every_method():
+    class Index:
+        def __index__(self):
+            return 7
+
+    s = FdSet([Index()])
+    assert Index() in s and 7 in s
+    assert 7.0 not in s and "7" not in s and None not in s
+    with pytest.raises(KeyError):
+        s.remove(7.0)
+    s.discard("7")
+    s.remove(Index())
+    assert set(s) == set()
+
+
 def test_select_native_reports_fds_in_order_with_event_bits(res):
     (a, peer_a), (b, _) = res.socketpair(), res.socketpair()
     peer_a.send(b"x")
@@ -173,6 +207,24 @@ def test_epoll_native_maxevents_bounds_each_wait(res):
         rawmux.Epoll(maxevents=0)
 
 
+def test_epoll_resize_bounds_each_wait_both_ways(res):
+    """resize() down asks the kernel for fewer (the arrays stay: a wait
+    in progress may be filling them), up for more; closed: ValueError."""
+    pairs = [res.socketpair() for _ in range(6)]
+    ep = rawmux.Epoll(maxevents=8)
+    for a, _ in pairs:
+        ep.register(a.fileno(), rawmux.EPOLLOUT)
+    ep.resize(2)
+    assert ep.maxevents == 2 and ep.wait(0) == 2
+    ep.resize(16)
+    assert ep.maxevents == 16 and ep.wait(0) == 6
+    assert len(ep.ready_fds) >= 16
+    ep.close()
+    for size in (1, 64):
+        with pytest.raises(ValueError, match="closed epoll"):
+            ep.resize(size)
+
+
 def test_epoll_et_reports_once_native_and_compat(res):
     a, peer = res.socketpair()
     peer.send(b"x")
@@ -230,6 +282,20 @@ def test_threads_polling_one_epoll_get_their_own_buffers(res):
 
 
 # ---- no leaks ---------------------------------------------------------------
+
+def test_epoll_init_again_is_refused_and_leaks_nothing():
+    """A second __init__ would open another epoll fd: over an open one
+    (leaking it) or a closed one (reviving it)."""
+    ep = rawmux.Epoll()
+    fd = ep.fileno()
+    with pytest.raises(RuntimeError):
+        ep.__init__()
+    assert ep.fileno() == fd
+    ep.close()
+    with pytest.raises(RuntimeError):
+        ep.__init__()
+    assert ep.closed
+
 
 def test_unclosed_objects_release_their_fds_when_collected():
     for _ in range(3):

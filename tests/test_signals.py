@@ -245,3 +245,93 @@ def test_the_eintr_policy():
     with pytest.raises(OSError) as info:
         retry_eintr(eintr, call, 7, None, 1000)
     assert info.value.errno == errno.EBADF
+
+
+def test_epoll_shrunk_by_a_signal_handler_loses_no_edge_triggered_event(
+        res, alarm):
+    """Epoll.resize(10) from a handler while wait() blocks, and 50 EPOLLET
+    fds become ready: the retried wait must ask the kernel for at most 10
+    (the kernel keeps the rest ready), since an edge-triggered event handed
+    over and then dropped is never reported again.  Every fd is reported
+    across the following waits, each at most 10."""
+    pipes = [res.pipe() for _ in range(50)]
+    where = []
+    with rawmux.Epoll(maxevents=100) as ep:
+        for r, _w in pipes:
+            ep.register(r, rawmux.EPOLLIN | rawmux.EPOLLET)
+
+        def handler(signum, frame):
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            where.append(frame.f_code.co_name)
+            ep.resize(10)
+            for _r, w in pipes:
+                os.write(w, b"x")
+
+        alarm(handler)
+        # Blocks until the signal: nothing is ready before the handler runs.
+        counts = [ep.wait(10_000)]
+        seen = list(ep.ready_fds[:counts[0]])
+        while counts[-1]:
+            counts.append(ep.wait(0))
+            seen += ep.ready_fds[:counts[-1]]
+    assert where == ["wait"]            # the handler interrupted the wait
+    assert max(counts) <= 10
+    assert sorted(seen) == sorted(r for r, _w in pipes)
+
+
+def test_epoll_grown_by_a_signal_handler_reports_everything(res, alarm):
+    """The other way: resize(64) from the handler, 50 fds ready.  All 50
+    come back from the one wait, in the arrays ready_fds now names."""
+    pipes = [res.pipe() for _ in range(50)]
+    with rawmux.Epoll(maxevents=50) as ep:
+        for r, _w in pipes:
+            ep.register(r, rawmux.EPOLLIN | rawmux.EPOLLET)
+
+        def handler(signum, frame):
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            ep.resize(64)
+            for _r, w in pipes:
+                os.write(w, b"x")
+
+        alarm(handler)
+        n = ep.wait(10_000)
+        assert len(ep.ready_fds) >= 64
+        assert sorted(ep.ready_fds[:n]) == sorted(r for r, _w in pipes)
+        assert ep.wait(0) == 0
+
+
+def test_epoll_closed_by_a_signal_handler_during_a_wait(res, alarm):
+    """The retry finds the Epoll closed: ValueError, as for any call on a
+    closed Epoll, never a wait on an fd number that may be reused."""
+    idle, _w = res.pipe()
+    ep = rawmux.Epoll()
+    ep.register(idle, rawmux.EPOLLIN)
+
+    def handler(signum, frame):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        ep.resize(2048)             # the buffer the wait started with goes
+        ep.close()
+
+    alarm(handler)
+    with pytest.raises(ValueError, match="closed"):
+        ep.wait(10_000)
+
+
+def test_pollarray_retry_waits_on_what_the_handler_registered(res, alarm):
+    """A handler registers a new fd (growing the array) and makes it ready:
+    the retried wait watches the array as it is now, and reports it."""
+    idle, _w1 = res.pipe()
+    r2, w2 = res.pipe()
+    pa = rawmux.PollArray(capacity=1)
+    pa.register(idle, rawmux.POLLIN)
+
+    def handler(signum, frame):
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        pa.register(r2, rawmux.POLLIN)      # full: the arrays are replaced
+        os.write(w2, b"x")
+
+    alarm(handler)
+    start = time.monotonic()
+    assert pa.wait(3000) == 1
+    assert pa.ready() == [(r2, rawmux.POLLIN)]
+    assert time.monotonic() - start < 2.5   # not found at the timeout
