@@ -197,7 +197,7 @@ static int rawmux_select_waiter_wait(struct rawmux_select_waiter *w)
 }
 
 static int rawmux_select_positions(const int *fds, size_t total, size_t nr,
-                                   size_t nw, size_t nx, int min_fd,
+                                   size_t nw, size_t nx,
                                    long long timeout_us, int *out)
 {
     const size_t counts[3] = { nr, nw, nx };
@@ -216,7 +216,7 @@ static int rawmux_select_positions(const int *fds, size_t total, size_t nr,
     for (k = 0; k < 3; k++) {
         FD_ZERO(&sets[k]);
         for (i = 0; i < counts[k]; i++) {
-            if (list[i] < min_fd || !rawmux_fd_in_range(list[i]))
+            if (!rawmux_fd_in_range(list[i]))
                 return -EINVAL;
             FD_SET(list[i], &sets[k]);
             if (list[i] >= nfds)

@@ -64,10 +64,6 @@ int rawmux_select_waiter_wait(struct rawmux_select_waiter *w);
  * out must hold 3 + 3 * FD_SETSIZE ints: out[0..2] get the three counts, then
  * come the ready positions of each list in turn.  Returns select(2)'s count,
  * or -errno; -EINVAL without calling select(2) if the counts do not add up,
- * a list is longer than FD_SETSIZE or an fd is out of range.  An fd below
- * min_fd counts as out of range: the caller can send the fds it wants to
- * look at more closely down its own path (rawmux/_select.py passes 2 on
- * Python 3.13+, where True and False must warn, and 0 otherwise). */
+ * a list is longer than FD_SETSIZE or an fd is out of range. */
 int rawmux_select_positions(const int *fds, size_t total, size_t nr,
-                            size_t nw, size_t nx, int min_fd,
-                            long long timeout_us, int *out);
+                            size_t nw, size_t nx, long long timeout_us, int *out);

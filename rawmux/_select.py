@@ -155,8 +155,8 @@ def select(rlist: Iterable[_R], wlist: Iterable[_W], xlist: Iterable[_X],
             else:
                 nr, nw, nx = len(rlist), len(wlist), len(xlist)
                 try:
-                    n = _positions(objs, len(objs), nr, nw, nx, 0,
-                                   timeout_us, out_ptr)
+                    n = _positions(objs, len(objs), nr, nw, nx, timeout_us,
+                                   out_ptr)
                 except OverflowError:   # beyond a C int: the exact path
                     pass
         if n == _EINVAL:
@@ -164,9 +164,9 @@ def select(rlist: Iterable[_R], wlist: Iterable[_W], xlist: Iterable[_X],
             nr = _fds_of(rlist, objs, fds)
             nw = _fds_of(wlist, objs, fds)
             nx = _fds_of(xlist, objs, fds)
-            n = _positions(fds, len(fds), nr, nw, nx, 0, timeout_us, out_ptr)
+            n = _positions(fds, len(fds), nr, nw, nx, timeout_us, out_ptr)
         if n < 0:
-            n = retry_eintr(n, _again(fds, (len(fds), nr, nw, nx, 0), out_ptr),
+            n = retry_eintr(n, _again(fds, (len(fds), nr, nw, nx), out_ptr),
                             timeout_us, deadline, NS_PER_US)
             if n == 0:          # out is not written if the deadline passed
                 return [], [], []
@@ -178,7 +178,7 @@ def select(rlist: Iterable[_R], wlist: Iterable[_W], xlist: Iterable[_X],
         _free_buffers.append(buf)
 
 
-def _again(fds: list[Any], counts: tuple[int, int, int, int, int],
+def _again(fds: list[Any], counts: tuple[int, int, int, int],
            out_ptr: FFI.CData) -> Callable[[int], int]:
     """rawmux_select_positions() on the same fds, with a new timeout.  (A
     lambda in select() would make its variables closure cells, slower on

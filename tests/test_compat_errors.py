@@ -221,7 +221,7 @@ def select_cases():
         "duplicates": lambda e: ([e["b"]] * 3, [e["b"], e["a"]] * 2, [], 0),
         "bool fd": lambda e: ([], [FileNo(True), True], [], 0),
         # Lists of ints with a bool among them, which cffi would take for 1
-        # and 0 (rawmux/_select.py: _FAST_MIN_FD).
+        # and 0 (rawmux/_select.py takes only exact ints down its fast path).
         "bool fds in int lists": lambda e: (
             [e["b"].fileno(), False], (True, e["a"].fileno()), [], 0),
         "bool fd then a bad one": lambda e: ([True, -1], [], [], 0),
