@@ -278,16 +278,24 @@ def test_thread_start_failure_in_process(monkeypatch):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_sigterm_with_20_slow_readers_loses_no_byte(backend):
-    """20 clients each send 1.5 MiB without reading; SIGTERM; they read only
-    once the server has exited.  Each must receive a prefix of what it sent,
-    all of them together exactly the summary's bytes out, and then EOF: an
-    RST would have thrown away what the server counted as sent."""
-    payloads = [random.Random(i).randbytes(1536 << 10) for i in range(20)]
+    """20 clients each send 6 MiB (more than the kernel buffers on both
+    sides hold, so that the server's sends stall) without reading; SIGTERM;
+    they read only once the server has exited.  Each must receive a prefix
+    of what it sent, all of them together exactly the summary's bytes out,
+    and then EOF: an RST would have thrown away what the server counted as
+    sent."""
+    payloads = [random.Random(i).randbytes(6 << 20) for i in range(20)]
     errors = []
     with echo_server(backend, "--grace", "2") as server, \
             contextlib.ExitStack() as stack:
-        socks = [stack.enter_context(connect(server.address, timeout=60))
-                 for _ in payloads]
+        socks = []
+        for _ in payloads:
+            sock = stack.enter_context(socket.socket())
+            # Before connect(): a fixed buffer, no autotuning to megabytes.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 << 10)
+            sock.settimeout(60)
+            sock.connect(server.address)
+            socks.append(sock)
 
         def send(sock, payload):
             try:
