@@ -11,7 +11,6 @@ every wait bounded.
 
 import contextlib
 import io
-import os
 import random
 import re
 import resource
