@@ -1,11 +1,36 @@
 """The baseline: blocking I/O, one thread per connection.
 
 No readiness API at all: each connection's thread blocks in recv(), then in
-sendall() -- which is its backpressure: while the client does not read, the
+send() -- which is its backpressure: while the client does not read, the
 thread does not read either, so a connection holds at most one 64 KiB chunk.
 An idle connection is closed by the socket timeout.  The costs this design
 is compared on are a thread (stack, scheduling) per connection and a context
 switch per wakeup; the experiments measure them.
+
+What thousands of threads cost CPython, and what this server does about it:
+
+* The GIL.  A thread that wants it waits ``sys.getswitchinterval()`` (5 ms
+  by default), then asks the holder to drop it, and waits again.  When
+  thousands of idle clients close at once, thousands of threads wake and
+  want the GIL together: each re-checks every 5 ms, so the waiting itself
+  burns the CPU and the work (a recv that returns 0, a close) crawls, slower
+  the more threads wait -- 6,000 closes took 10-25 s here, during which a
+  new connection waited as long.  Nothing in this server computes for long
+  while holding the GIL: every thread gives it up in its next recv or send.
+  So the server raises the interval while it runs (``SWITCH_INTERVAL``),
+  and a thread gets the GIL when another blocks, not by a timed poll; the
+  same 6,000 closes take about a second.
+* Stopping.  A thread blocked in send() cannot read, and one blocked in
+  recv() on an idle client does not look at ``stopping``.  The main thread
+  wakes them: it shuts down each connection's sending side when the stop
+  begins (a sender's send() then fails with EPIPE; what the kernel took
+  before that is delivered, then FIN), and both sides when the grace period
+  ends.  A thread that notices the stop reads and drops input until the
+  peer's EOF or the end of the grace period (``_linger``), so that close()
+  finds no unread input and sends FIN, not RST.
+* A thread that cannot start (``RuntimeError: can't start new thread``: no
+  memory for its stack, a pids limit) costs that one connection, refused as
+  the event backends refuse on EMFILE, not the server.
 """
 
 from __future__ import annotations
@@ -13,14 +38,18 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import sys
 import threading
 import time
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from rawmux.echo.server import READ_CHUNK, Config, EchoServer
 
 log = logging.getLogger("rawmux.echo")
+
+SWITCH_INTERVAL = 1.0   # seconds: sys.setswitchinterval() while serving
+CLOSE_WAIT = 5.0        # after the grace period: for woken threads to close
 
 
 class ThreadsServer(EchoServer):
@@ -31,10 +60,13 @@ class ThreadsServer(EchoServer):
         super().__init__(config, listener, out)
         # Accept with a timeout, to notice a stop request in bounded time.
         self.listener.settimeout(0.2)
-        self.deadline: float | None = None  # end of the grace period,
-                                            # set before stopping
-        self._lock = threading.Lock()       # guards stats and conns
-        self._conns: dict[socket.socket, threading.Thread] = {}
+        self.deadline: float | None = None  # end of the grace period: set
+                                            # by the first signal, moved to
+                                            # "now" by a second one
+        self._lock = threading.Lock()       # guards stats and _socks
+        self._socks: set[socket.socket] = set()     # open connections
+        self._none_open = threading.Event()     # set while _socks is empty
+        self._none_open.set()
         self._slots = threading.BoundedSemaphore(config.max_conns)
 
     def _count(self, **deltas: int) -> None:
@@ -43,7 +75,16 @@ class ThreadsServer(EchoServer):
                 setattr(self.stats, name, getattr(self.stats, name) + delta)
 
     def _serve(self) -> None:
-        self._announce()
+        old_interval = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL)     # see the module doc
+        try:
+            self._announce()
+            self._accept_until_stopped()
+            self._drain()
+        finally:
+            sys.setswitchinterval(old_interval)
+
+    def _accept_until_stopped(self) -> None:
         while not self.stopping:
             if not self._slots.acquire(timeout=0.2):
                 continue                # at max-conns: wait for a slot
@@ -65,47 +106,42 @@ class ThreadsServer(EchoServer):
                     continue
                 raise
             self._start(sock, peer)
-        self._drain()
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if not self.stopping:
-            self.deadline = time.monotonic() + self.config.grace
+        # The first signal starts the grace period; a second one ends it.
+        now = time.monotonic()
+        self.deadline = now if self.stopping else now + self.config.grace
         self.stopping = True
 
     def _start(self, sock: socket.socket, peer: Any) -> None:
         sock.settimeout(self.config.idle_timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        fd = sock.fileno()
         thread = threading.Thread(target=self._serve_connection, args=(sock,),
-                                  name=f"echo-{sock.fileno()}", daemon=True)
+                                  name=f"echo-{fd}", daemon=True)
         with self._lock:
-            self._conns[sock] = thread
+            self._socks.add(sock)
+            self._none_open.clear()
             self.stats.accepted += 1
-        log.info("threads: fd %d connected from %s", sock.fileno(), peer)
-        thread.start()
+        try:
+            thread.start()
+        except RuntimeError as exc:
+            # "can't start new thread": pthread_create() failed (no memory
+            # for a stack, a pids limit).  Refuse this connection as the
+            # event backends refuse on EMFILE: close it and keep serving;
+            # threads come back as connections close.
+            self._forget(sock, refused=True)
+            log.warning("threads: %s; refused a connection", exc)
+            return
+        log.info("threads: fd %d connected from %s", fd, peer)
 
     def _serve_connection(self, sock: socket.socket) -> None:
-        buf = bytearray(READ_CHUNK)
-        view = memoryview(buf)
         try:
-            while True:
-                n = sock.recv_into(buf)
-                if n == 0:                  # half-close: all echoed already
-                    try:
-                        sock.shutdown(socket.SHUT_WR)
-                    except OSError:
-                        # ENOTCONN: a reset came after the EOF (the peer
-                        # closed with our echo unread): nothing to shut
-                        # down, and no error of ours.
-                        pass
-                    break
-                if self.stopping:           # stop echoing, close cleanly
-                    self._linger(sock)
-                    break
-                self._count(bytes_in=n)
-                sock.sendall(view[:n])
-                self._count(bytes_out=n)
+            if self._echo(sock):
+                self._linger(sock)
         except socket.timeout:
-            self._count(timeouts=1)
+            if not self.stopping:
+                self._count(timeouts=1)
         except (ConnectionResetError, BrokenPipeError):
             self._count(resets=1)
         except OSError as exc:
@@ -113,42 +149,100 @@ class ThreadsServer(EchoServer):
                 self._count(errors=1)
                 log.warning("threads: %s", exc)
         finally:
-            with self._lock:
-                self._conns.pop(sock, None)
-                self.stats.closed += 1
-            sock.close()
-            self._slots.release()
+            self._forget(sock)
+
+    def _echo(self, sock: socket.socket) -> bool:
+        """Echo until the peer's EOF (returns False: everything is echoed,
+        close) or the stop (returns True: linger).  Sends one send() at a
+        time, not sendall(): the bytes counted out are those the kernel
+        took, even when a send is cut short by the stop."""
+        buf = bytearray(READ_CHUNK)
+        view = memoryview(buf)
+        while True:
+            n = sock.recv_into(buf)
+            if n == 0:
+                return False            # close() sends our FIN
+            if self.stopping:
+                return True
+            self._count(bytes_in=n)
+            sent = 0
+            while sent < n:
+                try:
+                    done = sock.send(view[sent:n])
+                except BrokenPipeError:
+                    if self.stopping:   # _drain shut our sending side
+                        return True
+                    raise
+                sent += done
+                self._count(bytes_out=done)
 
     def _linger(self, sock: socket.socket) -> None:
         """Shut down our side, then read and drop input until the peer's EOF
         or the end of the grace period: closing with unread input would make
         the kernel send RST and throw away what was already echoed."""
-        deadline = self.deadline
-        assert deadline is not None     # set before stopping
-        sock.shutdown(socket.SHUT_WR)
+        try:
+            sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass                        # done already (by _drain), or reset
+        buf = bytearray(READ_CHUNK)
         while True:
-            left = deadline - time.monotonic()
+            assert self.deadline is not None    # set before stopping
+            left = self.deadline - time.monotonic()
             if left <= 0:
                 return
             sock.settimeout(left)
             try:
-                if not sock.recv(READ_CHUNK):
+                if not sock.recv_into(buf):
                     return
             except socket.timeout:
                 return
 
-    def _drain(self) -> None:
-        """Stop: active threads notice ``stopping`` and linger (above); at
-        the end of the grace period the sockets still open are shut down,
-        which wakes the threads blocked in recv() on idle clients."""
-        deadline = self.deadline or time.monotonic() + self.config.grace
+    def _forget(self, sock: socket.socket, refused: bool = False) -> None:
+        """A connection is over (or ``refused``: it never started): close
+        it, count it, free its slot."""
         with self._lock:
-            threads = dict(self._conns)
-        for sock, thread in threads.items():
-            thread.join(max(0.0, deadline - time.monotonic()))
-            if thread.is_alive():
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
-                thread.join(1.0)
+            self._socks.discard(sock)
+            if refused:
+                self.stats.accepted -= 1
+                self.stats.refused += 1
+            else:
+                self.stats.closed += 1
+            if not self._socks:
+                self._none_open.set()
+        sock.close()
+        self._slots.release()
+
+    def _drain(self) -> None:
+        """Stop: shut down every connection's sending side, which wakes the
+        threads blocked in send() (EPIPE) and tells idle clients we are done
+        (most close at once, waking their threads in recv()); each thread
+        then lingers (above).  At the end of the grace period, shut down
+        what is still open for reading too, which wakes every thread left
+        in recv(), and give them ``CLOSE_WAIT`` seconds to close."""
+        if self.deadline is None:       # stopped other than by a signal
+            self.deadline = time.monotonic() + self.config.grace
+        self._shutdown_all(socket.SHUT_WR)
+        self._wait_for_none_open(lambda: self.deadline)
+        self._shutdown_all(socket.SHUT_RDWR)
+        end = time.monotonic() + CLOSE_WAIT
+        self._wait_for_none_open(lambda: end)
+
+    def _shutdown_all(self, how: int) -> None:
+        with self._lock:
+            socks = list(self._socks)
+        for sock in socks:
+            try:
+                sock.shutdown(how)
+            except OSError:
+                pass                    # closed meanwhile, or reset
+
+    def _wait_for_none_open(self, deadline: Callable[[], float | None]
+                            ) -> None:
+        """Until no connection is open or ``deadline()`` (read again every
+        0.1 s: a second signal moves the grace period's end) has passed."""
+        while not self._none_open.is_set():
+            end = deadline()
+            left = (end or 0.0) - time.monotonic()
+            if left <= 0:
+                return
+            self._none_open.wait(min(left, 0.1))
