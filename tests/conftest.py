@@ -153,18 +153,23 @@ def sigset(*signals):
     return s
 
 
+def need_matplotlib(module="matplotlib"):
+    """``module`` imported, or the test skipped: without the plot extra, or
+    under a preloaded libasan, where an uninstrumented interpreter cannot
+    load matplotlib's C++ extensions ("CHECK failed: ...
+    real___cxa_throw"): plots are drawn in the normal run only."""
+    if os.environ.get("RAWMUX_UNDER_ASAN"):
+        pytest.skip("matplotlib cannot load under a preloaded libasan")
+    return pytest.importorskip(module)
+
+
 @pytest.fixture(scope="module")
 def plotted(result, tmp_path_factory):
     """The test module's ``result`` fixture (an experiment's Result) drawn
     with ``--plot``'s code.  Module scope: matplotlib opens its font files on
     first use and keeps them open, which the per-test fd-leak check would
     count as a leak."""
-    if os.environ.get("RAWMUX_UNDER_ASAN"):
-        # Under a preloaded libasan, an uninstrumented interpreter cannot
-        # load matplotlib's C++ extensions ("CHECK failed: ...
-        # real___cxa_throw"): the plots are drawn in the normal run only.
-        pytest.skip("matplotlib cannot load under a preloaded libasan")
-    pytest.importorskip("matplotlib")
+    need_matplotlib()
     path = tmp_path_factory.mktemp("plot") / f"{result.name}.png"
     result.plot(str(path))
     return path

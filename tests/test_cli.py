@@ -24,6 +24,8 @@ import pytest
 import rawmux
 from rawmux import _atomic, cli, echo, harness
 
+from conftest import need_matplotlib
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -541,7 +543,7 @@ MAGIC = {"png": b"\x89PNG\r\n\x1a\n", "svg": b"<?xml", "pdf": b"%PDF-"}
 @pytest.mark.parametrize("name", ["out.png", "out.svg", "out.pdf",
                                   "OUT.SVG"])
 def test_the_plot_is_written_exactly_where_named(tmp_path, name):
-    pytest.importorskip("matplotlib")
+    need_matplotlib()
     run = rawmux_command("experiment", "triggers", "--fast", "--plot",
                          str(tmp_path / name))
     assert run.returncode == 0, run.stderr
@@ -552,7 +554,7 @@ def test_the_plot_is_written_exactly_where_named(tmp_path, name):
 
 
 def test_save_writes_exactly_the_path_or_nothing(tmp_path):
-    plt = pytest.importorskip("matplotlib.pyplot")
+    plt = need_matplotlib("matplotlib.pyplot")
     from rawmux.experiments.report import save
     for name in ("figure", "figure.txt"):
         fig = plt.figure()

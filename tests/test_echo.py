@@ -11,7 +11,6 @@ import contextlib
 import hashlib
 import os
 import random
-import re
 import resource
 import select
 import socket
@@ -23,37 +22,11 @@ import time
 
 import pytest
 
-import rawmux.harness
+from echoing import BACKENDS, SUMMARY, connect, echo_server, summary_of
 
-BACKENDS = ["select", "poll", "epoll", "epoll-et", "threads"]
 # Subprocesses run from here: "-m" puts the cwd first on sys.path, and the
 # source tree's rawmux/ has no compiled extension (the installed one has).
 HERE = os.path.dirname(os.path.abspath(__file__))
-SUMMARY = re.compile(r"rawmux echo \(([\w-]+)\): (\d+) connections accepted, "
-                     r"(\d+) closed, (\d+) bytes in, (\d+) bytes out")
-
-
-class EchoProcess(rawmux.harness.EchoProcess):
-    """The package's server subprocess, plus what these tests read."""
-
-    def rss(self):
-        return rawmux.harness.proc_status(self.pid, "VmRSS") * 1024
-
-    def cpu_seconds(self):
-        return sum(super().cpu_seconds())
-
-
-@contextlib.contextmanager
-def echo_server(backend, *options, **kwargs):
-    server = EchoProcess(backend, *options, **kwargs)
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
-def connect(address, timeout=20):
-    return socket.create_connection(address, timeout=timeout)
 
 
 def round_trip(address, payload):
@@ -79,12 +52,6 @@ def round_trip(address, payload):
         thread.join(60)
         assert not thread.is_alive()
     return bytes(received)
-
-
-def summary_of(out):
-    match = SUMMARY.search(out)
-    assert match, out
-    return [int(g) for g in match.groups()[1:]]
 
 
 # ---- correctness under load ----------------------------------------------------
@@ -118,9 +85,9 @@ def test_200_concurrent_clients_random_sizes(backend):
         results = asyncio.run(many_clients(server.address, sizes))
         out = server.stop()
     assert results == [True] * 200
-    accepted, closed, bytes_in, bytes_out = summary_of(out)
-    assert accepted == closed == 200
-    assert bytes_in == bytes_out == sum(sizes)
+    counts = summary_of(out)
+    assert counts["accepted"] == counts["closed"] == 200
+    assert counts["bytes_in"] == counts["bytes_out"] == sum(sizes)
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -208,8 +175,8 @@ def test_reset_half_close_and_silent_clients(backend):
         silent.close()
         assert round_trip(server.address, b"still here") == b"still here"
         out = server.stop()
-    accepted, closed, _, _ = summary_of(out)
-    assert accepted == closed == 4
+    counts = summary_of(out)
+    assert counts["accepted"] == counts["closed"] == 4
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -285,9 +252,9 @@ def test_sigterm_under_load_exits_0_with_summary(backend):
         for t in threads:
             t.join(30)
     assert not errors
-    accepted, closed, bytes_in, bytes_out = summary_of(out)
-    assert accepted == closed == 20
-    assert bytes_in >= bytes_out > 0
+    counts = summary_of(out)
+    assert counts["accepted"] == counts["closed"] == 20
+    assert counts["bytes_in"] >= counts["bytes_out"] > 0
 
 
 # ---- scale ----------------------------------------------------------------------
@@ -325,8 +292,7 @@ def test_5000_idle_connections_and_20_active(backend):
                 for sock in idle:
                     sock.close()
             out = server.stop()
-        accepted, _, _, _ = summary_of(out)
-        assert accepted == 5020
+        assert summary_of(out)["accepted"] == 5020
     finally:
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
 
@@ -368,7 +334,7 @@ def test_workers_share_the_port_with_reuseport():
     summaries = [summary_of(line) for line in out.splitlines()
                  if SUMMARY.search(line)]
     assert len(summaries) == 2, out
-    assert sum(accepted for accepted, _, _, _ in summaries) == 20
+    assert sum(counts["accepted"] for counts in summaries) == 20
 
 
 def test_select_refuses_fds_above_fd_setsize():

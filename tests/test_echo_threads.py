@@ -9,10 +9,10 @@ every wait bounded.
 * A second SIGTERM ends the grace period at once.
 """
 
+import _thread
 import contextlib
 import io
 import random
-import re
 import resource
 import signal
 import socket
@@ -28,48 +28,7 @@ import rawmux.harness
 from rawmux.echo import threads_server
 from rawmux.echo.server import Config
 
-BACKENDS = ["select", "poll", "epoll", "epoll-et", "threads"]
-SUMMARY = re.compile(r"rawmux echo \(([\w-]+)\): (\d+) connections accepted, "
-                     r"(\d+) closed, (\d+) bytes in, (\d+) bytes out; resets "
-                     r"(\d+), idle timeouts (\d+), refused (\d+)")
-
-
-def summary_of(out):
-    match = SUMMARY.search(out)
-    assert match, out
-    names = ("accepted", "closed", "bytes_in", "bytes_out", "resets",
-             "timeouts", "refused")
-    return dict(zip(names, map(int, match.groups()[1:])))
-
-
-@contextlib.contextmanager
-def echo_server(backend, *options, **kwargs):
-    server = rawmux.harness.EchoProcess(backend, *options, **kwargs)
-    try:
-        yield server
-    finally:
-        server.kill()
-
-
-def connect(address, timeout=20):
-    return socket.create_connection(address, timeout=timeout)
-
-
-def echoes(address, payload=b"ping", timeout=20):
-    """Whether a new connection gets payload echoed back."""
-    try:
-        with connect(address, timeout) as sock:
-            sock.sendall(payload)
-            got = b""
-            while len(got) < len(payload):
-                chunk = sock.recv(len(payload) - len(got))
-                if not chunk:
-                    return False
-                got += chunk
-            return got == payload
-    except OSError:
-        return False
-
+from echoing import BACKENDS, connect, echo_server, echoes, summary_of
 
 # ---- 1. thousands of idle clients closing at once ------------------------------
 
@@ -141,29 +100,18 @@ def mass_disconnect(clients):
     return slowest, probes, all_closed, stop
 
 
-def test_a_new_connection_is_served_while_3000_idle_clients_close():
-    slowest, probes, all_closed, stop = mass_disconnect(3000)
+# The bar is a second.  Measured by hand at 9,000 (24 runs): 0.38-0.97 s,
+# where the server before issue 13 left new connections waiting most of a
+# minute.  The test allows 1.5 s: one run, on a machine that may be busier
+# than the one measured on.
+@pytest.mark.parametrize("clients, bound", [
+    (3000, 1.0), pytest.param(9000, 1.5, marks=pytest.mark.slow)])
+def test_a_new_connection_is_served_while_idle_clients_close(clients, bound):
+    slowest, probes, all_closed, stop = mass_disconnect(clients)
     assert probes >= 1
-    assert slowest < 1.0, (f"a new connection waited {slowest:.2f} s while "
-                           f"3000 clients closed (all closed in "
-                           f"{all_closed:.2f} s)")
-    assert stop < 5, f"SIGTERM took {stop:.1f} s"
-
-
-# The issue's bar, not reliably met yet (issue 13's closing note): at 9,000
-# the slowest probe measured 0.6-1.4 s, and about one run in four collapses
-# (all closed in 10-24 s, both CPUs in futex_wake: thousands of threads
-# queueing on the GIL's mutex).  Kept running, so that a fix shows as XPASS.
-@pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="9,000 closing clients: a new "
-                   "connection waits 0.6-1.4 s, and about one run in four "
-                   "collapses in GIL futex contention")
-def test_a_new_connection_is_served_while_9000_idle_clients_close():
-    slowest, probes, all_closed, stop = mass_disconnect(9000)
-    assert probes >= 1
-    assert slowest < 1.0, (f"a new connection waited {slowest:.2f} s while "
-                           f"9000 clients closed (all closed in "
-                           f"{all_closed:.2f} s)")
+    assert slowest < bound, (f"a new connection waited {slowest:.2f} s "
+                             f"while {clients} clients closed (all closed "
+                             f"in {all_closed:.2f} s)")
     assert stop < 5, f"SIGTERM took {stop:.1f} s"
 
 
@@ -171,7 +119,7 @@ def test_the_switch_interval_is_restored_after_serving():
     before = sys.getswitchinterval()
     server = threads_server.ThreadsServer(Config(port=0, grace=0.1),
                                           out=io.StringIO())
-    server.stopping = True          # serve nothing: announce, drain, return
+    server.stop()                   # serve nothing: announce, drain, return
     try:
         server._serve()
     finally:
@@ -245,20 +193,17 @@ def test_a_thread_that_cannot_start_refuses_one_connection_and_recovers():
 
 
 def test_thread_start_failure_in_process(monkeypatch):
-    """The same, in process: Thread.start raising as CPython does when
+    """The same, in process: starting a thread raising as CPython does when
     pthread_create() fails, for the first connection only."""
     failures = [RuntimeError("can't start new thread")]
 
-    class Thread(threading.Thread):
-        def start(self):
-            if failures:
-                raise failures.pop()
-            super().start()
+    def start_new_thread(function, args):
+        if failures:
+            raise failures.pop()
+        return _thread.start_new_thread(function, args)
 
-    fake = types.SimpleNamespace(**{name: getattr(threading, name) for name in
-                                    ("Lock", "Event", "BoundedSemaphore")},
-                                 Thread=Thread)
-    monkeypatch.setattr(threads_server, "threading", fake)
+    monkeypatch.setattr(threads_server, "_thread", types.SimpleNamespace(
+        start_new_thread=start_new_thread))
     out = io.StringIO()
     server = threads_server.ThreadsServer(Config(port=0, grace=0.5), out=out)
     address = server.listener.getsockname()
@@ -272,7 +217,7 @@ def test_thread_start_failure_in_process(monkeypatch):
                 pass
         assert echoes(address, b"after")
     finally:
-        server.stopping = True
+        server.stop()
         runner.join(30)
         server.close()
     assert not runner.is_alive()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import collections
 import logging
 import os
+import signal
 import threading
 import time
 from typing import IO
@@ -132,6 +133,11 @@ class QueueHandler(logging.Handler):
     # ---- the writer's side ------------------------------------------------
 
     def _write_forever(self) -> None:
+        # SIGINT/SIGTERM are for the thread that runs the loop: one taken
+        # here would leave a main thread blocked in accept() (the threads
+        # backend) unaware of it.
+        signal.pthread_sigmask(signal.SIG_BLOCK,
+                               {signal.SIGINT, signal.SIGTERM})
         while True:
             with self._ready:
                 if not self._queue:

@@ -424,7 +424,8 @@ def judge(data):
     verdict = (f"1 connection: a receive costs select {select_rx:.2f} calls "
                f"(pselect6 {select1['wait']:.2f} + recvfrom), blocking recv "
                f"{blocking_rx:.2f}; with the send: {_totals(counts, 1)}")
-    if _find(counts, "threads", 1):
+    threads1 = _find(counts, "threads", 1)
+    if threads1 and threads1["per_message"].get("poll", 0) >= 0.5:
         verdict += (" (rawmux threads: a socket timeout polls before "
                     "each recv and send)")
     most = max(r["conns"] for r in counts)
@@ -460,9 +461,10 @@ def present(data, judgement):
              f"-f, which slows the server many times: counts exact, times "
              f"not.",
              "recvfrom/sendto are socket.recv_into()/send(); pselect6 is "
-             "glibc's select(); the threads backend polls before every "
-             "recv and send because its sockets have a timeout "
-             "(CPython sock_call_ex -> internal_select).",
+             "glibc's select().  The threads backend's idle timeout is "
+             "SO_RCVTIMEO/SO_SNDTIMEO, so it blocks in recv and send as a "
+             "plain thread does; settimeout() would make CPython poll "
+             "before each (sock_call_ex -> internal_select).",
              "futex: threads handing over the GIL (and, in the threads "
              "backend, its statistics lock).  Unlike the other calls it "
              "depends on timing: strace, stopping every thread at every "
