@@ -100,7 +100,7 @@ def mass_disconnect(clients):
     return slowest, probes, all_closed, stop
 
 
-# The bar is a second.  Measured by hand at 9,000 (24 runs): 0.38-0.97 s,
+# The bar is a second.  Measured by hand at 9,000 (18 runs): 0.38-0.95 s,
 # where the server before issue 13 left new connections waiting most of a
 # minute.  The test allows 1.5 s: one run, on a machine that may be busier
 # than the one measured on.

@@ -39,7 +39,7 @@ What thousands of threads cost CPython, and what this server does about it:
   CPUs: 16 slots here, hundreds of waiting threads per slot.  About one run
   in six collapsed (10-24 s for 9,000 closes, both CPUs in futex_wake and
   the bucket spinlocks); with a table sized for max_conns
-  (prctl PR_FUTEX_HASH, ``_widen_futex_hash``), none did in 24 runs.
+  (prctl PR_FUTEX_HASH, ``_widen_futex_hash``), none did in 30 runs.
 * Stopping.  A thread blocked in send() cannot read, and one blocked in
   recv() on an idle client does not look at ``stopping``.  The main thread
   wakes them: it shuts down each connection's sending side when the stop
