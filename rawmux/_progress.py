@@ -15,8 +15,15 @@ class ProgressBar:
         self.start = time.monotonic()
         self.shown = False
         self.drawn = 0.0
+        self.interrupted = False    # set by the CLI's SIGINT handler
 
     def __call__(self, done, total, what=""):
+        if self.interrupted:
+            # The KeyboardInterrupt was raised where Python ignores
+            # exceptions -- logging's at-fork handlers, run around every
+            # fork of a subprocess with a preexec_fn -- and lost: the run
+            # would go on to its end.  Its next report raises it again.
+            raise KeyboardInterrupt
         finished = done >= total
         if not self.shown and (finished or
                                time.monotonic() - self.start < self.after):

@@ -348,6 +348,20 @@ def _long_run(what, run, progress=None,
     reports it), no traceback; SIGTERM likewise, as SystemExit.  ``errors``
     are reported in one line, status 1."""
     _exit_on_sigterm()
+    unraisable = sys.unraisablehook
+    if progress is not None:
+        # A KeyboardInterrupt raised where Python ignores exceptions (see
+        # ProgressBar.__call__) is raised again at the next report, and not
+        # printed as "Exception ignored in ...".
+        def interrupt(signum, frame):
+            progress.interrupted = True
+            raise KeyboardInterrupt
+
+        def ignored(info):
+            if not issubclass(info.exc_type, KeyboardInterrupt):
+                unraisable(info)
+        signal.signal(signal.SIGINT, interrupt)
+        sys.unraisablehook = ignored
     try:
         return run()
     except KeyboardInterrupt:
@@ -360,6 +374,8 @@ def _long_run(what, run, progress=None,
     except errors as exc:
         _say(what, exc, progress)
         return 1
+    finally:
+        sys.unraisablehook = unraisable
 
 
 def _stop_children():

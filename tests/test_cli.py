@@ -612,3 +612,42 @@ def test_json_to_dev_stdout_is_written_in_place(tmp_path):
     assert '"name": "triggers"' in run.stdout
     assert os.readlink(stdout) == "/dev/stdout"
     assert os.listdir(tmp_path) == ["stdout"]
+
+
+def test_a_ctrl_c_that_python_ignores_still_ends_the_run(monkeypatch):
+    """A KeyboardInterrupt raised where Python ignores exceptions (a
+    __del__ here; logging's at-fork handlers in a real run, which ate one
+    in the ASan rerun of test_ctrl_c_in_experiment_all) is lost; the run
+    must still stop, at its next progress report, with status 130, and
+    print no "Exception ignored" traceback."""
+    printed = []
+    monkeypatch.setattr(sys, "unraisablehook", printed.append)
+    from rawmux._progress import ProgressBar
+    monkeypatch.setattr(cli, "_stop_children", lambda: None)
+    progress = ProgressBar(after=3600)
+    reports = []
+
+    class Swallows:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(1000):       # the handler runs in here
+                pass
+
+    def run():
+        Swallows()                      # freed at once
+        for i in range(100):
+            progress(i, 100)
+            reports.append(i)
+        return 0
+
+    handlers = {sig: signal.getsignal(sig)
+                for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        status = cli._long_run("test", run, progress)
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    assert status == 128 + signal.SIGINT
+    assert reports == []
+    assert printed == []
+    assert sys.unraisablehook == printed.append     # restored

@@ -10,6 +10,7 @@ Noise cannot turn one into the other.
 import argparse
 import errno
 import mmap
+import os
 import resource
 import socket
 
@@ -69,9 +70,12 @@ def test_registration_pays_off_and_churn_stays_cheap(result):
     churn, wait = d["churn_ns"], d["wait_ns"]
     # A MOD plus a wait is still far cheaper than scanning 1000 fds ...
     assert 5 * churn["epoll"][1000] <= wait["poll"][1000]
-    # ... while select and poll already pay for the whole set every call.
-    for mech in ("select", "poll"):
-        assert churn[mech][1000] <= 2 * wait[mech][1000]
+    # ... while select and poll already pay for the whole set every call
+    # (not under the ASan rerun, whose checks slow the per-fd C code that
+    # churn runs far more than they slow the kernel's scan).
+    if not os.environ.get("RAWMUX_UNDER_ASAN"):
+        for mech in ("select", "poll"):
+            assert churn[mech][1000] <= 2 * wait[mech][1000]
 
 
 def test_epoll_cost_grows_with_the_ready_events_it_copies(result):
