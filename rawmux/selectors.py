@@ -243,17 +243,21 @@ class SelectSelector(_Selector):
 
     def modify(self, fileobj: FileDescriptorLike, events: int,
                data: Any = None) -> SelectorKey:
-        # The stdlib's SelectSelector modifies by unregister + register, so
-        # bad events leave the file object unregistered: so here.
+        # As the stdlib's SelectSelector: new events are an unregister and a
+        # register, so the key then holds the file object given here, sits
+        # last in get_map(), and bad events leave the file object
+        # unregistered.
         try:
             key = self._fd_to_key[self._fileobj_lookup(fileobj)]
         except KeyError:
             raise KeyError(f"{fileobj!r} is not registered") from None
-        if events != key.events and (
-                not events or events & ~(EVENT_READ | EVENT_WRITE)):
+        if events != key.events:
             self.unregister(fileobj)
-            raise ValueError(f"Invalid events: {events!r}")
-        return super().modify(fileobj, events, data)
+            return self.register(fileobj, events, data)
+        if data != key.data:
+            key = key._replace(data=data)
+            self._fd_to_key[key.fd] = key
+        return key
 
     def select(self, timeout: float | None = None
                ) -> list[tuple[SelectorKey, int]]:
@@ -368,6 +372,9 @@ class EpollSelector(_PollLikeSelector):
         # The stdlib's: epoll.poll(ceil(timeout * 1e3) * 1e-3), seconds
         # again, which epoll rounds up to ms: near INT_MAX the round trip
         # through a float may add one, so the last second takes this path.
+        # epoll.poll() refuses a closed object before it looks at the
+        # timeout: so here (fileno() raises the ValueError).
+        self._native.fileno()
         checked: int = _cpython.epoll_timeout_ms(ms * 1e-3)[0]
         return checked
 

@@ -11,6 +11,7 @@ conversions round, overflow or (from 3.13) warn, and checks that rawmux
 converts them as the running interpreter's ``select`` does.
 """
 
+import decimal
 import fcntl
 import math
 import os
@@ -369,23 +370,66 @@ class FileNo:
         return self.value
 
 
+class IntOnly:
+    """__int__ but no fileno(): cffi would take it for a number."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def __int__(self):
+        return self.value
+
+
+class IntAndFileNo(FileNo):
+    """fileno() one fd, __int__ another (value + 1)."""
+
+    def __int__(self):
+        return self.value + 1
+
+
+class Index(FileNo):
+    """__index__ only: not an fd to CPython either."""
+
+    def __index__(self):
+        return self.value
+
+
+class SubInt(int):
+    pass
+
+
 fd_values = st.one_of(
     st.booleans(), st.integers(-3, 1100), st.integers(),
     around([2**31, 2**32, 2**63], ints=True))
-fd_objects = st.one_of(fd_values, fd_values.map(FileNo))
+small_fds = st.integers(-1, 40)
+fd_objects = st.one_of(
+    fd_values, fd_values.map(FileNo), small_fds.map(SubInt),
+    small_fds.map(IntOnly), small_fds.map(IntAndFileNo),
+    small_fds.map(Index), small_fds.map(decimal.Decimal),
+    small_fds.map(float))
+containers = st.sampled_from([list, tuple, iter, lambda objs: (
+    o for o in objs)])
+
+
+def plain(results):
+    """select()'s answers, comparable across the two runs: the caller's
+    objects by kind and value."""
+    return [[(type(o).__name__, o.value) if hasattr(o, "value") else
+             (type(o).__name__, o) for o in r] for r in results]
 
 
 @settings(max_examples=200, deadline=None)
-@given(objs=st.lists(fd_objects, min_size=1, max_size=4))
-def test_fd_conversion_matches_stdlib(objs):
+@given(objs=st.lists(fd_objects, min_size=1, max_size=4),
+       container=containers)
+def test_fd_conversion_matches_stdlib(objs, container):
     """Fds of every kind -- bools, negative, past FD_SETSIZE or a C int,
-    through fileno() or not, open or not -- with timeout 0: the answer or
-    the error (and, from 3.13, the warnings) must be the stdlib's."""
-    def plain(results):         # select() hands back the caller's objects
-        return [[o.value if isinstance(o, FileNo) else o for o in r]
-                for r in results]
-    assert converted(lambda: plain(rawmux.select(objs, objs, [], 0))) == \
-        converted(lambda: plain(stdlib.select(objs, objs, [], 0)))
+    through fileno() or not, open or not, int subclasses, objects with
+    __int__ or __index__ -- with timeout 0: the answer or the error (and,
+    from 3.13, the warnings) must be the stdlib's."""
+    assert converted(lambda: plain(rawmux.select(
+        container(objs), container(objs), [], 0))) == \
+        converted(lambda: plain(stdlib.select(
+            container(objs), container(objs), [], 0)))
 
     def poll(module):
         p = module.poll()

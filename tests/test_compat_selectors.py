@@ -15,10 +15,12 @@ so the cases do both.
 
 import decimal
 import fractions
+import os
 import selectors as stdlib_selectors
 import socket
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from rawmux import selectors as rawmux_selectors
 
@@ -88,6 +90,9 @@ CASES = {
     "closed select(0)": closed(lambda sel, e: sel.select(0)),
     "closed select(-1)": closed(lambda sel, e: sel.select(-1)),
     "closed select(0.001)": closed(lambda sel, e: sel.select(0.001)),
+    "closed select(1e300)": closed(lambda sel, e: sel.select(1e300)),
+    "closed select(1e10)": closed(lambda sel, e: sel.select(1e10)),
+    "closed select(nan)": closed(lambda sel, e: sel.select(float("nan"))),
     "closed register": closed(lambda sel, e: sel.register(e["a"], READ)),
     "closed register then select": closed(
         lambda sel, e: (sel.register(e["a"], WRITE), sel.select(0))),
@@ -110,6 +115,11 @@ CASES = {
         lambda sel, e: sel.modify(e["a"], READ)),
     "registered, closed: register again": registered_then_closed(
         lambda sel, e: (sel.register(e["a"], WRITE), sel.select(0))),
+    "modify through the fd": lambda sel, e: (
+        sel.register(e["a"], READ), sel.register(e["b"], READ),
+        sel.modify(e["a"].fileno(), WRITE), sel.get_key(e["a"]),
+        list(sel.get_map()), sel.modify(e["a"], WRITE, "data"),
+        sel.get_key(e["a"].fileno())),
     "register fileno() 2**40": lambda sel, e: (
         sel.register(FileNo(2**40), READ), sel.select(0)),
     "register 2**40": lambda sel, e: (sel.register(2**40, READ),
@@ -139,7 +149,8 @@ for _name, _timeout in {
 @pytest.fixture
 def env(res):
     a, _peer = res.socketpair()
-    return {"a": a}
+    b, _b_peer = res.socketpair()
+    return {"a": a, "b": b}
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -153,3 +164,59 @@ def test_same_outcome_as_stdlib(name, kind, env):
         finally:
             sel.close()
     assert results[1] == results[0]
+
+
+# ---- a random sweep: the same calls in the same order ----------------------
+
+OPS = ["register", "unregister", "modify", "select", "get_key", "in map",
+       "close"]
+TIMEOUTS = [0, -1, 1e-4, 0.0, float("nan"), float("inf"), 1e300, 1e10,
+            "1", decimal.Decimal("0.0001")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(kind=st.sampled_from(KINDS),
+       ops=st.lists(st.tuples(st.sampled_from(OPS), st.integers(0, 8),
+                              st.integers(-1, 4), st.integers(0, 2),
+                              st.sampled_from(TIMEOUTS)),
+                    max_size=12))
+def test_random_calls_match_stdlib(kind, ops):
+    """Register, unregister, modify, select, close... in a random order on
+    a stdlib selector and on rawmux's, with good and bad file objects,
+    events and timeouts: each call's outcome must be the stdlib's, and the
+    answers of select() the same set."""
+    # Hypothesis runs every example in one call of the test: what one
+    # example opens, it closes (res would keep it all to the end).
+    a, peer = socket.socketpair()
+    b, b_peer = socket.socketpair()
+    opened = [a, peer, b, b_peer]
+    b_peer.send(b"x")
+    sels = [getattr(m, kind)() for m in (stdlib_selectors, rawmux_selectors)]
+    closed_fd = os.dup(0)           # after the selectors' own fds
+    os.close(closed_fd)
+    pool = [a, b, a.fileno(), b.fileno(), FileNo(b.fileno()), closed_fd,
+            FileNo(-1), FileNo("x"), "x"]
+    try:
+        for op, which, events, data, timeout in ops:
+            obj = pool[which]
+
+            def call(sel):
+                if op == "register":
+                    return sel.register(obj, events, data)
+                if op == "unregister":
+                    return sel.unregister(obj)
+                if op == "modify":
+                    return sel.modify(obj, events, data)
+                if op == "select":
+                    return sorted(normalize(sel.select(timeout)), key=repr)
+                if op == "get_key":
+                    return sel.get_key(obj)
+                if op == "in map":
+                    m = sel.get_map()
+                    return None if m is None else (obj in m, list(m))
+                return sel.close()
+            want, got = (outcome(lambda: call(sel)) for sel in sels)
+            assert got == want, (op, obj, events, timeout)
+    finally:
+        for x in sels + opened:
+            x.close()
