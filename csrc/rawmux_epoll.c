@@ -5,7 +5,8 @@
  *            (which also documents epoll_pwait and epoll_pwait2).
  * Kernel:    epoll_create1(2) -> fs/eventpoll.c: do_epoll_create()
  *            epoll_ctl(2)     -> fs/eventpoll.c: do_epoll_ctl() -> ep_insert()
- *                                / ep_modify() / ep_remove_safe()
+ *                                / ep_modify() / ep_remove() (6.6 names it
+ *                                ep_remove_safe() -> __ep_remove())
  *            epoll_wait(2)    -> fs/eventpoll.c: do_epoll_wait() -> ep_poll()
  *                                -> ep_send_events()
  *            epoll_pwait(2), epoll_pwait2(2) -> do_epoll_pwait(), with the

@@ -10,9 +10,10 @@ Some facts about poll
   watched, however few are ready.
 
 * POLLERR, POLLHUP and POLLNVAL are reported whether asked for or not.  A
-  closed fd is not an error of the call, as in select(2): its entry comes
-  back as POLLNVAL.  A negative fd is skipped (revents 0), a documented way
-  to switch one entry off without rebuilding the array.
+  closed fd is not an error of the call (select(2) fails whole with EBADF
+  for one): its entry alone comes back as POLLNVAL.  A negative fd is
+  skipped (revents 0), a documented way to switch one entry off without
+  rebuilding the array.
 
 * POLLHUP on a socket means both directions are shut; a peer that only shut
   its write side shows as POLLIN (reading returns 0) and, if asked for, as
