@@ -444,7 +444,7 @@ class Epoll(ReadyArrays):
         return buf
 
 
-# ---- inspecting registrations -------------------------------------------------
+# ---- inspecting registrations ----------------------------------------------
 
 class Registration(NamedTuple):
     """One entry of an epoll instance's interest list, from a ``tfd:`` line
