@@ -1,8 +1,10 @@
 /*
- * rawmux_epoll.c -- splitting epoll events; epoll_pwait2 where libc lacks it.
+ * rawmux_epoll.c -- splitting epoll events; epoll_pwait2 where libc lacks it;
+ *                   kcmp(2), which libc lacks.
  *
  * Man pages: epoll(7), epoll_create1(2), epoll_ctl(2), epoll_wait(2)
- *            (which also documents epoll_pwait and epoll_pwait2).
+ *            (which also documents epoll_pwait and epoll_pwait2), kcmp(2),
+ *            proc(5) (/proc/PID/fdinfo).
  * Kernel:    epoll_create1(2) -> fs/eventpoll.c: do_epoll_create()
  *            epoll_ctl(2)     -> fs/eventpoll.c: do_epoll_ctl() -> ep_insert()
  *                                / ep_modify() / ep_remove() (6.6 names it
@@ -11,16 +13,22 @@
  *                                -> ep_send_events()
  *            epoll_pwait(2), epoll_pwait2(2) -> do_epoll_pwait(), with the
  *                                signal mask set by set_user_sigmask()
+ *            kcmp(2), KCMP_EPOLL_TFD -> kernel/kcmp.c: kcmp_epoll_target()
+ *                                -> fs/eventpoll.c: get_epoll_tfile_raw_ptr()
+ *                                -> ep_find_tfd()
+ *            (and the interest list as text: /proc/PID/fdinfo/EPFD ->
+ *            fs/eventpoll.c: ep_show_fdinfo(), parsed in rawmux/_epoll.py)
  * The tour, with the wake-up callback that fills the ready list:
  * docs/walkthrough.md, "epoll".
  *
  * epoll_create1, epoll_ctl, epoll_wait and epoll_pwait are libc's, called
- * directly.
+ * directly; kcmp is a system call glibc does not wrap.
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
 #include <errno.h>
+#include <linux/kcmp.h>
 #include <signal.h>
 #include <stdint.h>
 #include <sys/epoll.h>
@@ -48,6 +56,38 @@ static int epoll_pwait2(int epfd, struct epoll_event *events, int maxevents,
 #endif
 }
 #endif
+
+/* kcmp(2) compares kernel objects of two processes without showing their
+ * addresses.  KCMP_EPOLL_TFD (Linux 4.13, for CRIU) is the one way to name
+ * the file behind an epoll registration whose fd number no longer names it
+ * (a stale registration: the number was closed while a dup or a forked
+ * child kept the file open).  What the kernel does (6.12's kernel/kcmp.c
+ * and fs/eventpoll.c; 6.1's are the same): kcmp_epoll_target() takes the
+ * struct file behind fd idx1 of pid1 (EBADF if none) and the epoll file
+ * behind slot->efd of pid2 (EBADF if none; EINVAL if it is not an epoll
+ * file), and get_epoll_tfile_raw_ptr() walks the instance's interest tree
+ * under ep->mtx with ep_find_tfd(): the toff-th epitem, in tree order,
+ * whose ffd.fd is tfd (ENOENT if there is none).  The answer compares the
+ * two struct file pointers: 0 when the registration's file is idx1's.
+ * Tree order is ep_cmp_ffd()'s (file address, then number), the order
+ * ep_show_fdinfo() prints in, so toff is the entry's rank among the tfd:
+ * lines with its number.
+ * What it needs: CONFIG_KCMP (selected by CONFIG_CHECKPOINT_RESTORE;
+ * ENOSYS without it), ptrace access in mode PTRACE_MODE_READ_REALCREDS to
+ * both pids (EPERM otherwise: another user's process, or a seccomp policy
+ * such as a container's default one that refuses kcmp), both pids in the
+ * caller's pid namespace (ESRCH). */
+static int kcmp(pid_t pid1, pid_t pid2, int type, unsigned long idx1,
+                unsigned long idx2)
+{
+#ifdef SYS_kcmp
+    return (int)syscall(SYS_kcmp, pid1, pid2, type, idx1, idx2);
+#else
+    (void)pid1; (void)pid2; (void)type; (void)idx1; (void)idx2;
+    errno = ENOSYS;
+    return -1;
+#endif
+}
 
 static void rawmux_epoll_split(const struct epoll_event *events, int n,
                                int *fds, uint32_t *revents)

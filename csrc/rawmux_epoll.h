@@ -57,6 +57,27 @@ int epoll_pwait2(int epfd, struct epoll_event *events, int maxevents,
 #define EPOLLONESHOT ...
 #define EPOLLET ...
 
+/* ---- kcmp(2), from <linux/kcmp.h>: naming a registration's file --------
+ * Its only use here is KCMP_EPOLL_TFD: "is the file behind fd idx1 of pid1
+ * the file of the registration (tfd, toff) in the epoll instance slot->efd
+ * of pid2?", idx2 being a pointer to the slot.  glibc has no wrapper: the
+ * declaration is the kernel's (kernel/kcmp.c, SYSCALL_DEFINE5(kcmp, ...)),
+ * and rawmux_epoll.c makes the system call.  Returns 0 when the two are one
+ * file, 1 or 2 when not (an order that hides the kernel's addresses), or -1
+ * with errno set. */
+int kcmp(pid_t pid1, pid_t pid2, int type, unsigned long idx1,
+         unsigned long idx2);
+
+struct kcmp_epoll_slot {
+    uint32_t efd;       /* the epoll fd, in pid2 */
+    uint32_t tfd;       /* the registered fd number (the epitem's ffd.fd) */
+    uint32_t toff;      /* which of the registrations numbered tfd, from 0 */
+    ...;
+};
+
+#define KCMP_FILE ...
+#define KCMP_EPOLL_TFD ...
+
 /* ---- rawmux helpers (rawmux_epoll.c) -----------------------------------
  * Reading a packed struct's fields from Python costs a cdata access each.
  * These copy events[i].data.fd and events[i].events into two parallel

@@ -11,6 +11,8 @@
 
 typedef int... time_t;
 typedef int... suseconds_t;
+/* Process ids, for the calls that name a process (kcmp(2)). */
+typedef int... pid_t;
 
 struct timeval  { time_t tv_sec; suseconds_t tv_usec; ...; };
 struct timespec { time_t tv_sec; long tv_nsec; ...; };

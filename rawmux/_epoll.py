@@ -34,6 +34,15 @@ Some facts about epoll
   that many and leaves the rest ready for the next call.  EINTR is retried
   with the remaining time (PEP 475).
 
+* A registration can be seen, even one whose number no longer names it.
+  /proc/PID/fdinfo/EPFD prints one ``tfd:`` line per entry
+  (ep_show_fdinfo(): number, events, data, the file's position, inode and
+  device), and kcmp(2) with KCMP_EPOLL_TFD answers whether a given fd, of
+  this process or another, is the file of entry (tfd, toff) -- the toff-th
+  entry numbered tfd, counted in the order fdinfo prints.  ``registrations``
+  and ``registration_holders`` below; kcmp needs CONFIG_KCMP and ptrace read
+  access to both processes.
+
 The native ``Epoll`` preallocates its event buffer and splits the events in
 C into ``ready_fds``/``ready_events`` arrays: a wait allocates nothing.
 What the kernel does with each call: docs/walkthrough.md, "epoll".
@@ -41,10 +50,14 @@ What the kernel does with each call: docs/walkthrough.md, "epoll".
 
 from __future__ import annotations
 
+import collections
+import errno as _errno
 import os
+import re
 from array import array
+from collections.abc import Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Self, final, overload
+from typing import TYPE_CHECKING, NamedTuple, Self, final, overload
 
 from rawmux import _cpython
 from rawmux._arrays import ReadyArrays, int_array, pairs, uint32_array
@@ -409,6 +422,19 @@ class Epoll(ReadyArrays):
         self.nready = n
         return n
 
+    def registrations(self) -> list[Registration]:
+        """The interest list as the kernel prints it: ``registrations()``
+        of this instance."""
+        return registrations(self.fileno())
+
+    def holders(self, tfd: int, toff: int = 0, *, pid: int | None = None,
+                fds: Iterable[int] | None = None) -> list[int]:
+        """The fds of ``pid`` (default: this process) whose file is that
+        of this instance's registration (tfd, toff):
+        ``registration_holders()``."""
+        return registration_holders(self.fileno(), tfd, toff, pid=pid,
+                                    fds=fds)
+
     def _open_buffer(self) -> _EventBuffer:
         """The buffer a retried wait uses: the current one, unless a signal
         handler closed the Epoll meanwhile."""
@@ -416,3 +442,138 @@ class Epoll(ReadyArrays):
         if buf.waiter.epfd < 0:
             raise ValueError(_cpython.CLOSED_EPOLL)
         return buf
+
+
+# ---- inspecting registrations ----------------------------------------------
+
+class Registration(NamedTuple):
+    """One entry of an epoll instance's interest list, from a ``tfd:`` line
+    of /proc/PID/fdinfo/EPFD.  ep_show_fdinfo() prints each epitem with::
+
+        seq_printf(m, "tfd: %8d events: %8x data: %16llx "
+                   " pos:%lli ino:%lx sdev:%x\\n", ...)
+
+    ``toff`` is not printed: it is the entry's rank among the entries with
+    the same ``tfd``, in the order printed, which is the interest tree's
+    (ep_cmp_ffd(): file address, then number) and so ep_find_tfd()'s, the
+    walk kcmp(KCMP_EPOLL_TFD) makes."""
+
+    tfd: int        #: the fd number given at ADD (epi->ffd.fd), open or not
+    events: int     #: the mask as stored: ADD and MOD add EPOLLERR|EPOLLHUP
+    data: int       #: the 64 bits of data given at ADD or MOD, unsigned
+    pos: int        #: the file's offset (f_pos)
+    ino: int        #: the file's inode number (st_ino)
+    sdev: int       #: its filesystem's device, the kernel's encoding
+    toff: int       #: which of the entries numbered tfd, from 0
+
+    @property
+    def dev(self) -> int:
+        """``sdev`` as st_dev encodes it: the kernel's dev_t is
+        MAJOR << 20 | MINOR (include/linux/kdev_t.h), user space's is
+        not, once the minor is above 255."""
+        return os.makedev(self.sdev >> 20, self.sdev & 0xFFFFF)
+
+
+_TFD_LINE = re.compile(
+    r"tfd:\s*(-?\d+) events:\s*([0-9a-f]+) data:\s*([0-9a-f]+)"
+    r"\s+pos:(-?\d+) ino:([0-9a-f]+) sdev:([0-9a-f]+)")
+
+
+def parse_fdinfo(text: str) -> list[Registration]:
+    """The registrations in the text of an epoll fd's fdinfo file, in the
+    order printed.  A ``tfd:`` line of another shape is a ValueError: a
+    kernel that prints something else must not be read as an empty list."""
+    entries = []
+    seen: collections.Counter[int] = collections.Counter()
+    for line in text.splitlines():
+        if not line.startswith("tfd:"):
+            continue            # the header: pos, flags, mnt_id, ino
+        m = _TFD_LINE.fullmatch(line)
+        if m is None:
+            raise ValueError(f"unexpected fdinfo line {line!r}")
+        tfd = int(m[1])
+        entries.append(Registration(
+            tfd, int(m[2], 16), int(m[3], 16), int(m[4]), int(m[5], 16),
+            int(m[6], 16), seen[tfd]))
+        seen[tfd] += 1
+    return entries
+
+
+def registrations(epfd: int, pid: int | None = None) -> list[Registration]:
+    """The interest list of the epoll instance behind fd ``epfd`` of
+    process ``pid`` (default: this one), as /proc/PID/fdinfo/EPFD prints
+    it.  Reading another user's process needs ptrace read access, as
+    kcmp(2) does; an fd that is not an epoll instance has no ``tfd:``
+    lines."""
+    where = "self" if pid is None else str(pid)
+    with open(f"/proc/{where}/fdinfo/{epfd}", encoding="ascii") as f:
+        return parse_fdinfo(f.read())
+
+
+def kcmp_epoll_tfd(pid: int, fd: int, epoll_pid: int, epfd: int, tfd: int,
+                   toff: int = 0) -> int:
+    """kcmp(pid, epoll_pid, KCMP_EPOLL_TFD, fd, &{epfd, tfd, toff}): 0 when
+    fd ``fd`` of process ``pid`` is the file of registration (tfd, toff) of
+    the epoll instance behind fd ``epfd`` of ``epoll_pid``, 1 or 2 when it
+    is another file.  OSError otherwise: EBADF (no such fd, or no such
+    epfd), EINVAL (epfd is not an epoll instance), ENOENT (no such
+    registration), ESRCH (no such process), and ENOSYS or EPERM where
+    kcmp cannot answer at all (``kcmp_unsupported()``)."""
+    for value in (pid, fd, epoll_pid, epfd, tfd, toff):
+        if type(value) is not int or not 0 <= value <= INT_MAX:
+            raise ValueError(f"bad argument {value!r}")
+    slot: Struct = ffi.new("struct kcmp_epoll_slot *")
+    slot.efd, slot.tfd, slot.toff = epfd, tfd, toff
+    answer: int = lib.kcmp(pid, epoll_pid, lib.KCMP_EPOLL_TFD, fd,
+                           ffi.cast("unsigned long", slot))
+    if answer < 0:
+        raise _cpython.oserror(ffi.errno)
+    return answer
+
+
+def kcmp_unsupported(err: int) -> str | None:
+    """Why kcmp(2) cannot answer here, in one line, for the errno a call
+    failed with; None when the errno is an answer about the arguments."""
+    if err == _errno.ENOSYS:
+        return ("kcmp(2) is not in this kernel (built without CONFIG_KCMP "
+                "/ CONFIG_CHECKPOINT_RESTORE)")
+    if err == _errno.EPERM:
+        return ("kcmp(2) refused (EPERM): no ptrace read access to the "
+                "process, or a seccomp policy forbids kcmp")
+    return None
+
+
+def _open_fds(pid: int) -> list[int]:
+    return sorted(int(name) for name in os.listdir(f"/proc/{pid}/fd"))
+
+
+def registration_holders(epfd: int, tfd: int, toff: int = 0, *,
+                         pid: int | None = None,
+                         fds: Iterable[int] | None = None,
+                         epoll_pid: int | None = None) -> list[int]:
+    """Which fds of process ``pid`` (default: this one) are the file of
+    registration (tfd, toff) of the epoll instance behind fd ``epfd`` of
+    ``epoll_pid`` (default: this process): kcmp(KCMP_EPOLL_TFD) for each
+    of ``fds`` (default: every fd the process has open).  An fd that is
+    not open (EBADF: closed meanwhile, or the listing's own) is no
+    holder; ENOENT (no such registration) and every other failure are
+    OSError."""
+    me = os.getpid()
+    pid = me if pid is None else pid
+    epoll_pid = me if epoll_pid is None else epoll_pid
+    # The epoll fd against its own registration first: EBADF here means
+    # the epfd is not open, ENOENT that there is no such registration,
+    # ENOSYS or EPERM that kcmp cannot answer; after it, EBADF can only
+    # mean that a candidate fd is not open.
+    kcmp_epoll_tfd(epoll_pid, epfd, epoll_pid, epfd, tfd, toff)
+    holders = []
+    for fd in _open_fds(pid) if fds is None else fds:
+        try:
+            same = kcmp_epoll_tfd(pid, fd, epoll_pid, epfd, tfd, toff) == 0
+        except OSError as exc:
+            if exc.errno != _errno.EBADF:
+                raise
+            continue
+        if same:
+            holders.append(fd)
+    return holders

@@ -3,16 +3,17 @@ number while a dup or a forked child holds the file.
 
 Asserted from the kernel's answers recorded in ``result.data["steps"]``
 (epoll_ctl results, epoll_wait events, the interest list from
-/proc/self/fdinfo), and against the (number, file) rule; the verdict is
-also judged on synthetic traces of kernels that follow other rules.
+/proc/self/fdinfo, and kcmp(KCMP_EPOLL_TFD)'s name for each entry's file),
+and against the (number, file) rule; the verdict is also judged on
+synthetic traces of kernels that follow other rules, and of a system where
+kcmp cannot answer.
 """
 
+import errno
 import os
-import socket
 
 import pytest
 
-from rawmux import EPOLLIN, Epoll
 from rawmux.experiments import stale
 from rawmux.experiments.shape import conclude
 
@@ -94,14 +95,48 @@ def test_the_model_of_the_rule():
     assert model.interest() == [] and model.ready() == []
 
 
-def test_interest_list_reads_the_kernels_entries():
-    a, b = socket.socketpair()
-    with a, b, Epoll() as ep:
-        assert stale.interest_list(ep.fileno()) == []
-        ep.register(a.fileno(), EPOLLIN)
-        ep.register(b.fileno(), EPOLLIN)
-        assert stale.interest_list(ep.fileno()) == sorted(
-            (s.fileno(), os.fstat(s.fileno()).st_ino) for s in (a, b))
+def test_kcmp_names_the_file_no_number_names(result):
+    """The numbers here come from the lab's own dup() and fork(), the
+    answers from kcmp: they must meet."""
+    assert result.data["kcmp"] is None
+    step = _tagged(result)
+    n, k = step["closed"]["number"], step["fork_closed"]["number"]
+    dup = next(s["number"][1] for s in result.data["steps"]
+               if s["action"] == ["dup", "N", "M"])
+    assert step["closed"]["holders"] == [[["self", dup]]]
+    holders = dict(zip(step["add_reused"]["interest"],
+                       step["add_reused"]["holders"]))
+    assert holders == {(n, "A"): [["self", dup]], (n, "B"): [["self", n]]}
+    assert step["fork_closed"]["holders"] == [[["child", k]]]
+    assert step["fork_exit"]["holders"] == []
+    # The child held it though it was close-on-exec: fork copies every fd.
+    assert result.data["fork_cloexec"] is True
+    assert "its file is fd (kcmp)" in result.columns
+    assert f"registration tfd {n} is the file now held as fd {dup} " \
+           f"(the dup)" in result.report()
+
+
+def test_without_kcmp_the_run_falls_back_to_fdinfo(monkeypatch):
+    def refused(*args, **kwargs):
+        raise OSError(errno.ENOSYS, os.strerror(errno.ENOSYS))
+
+    monkeypatch.setattr(stale, "registration_holders", refused)
+    result = stale.run(fast=True)
+    assert result.data["kcmp"].startswith("kcmp(2) is not in this kernel")
+    assert all(s["holders"] is None for s in result.data["steps"])
+    assert result.confirmed
+    assert "fdinfo only" in result.verdict
+    assert "75/75 answers" in result.verdict
+    assert "its file is fd (kcmp)" not in result.columns
+
+
+def test_kcmp_failing_otherwise_is_an_error(monkeypatch):
+    def refused(*args, **kwargs):
+        raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+
+    monkeypatch.setattr(stale, "registration_holders", refused)
+    with pytest.raises(OSError):
+        stale.run(fast=True)
 
 
 def test_report_has_no_plot(result):
@@ -131,10 +166,20 @@ class ChildIgnored(stale.Model):
         return super().apply(action, number)
 
 
-def trace(kernel=stale.Model, **answers):
+class ChildOwnsNothing(stale.Model):
+    """A kernel whose entries stay alive for a forked child, but whose kcmp
+    finds no fd of the child to be the entry's file."""
+
+    def holders(self):
+        return [[h for h in found if h[0] != "child"]
+                for found in super().holders()]
+
+
+def trace(kernel=stale.Model, kcmp=None, **answers):
     """The steps measure() would record from ``kernel`` (a Model answering
     as the kernel would): N is fd 4, its dup M fd 6, K fd 4 again, the
-    child pid 999.  ``answers``: {tag: {key: value}} overrides."""
+    child pid 999.  ``kcmp``: None, or why kcmp could not answer (then no
+    holders).  ``answers``: {tag: {key: value}} overrides."""
     fds = {"N": 4, "M": 6, "K": 4}
 
     def number_of(action):
@@ -156,9 +201,10 @@ def trace(kernel=stale.Model, **answers):
                     "number": number, "what": f"{action[0]} {number}",
                     "result": model.apply(action, number),
                     "ready": model.ready(), "interest": model.interest()}
+            step["holders"] = None if kcmp else model.holders()
             step.update(answers.get(tag, {}))
             steps.append(step)
-    return {"steps": steps,
+    return {"steps": steps, "kcmp": kcmp, "fork_cloexec": True,
             "reuse": [{"name": "N", "kernel_gave": 4, "used": 4}]}
 
 
@@ -171,13 +217,41 @@ def test_judged_confirmed_when_the_kernel_follows_the_rule():
         "after close(4) with a dup open, entry 4:A stayed and reported "
         "'4 IN' on A's next write; DEL/MOD 4 -> EBADF/EBADF; on the reused "
         "4: DEL/MOD ENOENT/ENOENT, ADD ok (2 events numbered 4 in one "
-        "wait); closing the dup removed it; a forked child's copy kept it "
-        "until the child exited; 75/75 answers as the (number, file) rule "
-        "predicts")
+        "wait); closing the dup removed it; a forked child's copy (of a "
+        "close-on-exec fd) kept it until the child exited; kcmp: entry "
+        "4:A's file is held as fd 6 (the dup), entry 4:C's as the child's "
+        "fd 4; 100/100 answers as the (number, file) rule predicts")
     step = result.data["steps"][14]                 # B's peer writes
     assert step["tag"] == "both" and step["rule_ready"] == [4, 4]
+    assert step["rule_holders"] == [[["self", 6]], [["self", 4]]]
     assert len(result.rows) == 25 + 1              # + the fork variant's
     assert "(rule:" not in result.table()
+    assert "4:A=6 4:B=4" in result.table()
+    assert "4:C=child 4" in result.table()
+
+
+def test_judged_without_kcmp_on_fdinfo_alone():
+    reason = "kcmp(2) refused (EPERM): no ptrace read access"
+    result = conclude(stale, trace(kcmp=reason))
+    assert result.confirmed is True
+    assert result.data["compared"] == ["result", "ready", "interest"]
+    assert result.verdict.endswith(
+        f"kcmp could not name the files ({reason}): fdinfo only; 75/75 "
+        f"answers as the (number, file) rule predicts")
+    assert len(result.columns) == 5
+    assert any(reason in note for note in result.notes)
+
+
+def test_judged_refuted_when_kcmp_names_no_fd_of_the_child():
+    result = conclude(stale, trace(ChildOwnsNothing))
+    assert result.confirmed is False
+    assert {m["what"] for m in result.data["mismatches"]} == {"holders"}
+    assert result.data["mismatches"][0] == {
+        "step": 20, "what": "holders", "observed": "4:C=4",
+        "expected": "4:C=4+child 4"}
+    assert not result.data["checks"][
+        "kcmp names the fork's entry as the child's fd"]
+    assert "entry 4:C's as no fd the lab holds" in result.verdict
 
 
 def test_judged_refuted_for_a_kernel_keyed_on_numbers():
@@ -199,7 +273,8 @@ def test_judged_refuted_for_a_kernel_keyed_on_numbers():
 def test_judged_refuted_when_a_forked_child_is_no_reference():
     result = conclude(stale, trace(ChildIgnored))
     assert result.confirmed is False
-    assert "a forked child's copy did NOT behave the same" in result.verdict
+    assert "a forked child's copy (of a close-on-exec fd) did NOT behave " \
+        "the same" in result.verdict
     assert not result.data["checks"][
         "a forked child's reference keeps it alive the same way"]
 
@@ -211,5 +286,5 @@ def test_judged_refuted_when_one_answer_differs():
         {"step": 7, "what": "result", "observed": "ENOENT",
          "expected": "EBADF"}]
     assert "DEL/MOD 4 -> ENOENT/EBADF" in result.verdict
-    assert "74/75 answers" in result.verdict
+    assert "99/100 answers" in result.verdict
     assert "1 answers differ" in result.report()

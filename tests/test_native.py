@@ -1,6 +1,7 @@
 """The native API: FdSet/Select, PollArray, Epoll -- and resource hygiene of
 every rawmux object (the autouse fixture fails a test that leaks an fd)."""
 
+import errno
 import gc
 import os
 import select as stdlib
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given, strategies as st
 
 import rawmux
-from rawmux import FD_SETSIZE, FdSet
+from rawmux import FD_SETSIZE, FdSet, _epoll
 
 
 # ---- FdSet ------------------------------------------------------------------
@@ -279,6 +280,138 @@ def test_threads_polling_one_epoll_get_their_own_buffers(res):
         t.join(30)
     ep.close()
     assert out == [[(a.fileno(), rawmux.EPOLLIN)]] * 800
+
+
+# ---- inspecting registrations: fdinfo and kcmp ------------------------------
+
+def _kernel_dev(st_dev):
+    """st_dev in the kernel's own dev_t encoding, MKDEV(major, minor) =
+    major << 20 | minor (include/linux/kdev_t.h), which fdinfo prints."""
+    return os.major(st_dev) << 20 | os.minor(st_dev)
+
+
+def test_registrations_are_what_the_kernel_was_given(res):
+    a, _ = res.socketpair()
+    r, _ = res.pipe()
+    mounts = os.open("/proc/self/mounts", os.O_RDONLY)  # pollable, seekable
+    try:
+        os.read(mounts, 10)
+        given = {a.fileno(): (rawmux.EPOLLIN, 0xFEEDFACE12345678),
+                 r: (rawmux.EPOLLIN | rawmux.EPOLLET, 2**64 - 1),
+                 mounts: (rawmux.EPOLLPRI, 0)}
+        with rawmux.Epoll() as ep:
+            assert ep.registrations() == []
+            for fd, (events, data) in given.items():
+                ev = rawmux.ffi.new("struct epoll_event *")
+                ev.events, ev.data.u64 = events, data
+                assert rawmux.lib.epoll_ctl(ep.fileno(), rawmux.EPOLL_CTL_ADD,
+                                            fd, ev) == 0
+            got = ep.registrations()
+        expected = []
+        for fd, (events, data) in given.items():
+            st = os.fstat(fd)
+            expected.append(_epoll.Registration(
+                # do_epoll_ctl() adds EPOLLERR | EPOLLHUP at ADD; sockets
+                # and pipes have no offset, mounts is at the 10 bytes read.
+                fd, events | rawmux.EPOLLERR | rawmux.EPOLLHUP, data,
+                os.lseek(fd, 0, os.SEEK_CUR) if fd == mounts else 0,
+                st.st_ino, _kernel_dev(st.st_dev), 0))
+        assert sorted(got) == sorted(expected)
+        assert [e.dev for e in sorted(got)] == [
+            os.fstat(fd).st_dev for fd in sorted(given)]
+    finally:
+        os.close(mounts)
+
+
+def test_parse_fdinfo_reads_the_kernels_format_and_no_other():
+    # ep_show_fdinfo()'s format: "tfd: %8d events: %8x data: %16llx
+    # pos:%lli ino:%lx sdev:%x\n"; MKDEV(8, 0x123) is a minor above 255.
+    line = "tfd: %8d events: %8x data: %16x  pos:%d ino:%x sdev:%x" % (
+        5, 0x19, 2**64 - 2, 7, 0xABC, 8 << 20 | 0x123)
+    text = ("pos:\t0\nflags:\t02000002\nmnt_id:\t15\nino:\t1057\n"
+            + line + "\n" + line.replace("tfd:        5", "tfd:       12")
+            + "\n" + line + "\n")
+    got = _epoll.parse_fdinfo(text)
+    assert [(e.tfd, e.toff) for e in got] == [(5, 0), (12, 0), (5, 1)]
+    assert got[0][1:6] == (0x19, 2**64 - 2, 7, 0xABC, 8 << 20 | 0x123)
+    assert got[0].dev == os.makedev(8, 0x123)
+    with pytest.raises(ValueError, match="unexpected fdinfo line"):
+        _epoll.parse_fdinfo(line.replace("sdev", "dev"))
+
+
+def test_holders_name_each_of_two_registrations_under_one_number(res):
+    """The stale pair: entry (n, toff) for the closed file and for the new
+    file that took its number.  kcmp's answer for each must be the fd
+    whose inode fdinfo printed for that same toff."""
+    a, _ = res.socketpair()
+    b, _ = res.socketpair()
+    n = a.detach()
+    with rawmux.Epoll() as ep:
+        ep.register(n, rawmux.EPOLLIN)
+        m = os.dup(n)
+        try:
+            os.close(n)
+            assert os.dup2(b.fileno(), n) == n      # another file, number n
+            ep.register(n, rawmux.EPOLLIN)
+            entries = ep.registrations()
+            assert [(e.tfd, e.toff) for e in entries] == [(n, 0), (n, 1)]
+            by_inode = {os.fstat(fd).st_ino: fd for fd in (m, n)}
+            for e in entries:
+                assert ep.holders(n, e.toff, fds=[m, n]) == [by_inode[e.ino]]
+            # Every fd of this process, found by listing /proc/self/fd:
+            # b's socket object holds the new file as well.
+            assert {tuple(ep.holders(n, e.toff)) for e in entries} == {
+                (m,), tuple(sorted((n, b.fileno())))}
+            b_inode = os.fstat(b.fileno()).st_ino
+        finally:
+            os.close(m)
+            os.close(n)
+        # m was A's last reference; b still holds the file of (n, B).
+        assert [(e.tfd, e.ino) for e in ep.registrations()] == [(n, b_inode)]
+
+
+def test_holders_in_a_forked_child(res):
+    a, _ = res.socketpair()
+    n = a.detach()
+    go_read, go_write = os.pipe()
+    with rawmux.Epoll() as ep:
+        ep.register(n, rawmux.EPOLLIN)
+        pid = os.fork()
+        if pid == 0:                        # holds every fd; waits for EOF
+            try:
+                os.close(go_write)
+                os.read(go_read, 1)
+            finally:
+                os._exit(0)
+        os.close(go_read)
+        try:
+            os.close(n)
+            assert ep.holders(n, pid=pid, fds=[n, go_read]) == [n]
+            assert ep.holders(n, fds=range(3, 64)) == []
+            assert _epoll.registration_holders(
+                ep.fileno(), n, pid=pid) == [n]
+        finally:
+            os.close(go_write)
+            os.waitpid(pid, 0)
+        with pytest.raises(ProcessLookupError):
+            _epoll.kcmp_epoll_tfd(pid, n, os.getpid(), ep.fileno(), n)
+        # The child's exit dropped the last reference, and the entry.
+        with pytest.raises(FileNotFoundError):
+            ep.holders(n)
+        assert ep.registrations() == []
+
+
+def test_kcmp_errors_and_what_they_mean():
+    with rawmux.Epoll() as ep:
+        with pytest.raises(FileNotFoundError):
+            ep.holders(0)                   # nothing registered under 0
+        with pytest.raises(ValueError):
+            ep.holders(-1)
+    assert _epoll.kcmp_unsupported(errno.ENOSYS).startswith(
+        "kcmp(2) is not in this kernel")
+    assert "EPERM" in _epoll.kcmp_unsupported(errno.EPERM)
+    for answer in (errno.ENOENT, errno.EBADF, errno.ESRCH, errno.EINVAL):
+        assert _epoll.kcmp_unsupported(answer) is None
 
 
 # ---- no leaks ---------------------------------------------------------------

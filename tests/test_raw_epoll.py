@@ -202,3 +202,47 @@ def test_pwait_mask_blocks_a_pending_signal_during_the_wait(epfd, call):
         assert wait(10_000, sigset()) == -1
         assert ffi.errno == errno.EINTR
         assert seen == [signal.SIGUSR1]
+
+
+# ---- kcmp(KCMP_EPOLL_TFD): the file behind a registration -------------------
+
+def kcmp_tfd(epfd, fd, tfd, toff=0, pid1=None):
+    """lib.kcmp as C calls it: (answer, errno)."""
+    slot = ffi.new("struct kcmp_epoll_slot *", [epfd, tfd, toff])
+    me = os.getpid()
+    answer = lib.kcmp(me if pid1 is None else pid1, me, lib.KCMP_EPOLL_TFD,
+                      fd, ffi.cast("unsigned long", slot))
+    return answer, (ffi.errno if answer < 0 else 0)
+
+
+def test_kcmp_slot_is_the_kernels():
+    # Three __u32 in <linux/kcmp.h>, read by the compiler, not typed in.
+    assert ffi.sizeof("struct kcmp_epoll_slot") == 12
+    assert [ffi.offsetof("struct kcmp_epoll_slot", f)
+            for f in ("efd", "tfd", "toff")] == [0, 4, 8]
+    assert lib.KCMP_FILE == 0 and lib.KCMP_EPOLL_TFD == 7
+
+
+def test_kcmp_names_the_file_of_a_closed_numbers_registration(res, epfd):
+    a, b = res.socketpair()
+    n = a.detach()          # n and its dup m are the file's only references
+    registered(epfd, [n])
+    m = os.dup(n)
+    try:
+        assert kcmp_tfd(epfd, n, n) == (0, 0)
+        os.close(n)
+        # The number is gone; the registration is not, and its file is the
+        # one the dup m holds, not b's.
+        assert kcmp_tfd(epfd, m, n) == (0, 0)
+        answer, err = kcmp_tfd(epfd, b.fileno(), n)
+        assert answer in (1, 2) and err == 0
+        # No second registration under n, none under b's number, and a
+        # closed fd or a non-epoll "epfd" is refused before any compare.
+        assert kcmp_tfd(epfd, m, n, toff=1) == (-1, errno.ENOENT)
+        assert kcmp_tfd(epfd, m, b.fileno()) == (-1, errno.ENOENT)
+        assert kcmp_tfd(epfd, n, n) == (-1, errno.EBADF)
+        assert kcmp_tfd(b.fileno(), m, n) == (-1, errno.EINVAL)
+    finally:
+        os.close(m)
+    # The last reference went: so did the registration.
+    assert kcmp_tfd(epfd, b.fileno(), n) == (-1, errno.ENOENT)

@@ -1,6 +1,10 @@
 """stale: a closed fd's epoll registration survives while a dup (or a
 forked child) keeps its file open.
 
+fork(2) copies every fd into the child, close-on-exec or not: O_CLOEXEC and
+EPOLL_CLOEXEC close an fd at execve(2), never at fork.  (Python makes every
+socket and epoll fd close-on-exec; the child here still holds them all.)
+
 Claim: epoll registers the pair (fd number, open file description), not
 the number.  After close(2) of a number whose file a dup or a child still
 holds, events keep arriving under the closed number and EPOLL_CTL_DEL on it
@@ -15,7 +19,13 @@ raw fd numbers, the scripts MAIN and FORK below (the fork variant has a
 child process as the other reference).  After each step, an epoll_wait
 with timeout 0 and the instance's interest list as the kernel prints it in
 /proc/self/fdinfo/EPFD (one ``tfd: N ... ino: I`` line per entry; the
-inode tells which socket it is).  ``judge`` replays the actions through
+inode tells which socket it is), and, for each entry, which of the fds the
+lab still holds -- in this process and in the child -- is the entry's file,
+as kcmp(2) with KCMP_EPOLL_TFD answers: the kernel's own name for a
+registration whose number names nothing any more (rawmux/_epoll.py,
+``registrations`` and ``registration_holders``).  Where kcmp cannot answer
+(a kernel without CONFIG_KCMP, or EPERM), the run says why in one line and
+goes on with fdinfo alone.  ``judge`` replays the actions through
 ``Model``, the rule above (entries keyed on (number, file), removed when a
 file's last reference goes), and compares every answer with the kernel's.
 
@@ -26,13 +36,17 @@ file's last reference goes), and compares every answer with the kernel's.
   script), "number" (the fd number it acted on; (source, new) for a dup,
   the child's pid for a fork), "what" (the table's description), "result"
   ("ok", "fd N", "N bytes" or an errno name), "ready" (the fds
-  epoll_wait(0) reported, sorted), "interest" ([(fd, socket label)])};
+  epoll_wait(0) reported, sorted), "interest" ([(fd, socket label)]),
+  "holders" (None without kcmp; else one list per interest entry, in the
+  same order, of the lab's fds that are its file: [["self" | "child",
+  fd]])}; ``kcmp``: None, or why kcmp could not answer; ``fork_cloexec``:
+  whether the fd the child was to hold was close-on-exec at the fork;
   ``reuse``: [{"name", "kernel_gave", "used"}] for each socket that was to
   take a just-closed number (dup2() moves it there if the kernel did not);
-- judged: ``steps`` again, each with ``rule_result``, ``rule_ready`` and
-  ``rule_interest``, the rule's prediction; ``mismatches``: [{"step",
-  "what", "observed", "expected"}]; ``checks``: {piece of the claim: bool};
-  ``closed_number``.
+- judged: ``steps`` again, each with ``rule_result``, ``rule_ready``,
+  ``rule_interest`` and ``rule_holders``, the rule's prediction;
+  ``mismatches``: [{"step", "what", "observed", "expected"}]; ``checks``:
+  {piece of the claim: bool}; ``closed_number``.
 """
 
 from __future__ import annotations
@@ -41,12 +55,12 @@ import collections
 import contextlib
 import errno
 import os
-import re
 import socket
 from collections.abc import Callable
 from typing import Any
 
-from rawmux._epoll import Epoll
+from rawmux._epoll import (Epoll, kcmp_unsupported, registration_holders,
+                           registrations)
 from rawmux._extension import lib
 from rawmux.experiments.options import Options
 from rawmux.experiments.shape import Judgement, Table, runs
@@ -106,7 +120,7 @@ _DESCRIPTIONS = {
     "read": "read(fd {n})",
     "dup": "dup(fd {n[0]}) -> fd {n[1]}",
     "close": "close(fd {n})",
-    "fork": "fork(): child {n} holds every fd too",
+    "fork": "fork(): child {n} holds a copy of every fd",
     "child_exit": "the child exits: its references go",
 }
 
@@ -119,12 +133,13 @@ class Model:
 
     def __init__(self):
         self.fds = {}                       # number -> file
-        self.child_holds = set()            # files a forked child keeps open
+        self.child_fds = {}                 # a forked child's: number -> file
         self.unread: collections.Counter[str] = collections.Counter()
         self.entries = []                   # [(number, file)], in ADD order
 
     def _release_if_unreferenced(self, file):
-        if file not in self.fds.values() and file not in self.child_holds:
+        if file not in self.fds.values() and \
+                file not in self.child_fds.values():
             self.entries = [e for e in self.entries if e[1] != file]
 
     def apply(self, action, number):
@@ -166,11 +181,12 @@ class Model:
             self._release_if_unreferenced(file)
             return "ok"
         if kind == "fork":
-            self.child_holds = set(self.fds.values())
+            # Every fd, close-on-exec or not: that flag acts at execve.
+            self.child_fds = dict(self.fds)
             return "ok"
         if kind == "child_exit":
-            held, self.child_holds = self.child_holds, set()
-            for file in held:
+            held, self.child_fds = self.child_fds, {}
+            for file in set(held.values()):
                 self._release_if_unreferenced(file)
             return "ok"
         raise ValueError(f"unknown action {action!r}")
@@ -183,21 +199,17 @@ class Model:
     def interest(self):
         return sorted(self.entries)
 
+    def holders(self):
+        """For each entry of ``interest()``, the fds that are its file:
+        [["self" | "child", number]], what kcmp(KCMP_EPOLL_TFD) answers."""
+        return [[["self", n] for n, f in sorted(self.fds.items())
+                 if f == file] +
+                [["child", n] for n, f in sorted(self.child_fds.items())
+                 if f == file]
+                for _, file in self.interest()]
+
 
 # ---- the kernel's side ------------------------------------------------------
-
-_FDINFO_ENTRY = re.compile(r"^tfd:\s*(\d+)\s.*\bino:\s*([0-9a-f]+)",
-                           re.MULTILINE)
-
-
-def interest_list(epfd):
-    """[(target fd number, inode)] from /proc/self/fdinfo/EPFD: the entries
-    of the epoll instance as the kernel prints them (ep_show_fdinfo())."""
-    with open(f"/proc/self/fdinfo/{epfd}") as f:
-        text = f.read()
-    return sorted((int(fd), int(ino, 16))
-                  for fd, ino in _FDINFO_ENTRY.findall(text))
-
 
 class _Lab:
     """The real sockets, numbers and child process of one run."""
@@ -211,6 +223,9 @@ class _Lab:
         self.inodes = {}        # inode -> file label
         # (pid, the write end of its "go" pipe)
         self.child: tuple[int, int] | None = None
+        self.child_fds: list[int] = []  # the lab's fds the child holds
+        self.cloexec_at_fork = None     # were they all close-on-exec?
+        self.kcmp: str | None = None    # why kcmp cannot answer, if it can't
         self.reuse = []         # (name, number the kernel gave, number used)
         stack.callback(self._close_open)
 
@@ -284,6 +299,9 @@ class _Lab:
             os.close(fd)
             return "ok", fd
         if kind == "fork":
+            self.child_fds = sorted(self.open)
+            self.cloexec_at_fork = all(not os.get_inheritable(fd)
+                                       for fd in self.child_fds)
             go_read, go_write = os.pipe()
             pid = os.fork()
             if pid == 0:
@@ -310,8 +328,35 @@ class _Lab:
         return sorted(fd for fd, _ in self.ep.ready())
 
     def interest(self):
-        return [(fd, self.inodes.get(ino, f"inode {ino}"))
-                for fd, ino in interest_list(self.ep.fileno())]
+        """The interest list, sorted: [(fd, socket label)], and for each
+        entry the lab's fds that kcmp says are its file (None when kcmp
+        cannot answer)."""
+        entries = []
+        for e in registrations(self.ep.fileno()):
+            label = self.inodes.get(e.ino, f"inode {e.ino}")
+            entries.append(((e.tfd, label), self._holders(e.tfd, e.toff)))
+        entries.sort(key=lambda entry: entry[0])
+        holders = [h for _, h in entries]
+        return ([key for key, _ in entries],
+                None if self.kcmp else holders)
+
+    def _holders(self, tfd, toff):
+        if self.kcmp:
+            return None
+        epfd = self.ep.fileno()
+        try:
+            found = [["self", fd] for fd in registration_holders(
+                epfd, tfd, toff, fds=sorted(self.open))]
+            if self.child is not None:
+                found += [["child", fd] for fd in registration_holders(
+                    epfd, tfd, toff, pid=self.child[0],
+                    fds=self.child_fds)]
+        except OSError as exc:
+            self.kcmp = kcmp_unsupported(exc.errno or 0)
+            if self.kcmp is None:
+                raise
+            return None
+        return found
 
 
 def _describe(action, number):
@@ -327,6 +372,16 @@ def _show_ready(fds):
     return ", ".join(f"{fd} IN" for fd in fds) or "-"
 
 
+def _show_holders(holders, entries):
+    """Each entry with the fds kcmp found to be its file: "5:A=7" (this
+    process's fd 7), "4:C=child 4", "5:A=-" (none of the lab's)."""
+    return " ".join(
+        f"{fd}:{file}=" + ("+".join(
+            ("" if who == "self" else "child ") + str(n)
+            for who, n in found) or "-")
+        for (fd, file), found in zip(entries, holders)) or "-"
+
+
 # ---- measuring, judging, presenting ---------------------------------------
 
 OPTIONS = Options()     # one pass takes milliseconds: nothing to choose
@@ -340,22 +395,53 @@ def measure(options, progress):
         for variant, script in SCRIPTS:
             for tag, action in script:
                 result, number = lab.do(action)
+                ready = lab.wait()
+                interest, holders = lab.interest()
                 steps.append({
                     "variant": variant, "tag": tag, "action": list(action),
                     "number": number,
                     "what": _describe(action, number) + (
                         ", as a loop trusting the event would"
                         if tag == "read_reused" else ""),
-                    "result": result, "ready": lab.wait(),
-                    "interest": lab.interest()})
+                    "result": result, "ready": ready,
+                    "interest": interest, "holders": holders})
                 progress(len(steps), total, variant)
+        if lab.kcmp:        # it failed part way: drop what it did answer
+            for step in steps:
+                step["holders"] = None
         reuse = [{"name": name, "kernel_gave": got, "used": used}
                  for name, got, used in lab.reuse]
-    return {"steps": steps, "reuse": reuse}
+    return {"steps": steps, "reuse": reuse, "kcmp": lab.kcmp,
+            "fork_cloexec": lab.cloexec_at_fork}
 
 
 _SHOWS: dict[str, Callable[[Any], str]] = {
     "result": str, "ready": _show_ready, "interest": _show_interest}
+
+
+def _shown(step, key, side=""):
+    """The cell of one answer: the kernel's (side "") or the rule's
+    (side "rule_")."""
+    if key == "holders":
+        return _show_holders(step[side + "holders"], step[side + "interest"])
+    return _SHOWS[key](step[side + key])
+
+
+def _keys(d):
+    """The answers compared at each step: the holders too, where kcmp
+    answered."""
+    with_kcmp = d.get("kcmp") is None and all(
+        s.get("holders") is not None for s in d["steps"])
+    return list(_SHOWS) + (["holders"] if with_kcmp else [])
+
+
+def _holders_of(step, entry, side=""):
+    """The fds that are the file of ``entry`` (fd, label) at ``step``, or
+    None if there is no such entry."""
+    entries = [tuple(e) for e in step[side + "interest"]]
+    if entry not in entries:
+        return None
+    return step[side + "holders"][entries.index(entry)]
 
 
 def _predicted(steps):
@@ -367,8 +453,30 @@ def _predicted(steps):
     for s in steps:
         rule = model.apply(s["action"], s["number"])
         out.append({**s, "rule_result": rule, "rule_ready": model.ready(),
-                    "rule_interest": model.interest()})
+                    "rule_interest": model.interest(),
+                    "rule_holders": model.holders()})
     return out
+
+
+def _dup_number(steps):
+    return next(s["number"][1] for s in steps if s["action"][0] == "dup")
+
+
+def _kcmp_checks(steps):
+    """What kcmp's answers show, read off the kernel's answers: the entry
+    no number names is the dup's file, or the child's."""
+    tag = {s["tag"]: s for s in steps if s["tag"]}
+    n, k = tag["closed"]["number"], tag["fork_closed"]["number"]
+    m = _dup_number(steps)
+    return {
+        "kcmp names the closed number's entry as the dup's file":
+            _holders_of(tag["closed"], (n, "A")) == [["self", m]],
+        "kcmp tells the two entries under the reused number apart":
+            _holders_of(tag["add_reused"], (n, "A")) == [["self", m]] and
+            _holders_of(tag["add_reused"], (n, "B")) == [["self", n]],
+        "kcmp names the fork's entry as the child's fd":
+            _holders_of(tag["fork_closed"], (k, "C")) == [["child", k]],
+    }
 
 
 def _checks(steps):
@@ -406,15 +514,18 @@ def _checks(steps):
 
 def judge(d):
     steps = _predicted(d["steps"])
+    keys = _keys(d)
     mismatches = [
-        {"step": i, "what": key, "observed": show(s[key]),
-         "expected": show(s["rule_" + key])}
-        for i, s in enumerate(steps) for key, show in _SHOWS.items()
-        if show(s[key]) != show(s["rule_" + key])]
+        {"step": i, "what": key, "observed": _shown(s, key),
+         "expected": _shown(s, key, "rule_")}
+        for i, s in enumerate(steps) for key in keys
+        if _shown(s, key) != _shown(s, key, "rule_")]
     checks = _checks(steps)
+    if "holders" in keys:
+        checks.update(_kcmp_checks(steps))
     tag = {s["tag"]: s for s in steps if s["tag"]}
-    n = tag["closed"]["number"]
-    answers = len(steps) * len(_SHOWS)
+    n, k = tag["closed"]["number"], tag["fork_closed"]["number"]
+    answers = len(steps) * len(keys)
     stayed = (checks["the entry survives close() while a dup is open"]
               and checks["events arrive under the closed number"])
     verdict = (
@@ -429,10 +540,13 @@ def judge(d):
         f"wait); closing the dup "
         + ("removed it" if checks["the last reference's close removes "
                                   "the entry"] else "did NOT remove it")
-        + "; a forked child's copy "
+        + "; a forked child's copy"
+        + (" (of a close-on-exec fd)" if d.get("fork_cloexec") else "")
+        + " "
         + ("kept it until the child exited" if checks[
             "a forked child's reference keeps it alive the same way"]
            else "did NOT behave the same")
+        + _kcmp_verdict(d, steps, keys, n, k)
         + f"; {answers - len(mismatches)}/{answers} answers as the "
           f"(number, file) rule predicts")
     failed = [name for name, ok in checks.items() if not ok]
@@ -440,7 +554,30 @@ def judge(d):
         verdict += "; NOT shown: " + ", ".join(failed)
     return Judgement(all(checks.values()) and not mismatches, verdict, {
         "steps": steps, "checks": checks, "mismatches": mismatches,
-        "closed_number": n})
+        "closed_number": n, "compared": keys})
+
+
+def _kcmp_verdict(d, steps, keys, n, k):
+    if "holders" not in keys:
+        return ("; kcmp could not name the files"
+                + (f" ({d['kcmp']})" if d.get("kcmp") else "")
+                + ": fdinfo only")
+    tag = {s["tag"]: s for s in steps if s["tag"]}
+    closed = _holders_of(tag["closed"], (n, "A"))
+    forked = _holders_of(tag["fork_closed"], (k, "C"))
+    return (f"; kcmp: entry {n}:A's file is held as "
+            f"{_show_found(closed, _dup_number(steps))}, entry {k}:C's as "
+            f"{_show_found(forked)}")
+
+
+def _show_found(found, dup=None):
+    """"fd 7 (the dup)", "the child's fd 4", from a holders list."""
+    if not found:
+        return "no fd the lab holds"
+    return " and ".join(
+        ("fd " if who == "self" else "the child's fd ") + str(fd)
+        + (" (the dup)" if who == "self" and fd == dup else "")
+        for who, fd in found)
 
 
 def present(d, judgement):
@@ -448,15 +585,17 @@ def present(d, judgement):
     steps, n = figures["steps"], figures["closed_number"]
     expected = {(m["step"], m["what"]): m["expected"]
                 for m in figures["mismatches"]}
+    keys = figures["compared"]
     rows = []
     for i, s in enumerate(steps):
         if i and s["variant"] != steps[i - 1]["variant"]:
-            rows.append(["", f"-- {s['variant']} variant --", "", "", ""])
+            rows.append(["", f"-- {s['variant']} variant --"]
+                        + [""] * len(keys))
         rows.append([str(i), s["what"]] + [
-            show(s[key]) + (f" (rule: {expected[i, key]})"
-                            if (i, key) in expected else "")
-            for key, show in _SHOWS.items()])
-    dup = next(s["number"][1] for s in steps if s["action"][0] == "dup")
+            _shown(s, key) + (f" (rule: {expected[i, key]})"
+                              if (i, key) in expected else "")
+            for key in keys])
+    dup = _dup_number(steps)
     moved = [r for r in d["reuse"] if r["kernel_gave"] != r["used"]]
     notes = [
         ("Each row: one action, then epoll_wait(timeout 0) on the instance "
@@ -476,12 +615,41 @@ def present(d, judgement):
          "the last reference's __fput() removes a file's entries "
          "(eventpoll_release()): docs/walkthrough.md, \"Removing, closing, "
          "and the stale registration\"."),
+        _kcmp_note(d, figures, dup),
+        ("fork(2) copies every fd, close-on-exec or not"
+         + (" (the child's fds here were all close-on-exec, as Python "
+            "makes sockets)" if d.get("fork_cloexec") else "")
+         + ": O_CLOEXEC and EPOLL_CLOEXEC act at execve(2) only."),
     ]
     if expected:
         notes.append(f"{len(expected)} answers differ from the (number, "
                      f"file) rule: the cells marked 'rule:'.")
-    return Table(["#", "action", "result", "epoll_wait(0)",
-                  "interest list (fd:socket)"], rows, notes)
+    columns = ["#", "action", "result", "epoll_wait(0)",
+               "interest list (fd:socket)"]
+    if "holders" in keys:
+        columns.append("its file is fd (kcmp)")
+    return Table(columns, rows, notes)
+
+
+def _kcmp_note(d, figures, dup):
+    if "holders" not in figures["compared"]:
+        return ("kcmp(2) could not name the entries' files"
+                + (f": {d['kcmp']}" if d.get("kcmp") else "")
+                + "; the interest list is fdinfo's alone.")
+    steps, n = figures["steps"], figures["closed_number"]
+    tag = {s["tag"]: s for s in steps if s["tag"]}
+    k = tag["fork_closed"]["number"]
+    closed = _holders_of(tag["closed"], (n, "A"))
+    forked = _holders_of(tag["fork_closed"], (k, "C"))
+    return (
+        "The last column: kcmp(KCMP_EPOLL_TFD) for each entry against the "
+        "fds the lab holds, here and in the child: the kernel's own name "
+        f"for the file of an entry whose number names nothing.  After "
+        f"close({n}), registration tfd {n} is the file now held as "
+        f"{_show_found(closed, dup)}; after close({k}) in the fork "
+        f"variant, registration tfd {k} is held by {_show_found(forked)}"
+        + (" and by no fd of this process" if forked and all(
+            who == "child" for who, _ in forked) else "") + ".")
 
 
 run = runs(__name__)
