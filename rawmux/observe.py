@@ -405,6 +405,7 @@ class Counter:
             targets = [(t, -1) for t in (_tasks(pid) if threads else [pid])]
         self.events = names
         self._per_event = len(targets)
+        self._buf = ffi.new("uint64_t[]", len(names) * len(targets))
         try:
             for name in names:
                 for task, cpu in targets:
@@ -415,9 +416,10 @@ class Counter:
                     if filter is not None:
                         self._set_filter(fd, filter)
         except BaseException:
-            self.close()
+            fds, self._fds = self._fds, array("i")
+            for fd in fds:
+                os.close(fd)
             raise
-        self._buf = ffi.new("uint64_t[]", len(self._fds))
 
     @staticmethod
     def _set_filter(fd: int, filter: str) -> None:
