@@ -1,24 +1,45 @@
-"""syscalls: the counts come from strace watching the real servers, the
-verdict from those counts; skipped where strace cannot trace.  The verdict
-itself is tested on synthetic strace tables, below, with figures worked out
-by hand."""
+"""syscalls: the counts come from the kernel's tracepoints (or, where they
+are unavailable, from strace) watching the real servers, the verdict from
+those counts; skipped where neither can count.  Both methods are run here
+where both work, and the verdict must hold for each.  The verdict itself is
+tested on synthetic tables, below, with figures worked out by hand."""
 
 import argparse
 import math
 
 import pytest
 
+from rawmux import observe
 from rawmux.experiments import syscalls
 from rawmux.experiments.shape import conclude
 
-PROBLEM = syscalls.strace_problem()
+TRACEPOINTS = observe.problem()
+STRACE = syscalls.strace_problem()
+PROBLEM = STRACE if TRACEPOINTS else None
 needs_strace = pytest.mark.skipif(PROBLEM is not None,
-                                  reason=f"no system call counts: {PROBLEM}")
+                                  reason=f"no system call counts: "
+                                         f"{TRACEPOINTS}; {PROBLEM}")
+needs_tracepoints = pytest.mark.skipif(
+    TRACEPOINTS is not None, reason=f"tracepoints unavailable: {TRACEPOINTS}")
+needs_both = pytest.mark.skipif(
+    TRACEPOINTS is not None or STRACE is not None,
+    reason=f"comparing the methods needs both: {TRACEPOINTS or STRACE}")
 
 
 @pytest.fixture(scope="module")
 def result():
+    """Counted by whichever method works here (tracepoints first)."""
     return syscalls.run(fast=True)
+
+
+@pytest.fixture(scope="module")
+def strace_result():
+    """The claim's two servers counted the other way: tracepoints forced
+    off, so strace counts."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("RAWMUX_NO_TRACEPOINTS", "1")
+        return syscalls.run(fast=True, backends=("select", "blocking"),
+                            messages=100, latency_conns=())
 
 
 def counted(result, backend, conns=1):
@@ -76,6 +97,53 @@ def test_counts_are_the_raw_traces_per_message(result):
         assert recv / trace["messages"] == pytest.approx(1, abs=0.1)
 
 
+def test_the_method_that_counted_is_recorded_and_noted(result):
+    method = result.data["method"]
+    assert method == ("tracepoints" if TRACEPOINTS is None
+                      else None if STRACE else "strace")
+    assert result.data["tracepoint_problem"] == TRACEPOINTS
+    if method == "tracepoints":
+        assert "counted by the kernel: tracepoints" in result.report()
+        assert result.data["strace_problem"] is None     # not asked
+    elif method == "strace":
+        assert f"counted with strace, not tracepoints: {TRACEPOINTS}." in \
+            result.notes
+
+
+@needs_tracepoints
+def test_threads_created_after_the_counter_opened_are_counted(result):
+    """The threads backend starts each connection's thread after the
+    counter opened (one task then): inherit alone covers it.  The blocking
+    server's accept thread existed before: threads=True covers it.  Both
+    count one recvfrom a message, which only their threads make."""
+    tasks = {(t["backend"], t["conns"]): t["tasks"]
+             for t in result.data["traces"]}
+    assert tasks[("threads", 1)] == 1 and tasks[("blocking", 1)] == 2
+    for backend in ("threads", "blocking"):
+        per = counted(result, backend)["per_message"]
+        assert per["recvfrom"] == pytest.approx(1, abs=0.05)
+        assert per["sendto"] == pytest.approx(1, abs=0.05)
+
+
+@needs_both
+def test_the_verdict_holds_counted_by_strace_too(strace_result, result):
+    assert strace_result.data["method"] == "strace"
+    assert strace_result.data["tracepoint_problem"] == \
+        "tracepoints disabled by RAWMUX_NO_TRACEPOINTS=1"
+    assert strace_result.confirmed is True
+    assert ("counted with strace, not tracepoints: tracepoints disabled by "
+            "RAWMUX_NO_TRACEPOINTS=1.") in strace_result.notes
+    # Calls that do not depend on timing: the same figures either way.
+    for backend in ("select", "blocking"):
+        by_strace = counted(strace_result, backend)["per_message"]
+        by_kernel = counted(result, backend)["per_message"]
+        for name in ("recvfrom", "sendto"):
+            assert by_strace[name] == pytest.approx(by_kernel[name], abs=0.05)
+    assert counted(strace_result, "select")["per_message"]["pselect6"] == \
+        pytest.approx(counted(result, "select")["per_message"]["pselect6"],
+                      abs=0.05)
+
+
 def test_latency_of_every_server_at_every_connection_count(result):
     rows = {(r["backend"], r["conns"]): r for r in result.data["latency"]}
     fast = syscalls.OPTIONS.defaults(fast=True)["latency_conns"]
@@ -104,17 +172,40 @@ def test_parse_strace_summary():
         syscalls.parse_strace_summary("strace: something went wrong\n")
 
 
-def test_without_strace_it_says_so_and_how_to_count(monkeypatch):
+def test_without_tracepoints_or_strace_it_says_so_and_how_to_count(
+        monkeypatch):
+    monkeypatch.setenv("RAWMUX_NO_TRACEPOINTS", "1")
     monkeypatch.setattr(syscalls, "strace_path", lambda: None)
-    result = syscalls.run(fast=True, latency_conns=())
-    assert result.confirmed is None
+    said = []
+    result = syscalls.run(fast=True, latency_conns=(),
+                          progress=lambda done, total, what: said.append(what))
+    assert result.confirmed is None and result.data["method"] is None
     assert result.data["strace_problem"] == "strace is not installed"
     assert result.data["traces"] == [] and result.data["counts"] == []
+    line = "tracepoints disabled by RAWMUX_NO_TRACEPOINTS=1"
+    assert said[0] == f"{line}; strace is not installed"
     assert result.verdict.startswith(
-        "system calls not counted: strace is not installed")
+        f"system calls not counted: {line}; strace is not installed")
     report = result.report()
     assert "perf trace" in report and "NOT counted" in report
     assert "verdict: NOT TESTED" in report
+
+
+def test_without_tracepoints_strace_counts(monkeypatch):
+    # problem() monkeypatched (not the variable): the fallback follows the
+    # function's answer, whatever it says.
+    line = "tracepoints unavailable: perf_event_paranoid is 2 and ..."
+    monkeypatch.setattr(observe, "problem", lambda: line)
+    calls = []
+    monkeypatch.setattr(syscalls, "_traces",
+                        lambda jobs, messages, step: calls.append(jobs) or [])
+    monkeypatch.setattr(syscalls, "_tracepoint_traces", None)
+    monkeypatch.setattr(syscalls, "strace_problem", lambda: None)
+    result = syscalls.run(fast=True, backends=("select",), latency_conns=())
+    assert calls == [[("select", 1)]]
+    assert result.data["method"] == "strace"
+    assert result.data["tracepoint_problem"] == line
+    assert f"counted with strace, not tracepoints: {line}." in result.notes
 
 
 def test_a_tracer_that_fails_is_detected(monkeypatch):
@@ -201,10 +292,13 @@ nan_ = _NaN()
 
 
 def synthetic(traces, latency_runs=(), problem=None,
-              backends=("select", "threads", "blocking")):
+              backends=("select", "threads", "blocking"), method="strace"):
     return {"options": {"backends": list(backends), "messages": 300,
                         "conns": [1], "latency_conns": [1, 10],
                         "seconds": 0.15, "rounds": 2},
+            "method": None if problem else method,
+            "tracepoint_problem": None if method == "tracepoints"
+            else "tracepoints disabled by RAWMUX_NO_TRACEPOINTS=1",
             "strace_problem": problem, "messages": 300, "size": 64,
             "traces": list(traces), "latency_runs": list(latency_runs),
             "placement": "server pinned to CPU 0, load generator to CPU 1"
@@ -223,6 +317,28 @@ def test_per_message_counts_by_hand():
     assert blocking["wait"] == 0
     assert syscalls.receive_cost(select) == 2.0
     assert syscalls.receive_cost(blocking) == 1.0
+
+
+def test_tracepoint_counts_with_other_by_hand():
+    """From tracepoints, "other" is counted (the total less the named
+    calls); named figures below SHOWN join it."""
+    select = trace("select", pselect6=300, recvfrom=300, sendto=300,
+                   futex=6, other=24)
+    blocking = trace("blocking", recvfrom=300, sendto=300, other=3)
+    result = conclude(syscalls, synthetic([select, blocking],
+                                          method="tracepoints"))
+    select_row, blocking_row = result.data["counts"]
+    # other: 24/300 = 0.08, plus futex 6/300 = 0.02 (below SHOWN).
+    assert select_row["per_message"] == {
+        "pselect6": 1.0, "recvfrom": 1.0, "sendto": 1.0,
+        "other": pytest.approx(0.10)}
+    assert select_row["total"] == pytest.approx(3.10)
+    # 3/300 = 0.01: below SHOWN, not shown, still in the total.
+    assert blocking_row["per_message"] == {"recvfrom": 1.0, "sendto": 1.0}
+    assert blocking_row["total"] == pytest.approx(2.01)
+    assert result.confirmed is True
+    assert "counted by the kernel: tracepoints" in result.notes[0]
+    assert not any("strace, not tracepoints" in n for n in result.notes)
 
 
 def test_judged_confirmed_when_select_pays_one_call_more():
@@ -323,9 +439,11 @@ def test_not_tested_without_strace_even_with_latency():
                                           problem="strace is not installed"))
     assert result.confirmed is None
     assert result.verdict == (
-        "system calls not counted: strace is not installed; round trip "
+        "system calls not counted: tracepoints disabled by "
+        "RAWMUX_NO_TRACEPOINTS=1; strace is not installed; round trip "
         "p50/p99 us at 10 conns: threads 170/400, select 85/180")
-    assert "system calls NOT counted: strace is not installed." in \
+    assert ("system calls NOT counted: tracepoints disabled by "
+            "RAWMUX_NO_TRACEPOINTS=1; strace is not installed.") in \
         result.notes
     assert syscalls.HOW_TO_COUNT_WITHOUT_STRACE in result.notes
     assert "verdict: NOT TESTED" in result.report()

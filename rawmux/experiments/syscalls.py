@@ -10,15 +10,23 @@ docs/walkthrough.md, "Why the costs differ, experiment by experiment"
 (syscalls).
 
 Method: each server -- rawmux's echo backends, and ``blocking``, a plain
-thread per connection on sockets without a timeout (below) -- runs under
-``strace -c -f``.  A client here opens ``conns`` connections, echoes
-``messages`` 64-byte messages in lock-step rounds, shuts down, waits for the
-server's EOF and closes; the server gets SIGTERM.  A run with no messages is
-subtracted, name by name, and the rest divided by the messages (timer
-wake-ups stay in it, ~0.01 a message; figures under SHOWN are summed into
-"other").  strace slows the server: counts are exact, times are not.
-Without strace (or ptrace) nothing is counted: NOT TESTED, and the notes say
-how else to count.  Latency, without strace: the C load generator
+thread per connection on sockets without a timeout (below) -- is counted
+while a client here opens ``conns`` connections, echoes ``messages`` 64-byte
+messages in lock-step rounds, shuts down, waits for the server's EOF and
+closes; the server gets SIGTERM.  A run with no messages is subtracted, name
+by name, and the rest divided by the messages (timer wake-ups stay in it,
+~0.01 a message; figures under SHOWN are summed into "other").
+
+Who counts: the kernel, where tracepoints work here (rawmux.observe):
+``raw_syscalls:sys_enter`` for the total and ``syscalls:sys_enter_<name>``
+for each of NAMED, "other" the difference, on every task the server has once
+it listens and, inherited, on the threads it creates later; counted around
+the client's run, nobody stopped.  Where ``observe.problem()`` gives a
+reason (``RAWMUX_NO_TRACEPOINTS=1`` forces one), that line is reported and
+the server's whole life runs under ``strace -c -f`` instead: counts exact
+but for the calls that depend on timing (futex: ptrace stops make threads
+collide over the GIL), times slowed many times.  With neither, nothing is
+counted: NOT TESTED, and the notes say how else to count.  Latency, without strace: the C load generator
 (rawmux.harness) on one CPU, the server on another, one message in flight
 per connection; each server process is driven at every ``latency_conns``
 count in turn, the servers in a rotated order each round; medians.
@@ -27,11 +35,14 @@ Verdict, at one connection: select waits once a message, select's receive
 (wait + recvfrom) is 2 calls, a blocking receive 1, each within TOLERANCE;
 NOT TESTED unless select and blocking were both counted there.
 
-``Result.data``: ``options`` (as run); ``strace_problem`` (why nothing was
-counted, or None); ``messages`` (asked for); ``size`` (bytes a message);
-``traces``, one per counted (backend, conns): backend, conns, messages
-(echoed), ``baseline`` and ``counted`` ({syscall: calls} without and with
-them); ``latency_runs``, one per (round, backend, conns): backend, conns,
+``Result.data``: ``options`` (as run); ``method`` ("tracepoints",
+"strace" or None: who counted); ``tracepoint_problem`` (observe.problem()'s
+line, or None); ``strace_problem`` (why strace could not count, or None;
+asked only where tracepoints could not); ``messages`` (asked for); ``size``
+(bytes a message); ``traces``, one per counted (backend, conns): backend,
+conns, messages (echoed), ``baseline`` and ``counted`` ({syscall: calls}
+without and with them; from tracepoints, NAMED and "other"), and, from
+tracepoints, ``tasks`` (the server's tasks when the counter opened); ``latency_runs``, one per (round, backend, conns): backend, conns,
 round, placement, p50_us, p99_us, max_us, msgs_per_s, cpu_us_per_msg;
 ``placement`` (of the latency runs, or None).  Judged: ``counts``, one per
 trace: backend, conns, messages, ``per_message`` ({syscall: calls}),
@@ -53,7 +64,7 @@ import threading
 from statistics import median
 from typing import Any
 
-from rawmux import harness
+from rawmux import harness, observe
 from rawmux.experiments.options import (Options, integer, integers,
                                         names, number)
 from rawmux.experiments.report import pyplot, save
@@ -75,6 +86,15 @@ WARMUP = 0.15                   # seconds of load before latency is measured
 # The system calls that wait for readiness (glibc's select() is pselect6).
 WAIT_CALLS = frozenset({"select", "pselect6", "poll", "ppoll", "epoll_wait",
                         "epoll_pwait", "epoll_pwait2"})
+# The calls counted by name with tracepoints (syscalls:sys_enter_<name>):
+# those the backends make per message or per connection, as strace -c names
+# them; the rest of raw_syscalls:sys_enter is "other".  A name this kernel
+# has no tracepoint for is left out (and so counted in "other").
+NAMED = ("select", "pselect6", "poll", "ppoll", "epoll_wait", "epoll_pwait",
+         "epoll_pwait2", "epoll_ctl", "recvfrom", "sendto", "accept4",
+         "shutdown", "close", "setsockopt", "futex", "clone3", "mmap",
+         "munmap", "madvise", "rt_sigprocmask", "getpid")
+TOTAL_EVENT = "raw_syscalls:sys_enter"
 # Per-message figures below this are noise -- timers, and start-up calls
 # that vary by a few dozen from run to run -- folded into "other".
 SHOWN = 0.05
@@ -265,6 +285,61 @@ def _traces(jobs, messages, step):
     return traces
 
 
+# ---- measuring: counting with tracepoints ------------------------------------
+
+def _events():
+    """TOTAL_EVENT and the NAMED calls' tracepoints that this kernel has."""
+    named = []
+    for name in NAMED:
+        try:
+            observe.tracepoint_id(f"syscalls:sys_enter_{name}")
+        except ValueError:              # no such tracepoint here
+            continue
+        named.append(f"syscalls:sys_enter_{name}")
+    return [TOTAL_EVENT] + named
+
+
+def _by_name(counts):
+    """{syscall: calls} from the counter's totals: the named calls, and
+    "other", all the calls not named."""
+    named = {event.rpartition("sys_enter_")[2]: n
+             for event, n in counts.items() if event != TOTAL_EVENT}
+    out = {name: n for name, n in named.items() if n}
+    out["other"] = counts[TOTAL_EVENT] - sum(named.values())
+    return out
+
+
+def _count_with_tracepoints(events, backend, conns, rounds):
+    """{syscall: calls} of one server around the client's run, and the
+    number of tasks it had when the counter opened."""
+    with _server(backend) as server:
+        # Every task it has now (threads=True), and, inherited, every one
+        # they create from here on: the threads backend's and the blocking
+        # server's per-connection threads.
+        tasks = len(os.listdir(f"/proc/{server.pid}/task"))
+        with observe.Counter(events, pid=server.pid, threads=True) as counter:
+            _echo_rounds(server.address, conns, rounds)
+            counts = counter.read()
+        server.stop()
+    return _by_name(counts), tasks
+
+
+def _tracepoint_traces(jobs, messages, step):
+    events = _events()
+    traces = []
+    for backend, conns in jobs:
+        rounds = max(1, messages // conns)
+        step(f"tracepoints {backend} {conns}c baseline")
+        baseline, _ = _count_with_tracepoints(events, backend, conns, 0)
+        step(f"tracepoints {backend} {conns}c {rounds * conns} messages")
+        counted, tasks = _count_with_tracepoints(events, backend, conns,
+                                                 rounds)
+        traces.append({"backend": backend, "conns": conns,
+                       "messages": rounds * conns, "baseline": baseline,
+                       "counted": counted, "tasks": tasks})
+    return traces
+
+
 # ---- measuring: latency -----------------------------------------------------
 
 def _latency(backend, o, built, cpus, round_):
@@ -301,9 +376,12 @@ def _latency_runs(o, step):
 
 
 def measure(options, progress):
-    problem = strace_problem()
-    count_jobs = [] if problem else [(b, c) for c in options.conns
-                                     for b in options.backends]
+    tracepoint_problem = observe.problem()
+    problem = None if tracepoint_problem is None else strace_problem()
+    method = ("tracepoints" if tracepoint_problem is None
+              else None if problem else "strace")
+    count_jobs = [] if method is None else [(b, c) for c in options.conns
+                                            for b in options.backends]
     latency_jobs = (options.rounds * len(LATENCY_BACKENDS)
                     if options.latency_conns else 0)
     total, done = 2 * len(count_jobs) + latency_jobs, itertools.count()
@@ -311,12 +389,20 @@ def measure(options, progress):
     def step(what):
         progress(next(done), total, what)
 
-    traces = _traces(count_jobs, options.messages, step) if count_jobs \
-        else []
+    if tracepoint_problem is not None:
+        # The one line, where the user sees it first.
+        progress(0, total, f"{tracepoint_problem}; "
+                           f"{'counting with strace' if method else problem}")
+    if method == "tracepoints":
+        traces = _tracepoint_traces(count_jobs, options.messages, step)
+    else:
+        traces = _traces(count_jobs, options.messages, step) if count_jobs \
+            else []
     latency = _latency_runs(options, step) if latency_jobs else []
     progress(total, total, "done")
     return {"options": {k: list(v) if isinstance(v, tuple) else v
                         for k, v in vars(options).items()},
+            "method": method, "tracepoint_problem": tracepoint_problem,
             "strace_problem": problem, "messages": options.messages,
             "size": SIZE, "traces": traces, "latency_runs": latency,
             "placement": harness.placement(latency) if latency else None}
@@ -344,7 +430,10 @@ def _per_message(trace):
     counted, baseline = trace["counted"], trace["baseline"]
     exact = {n: (counted.get(n, 0) - baseline.get(n, 0)) / trace["messages"]
              for n in set(counted) | set(baseline)}
-    shown = {n: v for n, v in exact.items() if abs(v) >= SHOWN}
+    # "other" may be counted already (tracepoints: the calls not named);
+    # the small figures join it.
+    shown = {n: v for n, v in exact.items()
+             if abs(v) >= SHOWN and n != "other"}
     other = sum(v for n, v in exact.items() if n not in shown)
     if abs(other) >= SHOWN:
         shown["other"] = other
@@ -401,14 +490,19 @@ def _totals(counts, conns):
                      for r in counts if r["conns"] == conns)
 
 
+def _why_not_counted(data):
+    why = [data.get("tracepoint_problem"), data["strace_problem"]]
+    return "; ".join(w for w in why if w)
+
+
 def judge(data):
     counts = [_per_message(t) for t in data["traces"]]
     latency = _latency_medians(data["latency_runs"])
     figures = {"counts": counts, "latency": latency}
     tail = _latency_text(latency)
-    if data["strace_problem"]:
+    if data.get("method", "strace") is None or data["strace_problem"]:
         return Judgement(None, f"system calls not counted: "
-                               f"{data['strace_problem']}{tail}", figures)
+                               f"{_why_not_counted(data)}{tail}", figures)
     select1, blocking1 = _find(counts, "select", 1), _find(counts,
                                                            "blocking", 1)
     if select1 is None or blocking1 is None:
@@ -456,10 +550,17 @@ def present(data, judgement):
                          breakdown(c["per_message"]) if c else "-",
                          float(lat["p50_us"]) if lat else nan,
                          float(lat["p99_us"]) if lat else nan])
+    method = data.get("method", "strace")
+    if method == "tracepoints":
+        how = ("counted by the kernel: tracepoints raw_syscalls:sys_enter "
+               "(the total) and syscalls:sys_enter_<name> (by name; "
+               "\"other\" is the rest) on the server's tasks and, "
+               "inherited, the threads they create; nobody stopped.")
+    else:
+        how = ("counted with strace -c -f, which slows the server many "
+               "times: counts exact, times not.")
     notes = [f"{data['messages']} messages of {data['size']} bytes per "
-             f"counted run, minus a run with none; counted with strace -c "
-             f"-f, which slows the server many times: counts exact, times "
-             f"not.",
+             f"counted run, minus a run with none; {how}",
              "recvfrom/sendto are socket.recv_into()/send(); pselect6 is "
              "glibc's select().  The threads backend's idle timeout is "
              "SO_RCVTIMEO/SO_SNDTIMEO, so it blocks in recv and send as a "
@@ -469,13 +570,17 @@ def present(data, judgement):
              "backend, its statistics lock).  Unlike the other calls it "
              "depends on timing: strace, stopping every thread at every "
              "call, makes them collide more often than they do untraced."]
+    if data.get("tracepoint_problem") and method is not None:
+        notes.append(f"counted with strace, not tracepoints: "
+                     f"{data['tracepoint_problem']}.")
     if latency:
         notes.append(f"latency: C load generator, one {data['size']}-byte "
                      f"message in flight per connection, {o['seconds']:g} s "
                      f"per run, median of {o['rounds']} round(s); "
                      f"{data['placement']}; no strace.")
-    if data["strace_problem"]:
-        notes.append(f"system calls NOT counted: {data['strace_problem']}.")
+    if method is None or data["strace_problem"]:
+        notes.append(f"system calls NOT counted: "
+                     f"{_why_not_counted(data)}.")
         notes.append(HOW_TO_COUNT_WITHOUT_STRACE)
     return Table(COLUMNS, rows, notes)
 
@@ -512,7 +617,9 @@ def plot(result, path):
             ax.text(x, min(r["total"], top * 0.93), f"{r['total']:.2f}",
                     ha="center", va="bottom", fontsize=8)
         ax.set_ylabel("system calls per echoed message")
-        ax.set_title("system calls per message (strace -c -f)")
+        ax.set_title("system calls per message ("
+                     + ("tracepoints" if result.data.get("method")
+                        == "tracepoints" else "strace -c -f") + ")")
         ax.legend(fontsize=8)
         ax.tick_params(axis="x", labelsize=8)
     if latency:

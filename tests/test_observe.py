@@ -1,0 +1,342 @@
+"""rawmux.observe: tracepoint counts checked against computed expectations
+(a child that makes exactly K getppid() calls, a task woken K times through
+a pipe), the one-line answer where counting cannot work (forced, and as an
+unprivileged user), and the layout the C side relies on.  The counting
+tests skip, saying why, where tracepoints are unavailable."""
+
+import errno
+import os
+import sys
+import tempfile
+import threading
+
+import pytest
+
+from rawmux import ffi, lib, observe
+
+PROBLEM = observe.problem()
+needs_tracepoints = pytest.mark.skipif(
+    PROBLEM is not None, reason=f"tracepoints unavailable: {PROBLEM}")
+K = 200
+GETPPID = "syscalls:sys_enter_getppid"
+
+
+# ---- the ABI, from the headers ----------------------------------------------
+
+def _ioc(direction, nr, size):
+    # include/uapi/asm-generic/ioctl.h: dir << 30 | size << 16 | type << 8
+    return direction << 30 | size << 16 | ord("$") << 8 | nr
+
+
+def test_constants_match_the_kernel_abi():
+    # include/uapi/linux/perf_event.h
+    assert lib.PERF_TYPE_SOFTWARE == 1 and lib.PERF_TYPE_TRACEPOINT == 2
+    assert lib.PERF_COUNT_SW_DUMMY == 9
+    assert lib.PERF_FLAG_FD_CLOEXEC == 1 << 3
+    assert lib.PERF_EVENT_IOC_ENABLE == _ioc(0, 0, 0)
+    assert lib.PERF_EVENT_IOC_DISABLE == _ioc(0, 1, 0)
+    assert lib.PERF_EVENT_IOC_RESET == _ioc(0, 3, 0)
+    # _IOW('$', 6, char *): write direction, the size of a pointer.
+    assert lib.PERF_EVENT_IOC_SET_FILTER == _ioc(1, 6, ffi.sizeof("char *"))
+
+
+def test_attr_layout_and_the_bit_fields_set_in_c():
+    attr = ffi.new("struct perf_event_attr *")
+    assert [ffi.offsetof("struct perf_event_attr", f)
+            for f in ("type", "size", "config", "read_format")] == \
+        [0, 4, 8, 32]
+    # PERF_ATTR_SIZE_VER0 is 64; every later version is a multiple of 8.
+    size = ffi.sizeof("struct perf_event_attr")
+    assert size >= 64 and size % 8 == 0
+    for inherit, bits in ((1, 0b11), (0, 0b01)):
+        lib.rawmux_perf_attr_counting(attr, lib.PERF_TYPE_TRACEPOINT, 443,
+                                      inherit)
+        assert (attr.type, attr.size, attr.config, attr.read_format) == \
+            (lib.PERF_TYPE_TRACEPOINT, size, 443, 0)
+        raw = bytes(ffi.buffer(attr))
+        # The u64 of flags right after read_format: "disabled" is its first
+        # bit-field, "inherit" its second; nothing else set.
+        flags = int.from_bytes(raw[40:48], sys.byteorder)
+        if sys.byteorder == "little":
+            assert flags == bits
+        # sample_period (offset 16) 0: counting, not sampling.
+        assert raw[16:24] == bytes(8)
+
+
+# ---- bad input: ValueError/TypeError before any perf call -------------------
+
+@pytest.fixture
+def no_perf_calls(monkeypatch):
+    def refuse(*args):
+        raise AssertionError("reached perf_event_open")
+    monkeypatch.setattr(observe, "_open_counter", refuse)
+
+
+@pytest.mark.parametrize("name", ["sched", "sched:", ":x", "a:b:c",
+                                  "sched:sched wakeup", "../x:y", ""])
+def test_malformed_names_are_value_errors(name, no_perf_calls):
+    with pytest.raises(ValueError, match="malformed tracepoint name"):
+        observe.tracepoint_id(name)
+    with pytest.raises(ValueError, match="malformed tracepoint name"):
+        observe.Counter([name])
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"events": "sched:sched_wakeup"}, TypeError, "not one string"),
+    ({"events": [b"sched:sched_wakeup"]}, TypeError, "must be a str"),
+    ({"events": []}, ValueError, "no events"),
+    ({"events": [GETPPID, GETPPID]}, ValueError, "named twice"),
+    ({"events": [GETPPID], "pid": 0}, ValueError, "positive int"),
+    ({"events": [GETPPID], "pid": True}, ValueError, "positive int"),
+    ({"events": [GETPPID], "threads": True}, ValueError, "needs a pid"),
+    ({"events": [GETPPID], "filter": "pid == 1\0"}, ValueError, "NUL"),
+])
+def test_bad_counter_arguments(kwargs, error, message, no_perf_calls):
+    with pytest.raises(error, match=message):
+        observe.Counter(**kwargs)
+
+
+@needs_tracepoints
+def test_unknown_event_and_bad_filter():
+    with pytest.raises(ValueError, match="unknown tracepoint 'sched:nope'"):
+        observe.tracepoint_id("sched:nope")
+    # The kernel parses the filter (perf_event_set_filter): EINVAL.
+    with pytest.raises(OSError) as got:
+        observe.Counter(["sched:sched_wakeup"], filter="no_such_field == 1")
+    assert got.value.errno == errno.EINVAL
+
+
+# ---- the fallback: one line -------------------------------------------------
+
+def test_forced_off_says_so_everywhere(monkeypatch):
+    monkeypatch.setenv("RAWMUX_NO_TRACEPOINTS", "1")
+    line = "tracepoints disabled by RAWMUX_NO_TRACEPOINTS=1"
+    assert observe.problem() == line
+    with pytest.raises(observe.Unavailable, match=line):
+        observe.tracepoint_id("sched:sched_wakeup")
+    with pytest.raises(RuntimeError, match=line):
+        observe.Counter(["sched:sched_wakeup"])
+    monkeypatch.setenv("RAWMUX_NO_TRACEPOINTS", "0")
+    assert observe.problem() == PROBLEM
+
+
+def _paranoid():
+    with open(observe.PARANOID_PATH) as f:
+        return int(f.read())
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become nobody")
+def test_an_unprivileged_process_is_told_why():
+    """Run as nobody (uid 65534), which has neither CAP_PERFMON nor root:
+    the one line must name the reason this machine gives."""
+    paranoid = _paranoid()
+    if paranoid > 1:
+        expected = (f"tracepoints unavailable: perf_event_paranoid is "
+                    f"{paranoid} and this process is neither root nor "
+                    f"CAP_PERFMON")
+    elif not observe.tracefs_mounts():
+        expected = "no tracefs mounted and cannot mount it (not root)"
+    else:
+        pytest.skip(f"perf_event_paranoid {paranoid} and a tracefs mounted:"
+                    f" nobody may count here")
+    # A forked child that drops to nobody: root's own interpreter may sit
+    # where nobody cannot read it.
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)            # drops every capability too
+            observe.problem.cache_clear()
+            observe._ids.clear()
+            os.environ.pop("RAWMUX_NO_TRACEPOINTS", None)
+            os.write(w, str(observe.problem()).encode())
+        finally:
+            os._exit(0)
+    os.close(w)
+    try:
+        got = b"".join(iter(lambda: os.read(r, 4096), b"")).decode()
+    finally:
+        os.close(r)
+        os.waitpid(pid, 0)
+    assert got == expected
+
+
+def test_tracefs_mounts_read_from_proc_mounts_format(tmp_path):
+    events = tmp_path / "dbg" / "tracing" / "events"
+    events.mkdir(parents=True)
+    mounts = tmp_path / "mounts"
+    mounts.write_text(
+        "proc /proc proc rw 0 0\n"
+        "tracefs /mnt/my\\040trace tracefs rw,relatime 0 0\n"
+        f"debugfs {tmp_path}/dbg debugfs rw 0 0\n"
+        "debugfs /nonexistent debugfs rw 0 0\n")
+    assert observe.tracefs_mounts(str(mounts)) == [
+        "/mnt/my trace", f"{tmp_path}/dbg/tracing"]
+    assert observe.tracefs_mounts(str(tmp_path / "absent")) == []
+
+
+def test_online_cpus_parses_the_kernel_list(tmp_path):
+    online = tmp_path / "online"
+    online.write_text("0-3,6,8-9\n")
+    assert observe.online_cpus(str(online)) == [0, 1, 2, 3, 6, 8, 9]
+    assert observe.online_cpus() == sorted(observe.online_cpus())
+
+
+@needs_tracepoints
+def test_reading_ids_leaves_no_mount_and_no_directory(monkeypatch):
+    monkeypatch.setattr(observe, "_ids", {})
+    with open("/proc/mounts") as f:
+        before = f.read()
+    tmp = set(os.listdir(tempfile.gettempdir()))
+    ids = observe.tracepoint_ids(["sched:sched_wakeup", GETPPID])
+    assert all(type(i) is int and i > 0 for i in ids.values())
+    assert len(set(ids.values())) == 2
+    with open("/proc/mounts") as f:
+        assert f.read() == before
+    assert {d for d in set(os.listdir(tempfile.gettempdir())) - tmp
+            if d.startswith("rawmux-tracefs-")} == set()
+
+
+# ---- counting, against computed expectations ---------------------------------
+
+def _child(body):
+    """A forked child that waits for a byte on a pipe, runs body(), exits.
+    Returns (pid, the pipe's write end)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(w)
+            os.read(r, 1)
+            body()
+        finally:
+            os._exit(0)
+    os.close(r)
+    return pid, w
+
+
+@needs_tracepoints
+def test_a_child_making_k_getppid_calls_counts_k():
+    pid, go = _child(lambda: [os.getppid() for _ in range(K)])
+    try:
+        counter = observe.Counter([GETPPID, "raw_syscalls:sys_enter"],
+                                  pid=pid)
+        with counter:
+            os.write(go, b"x")
+            os.waitpid(pid, 0)
+            pid = 0
+        counts = counter.read()          # the counts as they were at close
+    finally:
+        os.close(go)
+        if pid:
+            os.waitpid(pid, 0)
+    assert counts[GETPPID] == K
+    # Every call enters raw_syscalls:sys_enter too; the harness adds a few
+    # (the read that released it, the exit path).
+    assert K <= counts["raw_syscalls:sys_enter"] <= K + 40
+
+
+def _thread_making_getppid_calls(start):
+    def body():
+        start.wait()
+        for _ in range(K):
+            os.getppid()
+    return threading.Thread(target=body)
+
+
+@needs_tracepoints
+@pytest.mark.parametrize("inherit", [True, False])
+def test_inherit_covers_threads_created_after_opening(inherit):
+    start = threading.Event()
+    with observe.Counter([GETPPID], pid=os.getpid(),
+                         inherit=inherit) as counter:
+        thread = _thread_making_getppid_calls(start)
+        thread.start()
+        start.set()
+        thread.join()
+        got = counter.read()[GETPPID]
+    assert got == (K if inherit else 0)
+
+
+@needs_tracepoints
+@pytest.mark.parametrize("threads", [True, False])
+def test_threads_that_existed_before_need_threads_true(threads):
+    start = threading.Event()
+    thread = _thread_making_getppid_calls(start)
+    thread.start()
+    try:
+        with observe.Counter([GETPPID], pid=os.getpid(),
+                             threads=threads) as counter:
+            start.set()
+            thread.join()
+            got = counter.read()[GETPPID]
+    finally:
+        start.set()
+        thread.join()
+    assert got == (K if threads else 0)
+
+
+def _state(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rpartition(")")[2].split()[0]
+
+
+@needs_tracepoints
+def test_sched_wakeup_of_a_task_woken_k_times_through_a_pipe():
+    """sched_wakeup fires in the waker's context: counted on every CPU,
+    filtered on the woken pid.  Each round the parent waits until the child
+    is asleep in read(2) (its /proc state 'S'), then writes one byte: one
+    wake-up each, K in all."""
+    rounds = 50
+    data_r, data_w = os.pipe()
+    ack_r, ack_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            for _ in range(rounds):
+                os.read(data_r, 1)
+                os.write(ack_w, b"a")
+        finally:
+            os._exit(0)
+    try:
+        with observe.Counter(["sched:sched_wakeup"],
+                             filter=f"pid == {pid}") as counter:
+            for _ in range(rounds):
+                while _state(pid) != "S":
+                    os.sched_yield()
+                os.write(data_w, b"x")
+                os.read(ack_r, 1)
+            os.waitpid(pid, 0)
+            pid = 0
+            got = counter.read()["sched:sched_wakeup"]
+    finally:
+        for fd in (data_r, data_w, ack_r, ack_w):
+            os.close(fd)
+        if pid:
+            os.waitpid(pid, 0)
+    assert got == rounds
+
+
+@needs_tracepoints
+def test_stop_reset_and_close():
+    counter = observe.Counter([GETPPID], pid=os.getpid())
+    try:
+        os.getppid()
+        assert counter.read() == {GETPPID: 0}     # created stopped
+        counter.start()
+        for _ in range(5):
+            os.getppid()
+        counter.stop()
+        os.getppid()
+        assert counter.read() == {GETPPID: 5}
+        counter.reset()
+        assert counter.read() == {GETPPID: 0}
+    finally:
+        counter.close()
+    counter.close()                              # idempotent
+    assert counter.closed and counter.read() == {GETPPID: 0}
+    with pytest.raises(ValueError, match="closed"):
+        counter.start()
