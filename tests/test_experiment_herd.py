@@ -110,9 +110,36 @@ def test_no_child_is_left_behind(result):
                 os.kill(pid, 0)
 
 
-def test_two_processes():
+def test_the_scheduler_counts_the_wakeups(result):
+    """sched:sched_wakeup, counted by the kernel for each child: every
+    voluntary switch between two quiet moments is a sleep that a wakeup
+    ended, so the count is at least the switches, child by child; and
+    the herd shows in it as in the switches."""
+    if result.data["tracepoint_problem"]:
+        pytest.skip(result.data["tracepoint_problem"])
+    procs = result.data["procs"]
+    for config, m in result.data["measured"].items():
+        assert len(m["wakeups"]) == m["connections"], config
+        for k, sw in zip(m["wakeups"], m["switches"]):
+            assert all(a >= b for a, b in zip(k, sw)), (config, k, sw)
+    m = result.data["measured"]
+    assert _woken_per_conn({"switches": m["plain"]["wakeups"]}) >= \
+        0.75 * procs
+    assert _woken_per_conn({"switches": m["exclusive"]["wakeups"]}) <= 1.2
+    assert "sched:sched_wakeup" in result.verdict
+
+
+def test_two_processes_without_tracepoints(monkeypatch):
+    """RAWMUX_NO_TRACEPOINTS=1: the one-line reason is kept and reported,
+    and the voluntary context switches alone measure the herd."""
+    monkeypatch.setenv("RAWMUX_NO_TRACEPOINTS", "1")
     r = herd.run(procs=2, connections=6, configs=["plain", "exclusive"])
     m = r.data["measured"]
+    assert "RAWMUX_NO_TRACEPOINTS" in r.data["tracepoint_problem"]
+    assert m["plain"]["wakeups"] is None
+    assert any(n.startswith("wakeups NOT counted by the scheduler: "
+                            "tracepoints disabled") for n in r.notes)
+    assert "sched:sched_wakeup" not in r.verdict
     assert _woken_per_conn(m["plain"]) >= 1.5
     assert _woken_per_conn(m["exclusive"]) <= 1.2
     assert r.confirmed
@@ -135,19 +162,23 @@ def test_plot_writes_a_png(plotted):
 # ---- the verdict, on synthetic data -----------------------------------------
 
 def block(config, woken, winners, returns=None, eagain=None, procs=4,
-          first=0, requeued=None):
+          first=0, requeued=None, wakeups=None):
     """One configuration measured in one block: connection i woke the
     children ``woken[i]`` (a list of indices, or n for the first n; one
     switch each) and ``winners[i]`` accepted it; ``returns``/``eagain``:
     per child, as the children report them (default: each returned once
     per accept, no EAGAIN); ``requeued[i]``: the two children re-queued
-    before connection i, the most recent waiter last (default: 3 then 0)."""
+    before connection i, the most recent waiter last (default: 3 then 0);
+    ``wakeups``: the scheduler's count per connection and child, True for
+    the switches as they are (default: not counted)."""
     accepts = [winners.count(i) for i in range(procs)]
     returns = returns or accepts
     eagain = eagain or [0] * procs
     woken = [list(range(w)) if isinstance(w, int) else w for w in woken]
+    switches = [[int(i in w) for i in range(procs)] for w in woken]
     return {"config": config, "procs": procs, "connections": len(winners),
-            "switches": [[int(i in w) for i in range(procs)] for w in woken],
+            "switches": switches,
+            "wakeups": switches if wakeups is True else wakeups,
             "winners": winners,
             "requeued": requeued or [[3, 0]] * len(winners),
             "block_winners": [winners], "block_first_registered": [first],
@@ -176,7 +207,55 @@ def synthetic(**measured):
     }
     configs.update(measured)
     return {"procs": 4, "connections": 4, "rounds": 1,
+            "tracepoint_problem": "tracepoints disabled by "
+                                  "RAWMUX_NO_TRACEPOINTS=1",
             "measured": {c: m for c, m in configs.items() if m}}
+
+
+def counted(**measured):
+    """synthetic(), with the scheduler's count: the same as the switches,
+    but for the configurations in ``measured``."""
+    data = synthetic()
+    for m in data["measured"].values():
+        m["wakeups"] = [list(s) for s in m["switches"]]
+    data["measured"].update(measured)
+    data["tracepoint_problem"] = None
+    return data
+
+
+def test_judged_with_the_schedulers_count():
+    # An extra wakeup that caught a child before it slept: more wakeups
+    # than switches is consistent.
+    more = block("plain", [4, 4, 4, 4], [0, 1, 2, 3], returns=[3, 3, 3, 3],
+                 eagain=[2, 2, 2, 2],
+                 wakeups=[[2, 1, 1, 1]] + [[1, 1, 1, 1]] * 3)
+    result = conclude(herd, counted(plain=more))
+    assert result.confirmed is True
+    assert result.verdict.endswith(
+        "; wakeups per connection, as the scheduler counted them "
+        "(sched:sched_wakeup): plain 4.25, exclusive 1.00, reuseport 1.00, "
+        "shared-epoll 2.25")
+    assert [row[4] for row in result.rows] == [4.25, 1.0, 1.0, 2.25]
+    assert not any("NOT counted" in n for n in result.notes)
+
+
+def test_judged_refuted_when_the_scheduler_missed_a_switch():
+    # A switch with no wakeup counted: the two methods disagree.
+    fewer = block("exclusive", [1, 1, 1, 1], [0, 0, 0, 0],
+                  wakeups=[[0, 0, 0, 0]] + [[1, 0, 0, 0]] * 3)
+    result = conclude(herd, counted(exclusive=fewer))
+    assert result.confirmed is False
+    assert result.verdict.endswith(
+        "NOT shown: the scheduler counted a wakeup for each switch")
+
+
+def test_without_the_schedulers_count_the_reason_is_shown():
+    result = conclude(herd, synthetic())
+    assert "sched:sched_wakeup" not in result.verdict
+    assert "wakeups NOT counted by the scheduler: tracepoints disabled by " \
+        "RAWMUX_NO_TRACEPOINTS=1; the voluntary context switches stand " \
+        "in." in result.notes
+    assert result.rows[0][4] != result.rows[0][4]       # NaN: "-"
 
 
 def test_judged_confirmed_when_only_plain_wakes_the_herd():
@@ -192,8 +271,8 @@ def test_judged_confirmed_when_only_plain_wakes_the_herd():
         "one before it 0)")
     assert all(result.data["checks"].values())
     assert [row[0] for row in result.rows] == list(herd.CONFIGS)
-    assert result.rows[0][1:] == [4.0, "4-4", 4.0, 3.0, 2.0, "1/1/1/1",
-                                  "1/4", "1/4"]
+    assert result.rows[0][1:4] == [4.0, "4-4", 4.0]
+    assert result.rows[0][5:] == [3.0, 2.0, "1/1/1/1", "1/4", "1/4"]
     assert result.rows[3][-3:] == ["2/1/0/1", "-", "3/4"]
 
 

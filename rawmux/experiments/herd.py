@@ -42,10 +42,12 @@ import os
 import random
 import signal
 import socket
+import sys
 import time
 from statistics import median
 import traceback
 
+from rawmux import observe
 from rawmux._epoll import Epoll
 from rawmux._extension import lib
 from rawmux._poll import PollArray
@@ -81,6 +83,10 @@ OPTIONS = Options(
     names("configs", tuple(CONFIGS), tuple(CONFIGS),
           "ways for the processes to wait, each measured"),
 )
+
+# The scheduler's own count of wakeups (kernel/sched/core.c:
+# ttwu_do_wakeup()), where tracepoints can be counted (rawmux.observe).
+WAKEUP_EVENT = "sched:sched_wakeup"
 
 _CHILD_IDLE_MS = 60000  # a child whose parent vanished exits after this
 _QUIET_TIMEOUT = 10.0   # seconds for the children to fall asleep again
@@ -221,9 +227,10 @@ def _requeue(pid, index, ack_fd):
     _wait_quiet([pid])
 
 
-def _block(config, procs, connections, tick, rng):
+def _block(config, procs, connections, tick, rng, count_wakeups):
     """Fork ``procs`` children waiting as ``config`` says, make
-    ``connections`` connections one at a time; return the counts."""
+    ``connections`` connections one at a time; return the counts (with
+    ``count_wakeups``, also the scheduler's: sched:sched_wakeup)."""
     mask = lib.EPOLLIN | (lib.EPOLLEXCLUSIVE if config == "exclusive"
                           else 0)
     pids: list[int] = []
@@ -267,7 +274,20 @@ def _block(config, procs, connections, tick, rng):
             os.close(report_w)      # EOF on report_r once all have exited
             os.close(ack_w)
 
+        counters = []
+        if count_wakeups:
+            # sched_wakeup fires in the waker's context (a softirq, another
+            # child, the parent), so a counter on the child's pid would see
+            # none: count on every CPU, filtered on the woken task's pid.
+            counters = [stack.enter_context(observe.Counter(
+                [WAKEUP_EVENT], filter=f"pid == {pid}")) for pid in pids]
+
+        def wakeups():
+            return [c.read()[WAKEUP_EVENT] for c in counters]
+
         per_connection, winners, requeued = [], [], []
+        woken_by_scheduler: list[list[int]] | None = (
+            [] if count_wakeups else None)
         for c in range(connections):
             # Re-queue two children chosen at random, the last one last: it
             # is now the most recent waiter, the other the one before it.
@@ -275,6 +295,7 @@ def _block(config, procs, connections, tick, rng):
             for i in chosen:
                 _requeue(pids[i], i, ack_r)
             before = [_voluntary_switches(pid) for pid in pids]
+            before_k = wakeups()
             with socket.create_connection(address,
                                           timeout=_IO_TIMEOUT) as client:
                 who = client.recv(1)
@@ -282,7 +303,11 @@ def _block(config, procs, connections, tick, rng):
                 raise RuntimeError("a connection was closed unanswered")
             _wait_quiet(pids)
             after = [_voluntary_switches(pid) for pid in pids]
+            after_k = wakeups()
             per_connection.append([a - b for a, b in zip(after, before)])
+            if woken_by_scheduler is not None:
+                woken_by_scheduler.append(
+                    [a - b for a, b in zip(after_k, before_k)])
             winners.append(who[0])
             requeued.append(chosen)
             tick(c + 1)
@@ -298,9 +323,9 @@ def _block(config, procs, connections, tick, rng):
     first = (min(stamped, key=lambda r: r["registered_ns"])["index"]
              if stamped else None)
     return {"config": config, "procs": procs, "connections": connections,
-            "switches": per_connection, "winners": winners,
-            "requeued": requeued, "first_registered": first,
-            "children": reports}
+            "switches": per_connection, "wakeups": woken_by_scheduler,
+            "winners": winners, "requeued": requeued,
+            "first_registered": first, "children": reports}
 
 
 def _read_exactly(fd, n):
@@ -353,15 +378,20 @@ def measure(options, progress):
     done = 0
     blocks: dict[str, list[dict]] = {c: [] for c in options.configs}
     rng = random.Random()   # which children are re-queued: recorded
+    problem = observe.problem()
+    if problem:
+        # The one line, where the run is watched; the data keeps it too.
+        print(f"herd: {problem}; counting voluntary context switches only",
+              file=sys.stderr)
     for size in sizes:
         for config in options.configs:
             def tick(n, base=done, config=config):
                 progress(base + n, total, config)
             blocks[config].append(_block(config, options.procs, size, tick,
-                                         rng))
+                                         rng, problem is None))
             done += size
     return {"procs": options.procs, "connections": options.connections,
-            "rounds": ROUNDS,
+            "rounds": ROUNDS, "tracepoint_problem": problem,
             "measured": {c: _merge(blocks[c]) for c in options.configs}}
 
 
@@ -370,6 +400,7 @@ def _merge(blocks):
     stay grouped by block too, since each block has its own children."""
     merged = {"config": blocks[0]["config"], "procs": blocks[0]["procs"],
               "connections": 0, "switches": [], "winners": [],
+              "wakeups": None if blocks[0]["wakeups"] is None else [],
               "requeued": [], "block_winners": [],
               "block_first_registered": [], "block_accepts": [],
               "pids": [], "children": []}
@@ -377,6 +408,8 @@ def _merge(blocks):
     for b in blocks:
         merged["connections"] += b["connections"]
         merged["switches"] += b["switches"]
+        if merged["wakeups"] is not None:
+            merged["wakeups"] += b["wakeups"]
         merged["winners"] += b["winners"]
         merged["requeued"] += b["requeued"]
         merged["block_winners"].append(b["winners"])
@@ -424,7 +457,27 @@ def summarize(m):
               in zip(m["switches"], m["winners"], m["requeued"])]
     woken_two = [(s, nxt, last) for s, w, nxt, last in recent
                  if sum(1 for x in s if x) == 2]
+    # The scheduler's count: sched:sched_wakeup, per child, per connection
+    # (None where tracepoints could not be counted).
+    kernel = m.get("wakeups")
+    if kernel is not None:
+        sched = {
+            "sched_wakeups_per_conn": sum(map(sum, kernel)) / conns,
+            "sched_woken_per_conn": sum(sum(1 for x in k if x)
+                                        for k in kernel) / conns,
+            # Every sleep between two quiet moments ended in a wakeup, so
+            # the scheduler counts at least one per voluntary switch (more
+            # where a wakeup caught a child before it was off the CPU).
+            "sched_covers_switches": sum(
+                1 for k, sw in zip(kernel, m["switches"])
+                if all(a >= b for a, b in zip(k, sw))),
+        }
+    else:
+        sched = dict.fromkeys(("sched_wakeups_per_conn",
+                               "sched_woken_per_conn",
+                               "sched_covers_switches"))
     return {
+        **sched,
         "woken_per_conn": sum(woken) / conns,
         "woken_min": min(woken), "woken_max": max(woken),
         "woken_median": median(woken),
@@ -499,6 +552,16 @@ def judge(d):
                      f"{_of(f['recent_two_woken'], n)} connections (the "
                      f"most recent won {f['last_waiter_won']}, the one "
                      f"before it {f['next_waiter_won']})")
+    counted = {c: f for c, f in figures.items()
+               if f["sched_wakeups_per_conn"] is not None}
+    if counted:
+        checks["the scheduler counted a wakeup for each switch"] = all(
+            f["sched_covers_switches"] == d["measured"][c]["connections"]
+            for c, f in counted.items())
+        parts.append("wakeups per connection, as the scheduler counted them "
+                     "(sched:sched_wakeup): " + ", ".join(
+                         f"{c} {f['sched_wakeups_per_conn']:.2f}"
+                         for c, f in counted.items()))
     # Without the plain configuration there is no herd to compare with: the
     # claim is not tested (None), whatever the others show.
     confirmed = all(checks.values()) if "plain" in figures else None
@@ -517,8 +580,11 @@ def _accepts_cell(f):
 
 def present(d, judgement):
     figures = judgement.figures["figures"]
+    nan = float("nan")      # an empty cell: "-"
     rows = [[config, f["woken_per_conn"],
              f"{f['woken_min']}-{f['woken_max']}", f["switches_per_conn"],
+             nan if f["sched_wakeups_per_conn"] is None else
+             f["sched_wakeups_per_conn"],
              f["returns_per_conn"], f["eagain_per_conn"], _accepts_cell(f),
              "-" if f["first_registered_won"] is None else
              f"{f['first_registered_won']}/{d['measured'][config]['connections']}",
@@ -534,10 +600,24 @@ def present(d, judgement):
         f"one last: it is the most recent waiter.  woken: processes woken "
         f"per connection (their voluntary context switches in "
         f"/proc/PID/status went up); switches: those context switches, lock "
-        f"waits included; returned: epoll_wait returned the listener to "
+        f"waits included; sched wakeups: the scheduler's own count of the "
+        f"children's wakeups ({WAKEUP_EVENT}, counted on every CPU and "
+        f"filtered on each child's pid, since it fires in the waker's "
+        f"context); returned: epoll_wait returned the listener to "
         f"user space; EAGAIN: accept() then found the queue already empty; "
         f"accepts per process: one group per block; first-registered won, "
         f"last waiter won: connections accepted by that process."]
+    if d.get("tracepoint_problem"):
+        notes.append(f"wakeups NOT counted by the scheduler: "
+                     f"{d['tracepoint_problem']}; the voluntary context "
+                     f"switches stand in.")
+    elif any(f["sched_woken_per_conn"] is not None
+             for f in figures.values()):
+        notes.append("The scheduler's count, as processes woken per "
+                     "connection: " + ", ".join(
+                         f"{c} {f['sched_woken_per_conn']:.2f}"
+                         for c, f in figures.items()
+                         if f["sched_woken_per_conn"] is not None) + ".")
     notes += [f"{config}: each process waits on {CONFIGS[config]}."
               for config in figures]
     if (f := figures.get("plain")) and \
@@ -579,7 +659,7 @@ def present(d, judgement):
             f"it and race for accept() (and the chain goes on to a third); "
             f"if it has, the second sleeps again inside epoll_wait.")
     return Table(["configuration", "woken/conn", "min-max", "switches/conn",
-                  "returned/conn", "EAGAIN/conn",
+                  "sched wakeups/conn", "returned/conn", "EAGAIN/conn",
                   "accepts per process, by block", "first-registered won",
                   "last waiter won"],
                  rows, notes)
