@@ -4,34 +4,50 @@ socket.
 Claim: every process waiting in epoll_wait(2) on a shared listening socket
 wakes for each connection, though only one can accept it; EPOLLEXCLUSIVE
 (Linux 4.5) wakes one epoll instance instead of all, and SO_REUSEPORT (a
-listening socket per process, one port) wakes one process.  Why:
+listening socket per process, one port) wakes one process.  Which process
+wakes follows the wait queues' order: the first-registered idle
+EPOLLEXCLUSIVE entry; on one shared instance the most recent waiter, and
+(the level-triggered requeue) the one before it.  Why:
 docs/walkthrough.md, "Why the costs differ" (herd) and "The wake-up:
 ep_poll_callback".
 
-Method: the parent makes the listener and forks ``--procs`` children, each
-waiting as its configuration says (``CONFIGS``); a child loops: epoll_wait,
-accept once, send its index to the client, close.  The parent makes one
-connection at a time and, before the next, waits until every child sleeps
-in epoll_wait again (``/proc/PID/stat`` state S, ``/proc/PID/wchan`` in
-epoll), so that the wakeups of two connections never mix.  A child whose
-``voluntary_ctxt_switches`` (``/proc/PID/status``) went up between two
-such moments was woken: the kernel's count, the same on an idle or a busy
-machine.  User space's count: how often epoll_wait returned the listener,
-and how often accept() then failed with EAGAIN, which each child writes to
-a pipe when SIGUSR1 ends it; it depends on scheduling (how soon the winner
-accepts).  Each configuration runs in ``ROUNDS`` blocks interleaved with
-the others', with new processes each block.
+Method: the parent makes the listener and forks ``--procs`` children one
+at a time, each waiting as its configuration says (``CONFIGS``) and asleep
+in epoll_wait before the next is forked, so that child 0 registered first;
+a child loops: epoll_wait, accept once, send its index to the client,
+close.  The parent makes one connection at a time and, before the next,
+waits until every child sleeps in epoll_wait again (``/proc/PID/stat``
+state S, ``/proc/PID/wchan`` in epoll), so that the wakeups of two
+connections never mix.  Before each connection it re-queues two children
+chosen at random, one after the other: SIGUSR2 ends a child's epoll_wait
+with EINTR, its handler writes a byte back, and the child waits again, so
+the second is the most recent waiter (docs/walkthrough.md, "Waiter
+ordering").  A child whose ``voluntary_ctxt_switches``
+(``/proc/PID/status``) went up between two quiet moments was woken: the
+kernel's count, the same on an idle or a busy machine.  Where tracepoints
+can be counted (``rawmux.observe``), the scheduler counts too:
+``sched:sched_wakeup`` for each child, on every CPU, filtered on its pid;
+elsewhere the one-line reason is kept and the switches stand in.  User
+space's count: how often epoll_wait returned the listener, and how often
+accept() then failed with EAGAIN, which each child writes to a pipe when
+SIGUSR1 ends it; it depends on scheduling (how soon the winner accepts).
+Each configuration runs in ``ROUNDS`` blocks interleaved with the others',
+with new processes each block.
 
 ``Result.data``: ``procs``, ``connections`` (per configuration),
-``rounds``; ``measured``: {configuration: {``config``, ``procs``,
+``rounds``, ``tracepoint_problem`` (None, or why the scheduler did not
+count); ``measured``: {configuration: {``config``, ``procs``,
 ``connections``, ``switches`` (per connection, each child's voluntary
-context switches), ``winners`` (per connection, the index of the child
-that accepted it), ``block_winners`` (the same, per block),
+context switches), ``wakeups`` (the same from sched:sched_wakeup, or None),
+``winners`` (per connection, the index of the child that accepted it),
+``requeued`` (per connection, the two children re-queued before it, the
+most recent waiter last), ``block_winners`` (the winners, per block),
 ``block_first_registered`` (per block, the child that registered its epoll
-entry first; None for shared-epoll), ``pids``, ``children`` ([{``index``,
-``returns``, ``accepts``, ``eagain``}], summed over the blocks)}}; judged:
-``figures`` ({configuration: ``summarize()``}) and ``checks`` ({what:
-shown or not}).
+entry first; None for shared-epoll), ``block_accepts`` (per block, each
+child's own count of its accepts), ``pids``, ``children`` ([{``index``,
+``returns``, ``accepts``, ``eagain``}], summed over the blocks by index:
+different processes)}}; judged: ``figures`` ({configuration:
+``summarize()``}) and ``checks`` ({what: shown or not}).
 """
 
 from __future__ import annotations
@@ -58,8 +74,10 @@ from rawmux.harness import proc_stat, proc_status
 
 SUMMARY = "count the processes woken per connection on a shared listener"
 CLAIM = ("every process waiting in epoll_wait on a shared listening socket "
-         "wakes for each connection; EPOLLEXCLUSIVE wakes one, and "
-         "SO_REUSEPORT (a socket per process) wakes one")
+         "wakes for each connection; EPOLLEXCLUSIVE wakes one (the "
+         "first-registered idle process), and SO_REUSEPORT (a socket per "
+         "process) wakes one; one shared epoll wakes its two most recent "
+         "waiters")
 PLOT = "wakeups per accepted connection, for each configuration"
 
 # name -> what each child waits on
