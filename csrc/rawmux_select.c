@@ -243,3 +243,81 @@ static int rawmux_select_positions(const int *fds, size_t total, size_t nr,
     }
     return n;
 }
+
+/* The select module's select(rlist, wlist, xlist, timeout) in one call, for
+ * rawmux/_select.py's common case (ints and sockets): `packed` is what
+ * struct.pack("q3i{total}i", ...) made of the timeout in microseconds
+ * (negative blocks), the three lists' lengths nr, nw, nx, and their fds one
+ * list after another -- a bytes object, which Python builds in one C loop
+ * and cffi passes without a copy (converting a list to int[] costs cffi a
+ * generic conversion per item).  Answers as rawmux_select_positions() does,
+ * into out; with a timeout above 0, CLOCK_MONOTONIC before the wait goes
+ * into the long long after the positions (the deadline after EINTR).  An
+ * empty list is passed to select(2) as NULL: the same question, and two
+ * fd_set copies in and out fewer for the kernel. */
+static int rawmux_select_packed(const char *packed, size_t total, int *out)
+{
+    struct { long long timeout_us; int counts[3]; } head;
+    const size_t fds_at = sizeof head.timeout_us + sizeof head.counts;
+    const char *list = packed + fds_at;
+    fd_set sets[3];
+    fd_set *asked[3];
+    struct timeval tv;
+    int *pos = out + 3;
+    int nfds = 0, n, k, fd;
+    size_t i, base = 0;
+
+    memcpy(&head.timeout_us, packed, sizeof head.timeout_us);
+    memcpy(head.counts, packed + sizeof head.timeout_us, sizeof head.counts);
+    for (k = 0; k < 3; k++) {
+        if (head.counts[k] < 0 || head.counts[k] > FD_SETSIZE) {
+            errno = EINVAL;
+            return -EINVAL;
+        }
+        base += (size_t)head.counts[k];
+    }
+    if (base != total) {
+        errno = EINVAL;
+        return -EINVAL;
+    }
+    for (k = 0; k < 3; k++) {
+        asked[k] = NULL;
+        if (head.counts[k] == 0)
+            continue;
+        asked[k] = &sets[k];
+        FD_ZERO(&sets[k]);
+        for (i = 0; i < (size_t)head.counts[k]; i++) {
+            memcpy(&fd, list, sizeof fd);    /* bytes: no alignment promised */
+            list += sizeof fd;
+            if (!rawmux_fd_in_range(fd))
+                return -EINVAL;
+            FD_SET(fd, &sets[k]);
+            if (fd >= nfds)
+                nfds = fd + 1;
+        }
+    }
+    if (head.timeout_us > 0) {
+        long long started = rawmux_monotonic_ns();
+        memcpy(out + 3 + 3 * FD_SETSIZE, &started, sizeof started);
+    }
+    n = select(nfds, asked[0], asked[1], asked[2],
+               rawmux_timeval(head.timeout_us, &tv));
+    if (n < 0)
+        return -errno;
+    list = packed + fds_at;
+    base = 0;
+    for (k = 0; k < 3; k++) {
+        int found = 0;
+        for (i = 0; i < (size_t)head.counts[k] && asked[k] != NULL; i++) {
+            memcpy(&fd, list + i * sizeof fd, sizeof fd);
+            if (FD_ISSET(fd, &sets[k])) {
+                *pos++ = (int)(base + i);
+                found++;
+            }
+        }
+        out[k] = found;
+        list += (size_t)head.counts[k] * sizeof fd;
+        base += (size_t)head.counts[k];
+    }
+    return n;
+}

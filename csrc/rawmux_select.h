@@ -67,3 +67,10 @@ int rawmux_select_waiter_wait(struct rawmux_select_waiter *w);
  * a list is longer than FD_SETSIZE or an fd is out of range. */
 int rawmux_select_positions(const int *fds, size_t total, size_t nr,
                             size_t nw, size_t nx, long long timeout_us, int *out);
+
+/* The same answer, for a `packed` bytes object: struct.pack("q3i{total}i",
+ * timeout_us, nr, nw, nx, *fds) -- one argument where the list needs six,
+ * built by struct in one C loop.  out must hold 3 + 3 * FD_SETSIZE ints and
+ * a long long: with timeout_us > 0, CLOCK_MONOTONIC in ns before the wait
+ * goes there.  Empty lists go to select(2) as NULL. */
+int rawmux_select_packed(const char *packed, size_t total, int *out);

@@ -52,17 +52,18 @@ from __future__ import annotations
 
 import collections
 import errno as _errno
+import math
 import os
 import re
 from array import array
 from collections.abc import Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, NamedTuple, Self, final, overload
+from typing import TYPE_CHECKING, Final, NamedTuple, Self, final, overload
 
 from rawmux import _cpython
 from rawmux._arrays import ReadyArrays, int_array, pairs, uint32_array
 from rawmux._cpython import (INT_MAX, INT_MS_MAX_S, MS_PER_S, NS_PER_MS,
-                             NS_PER_S, UINT_MAX, retry_current, retry_wait)
+                             UINT_MAX, retry_current, retry_wait)
 from rawmux._extension import Struct, ffi, lib
 
 if TYPE_CHECKING:
@@ -74,6 +75,7 @@ _waiter_wait = lib.rawmux_epoll_waiter_wait
 _ADD, _MOD, _DEL = lib.EPOLL_CTL_ADD, lib.EPOLL_CTL_MOD, lib.EPOLL_CTL_DEL
 _DEFAULT_MASK: int = lib.EPOLLIN | lib.EPOLLPRI | lib.EPOLLOUT
 _DEFAULT_MAXEVENTS: int = lib.FD_SETSIZE - 1     # CPython's maxevents=-1
+_ceil = math.ceil
 # A larger maxevents is honoured up to this many events per call; the kernel
 # keeps the rest ready for the next call (ep_send_events() stops at the
 # buffer's end), so nothing is lost, and no call can ask for gigabytes.
@@ -242,36 +244,44 @@ class epoll:
              maxevents: int = -1) -> list[tuple[int, int]]:
         """Wait for events; timeout in seconds (None or negative blocks).
         Returns a list of (fd, events)."""
-        if type(maxevents) is not int or not -1 <= maxevents <= INT_MAX:
-            maxevents = _cpython.index_as_c_int(maxevents)
-        epfd = self._epfd
-        if epfd < 0:
+        # The common forms (maxevents left at -1; timeout None, an int or a
+        # float in range) take one line each; everything else goes through
+        # the conversions CPython makes, in its order (maxevents by
+        # Argument Clinic, then the closed check, then the timeout).
+        if type(maxevents) is int and maxevents == -1:
+            maxevents = _DEFAULT_MAXEVENTS
+        else:
+            maxevents = _maxevents(maxevents)
+        if self._epfd < 0:
             raise ValueError(_cpython.CLOSED_EPOLL)
+        # ns, the timeout in ns, is the deadline after EINTR; the fast forms
+        # leave it to be recomputed (exactly, and without side effects)
+        # only if a wait is interrupted.
+        ns: int | None = _LAZY
         if timeout is None:
-            ms, ns = -1, None
+            ms = -1
         elif type(timeout) is int and 0 <= timeout <= INT_MS_MAX_S:
-            ms, ns = timeout * MS_PER_S, timeout * NS_PER_S
+            ms = timeout * MS_PER_S
+        elif type(timeout) is float and 0.0 <= timeout <= _FLOAT_MS_MAX_S:
+            # _PyTime_FromSecondsObject rounds the ns up; then ms, ceiling.
+            ms = -(-_ceil(timeout * 1e9) // NS_PER_MS)
         else:
             ms, ns = _cpython.epoll_timeout_ms(timeout)
-        if maxevents == -1:
-            maxevents = _DEFAULT_MAXEVENTS
-        elif maxevents < 1:
-            raise ValueError(
-                f"maxevents must be greater than 0, got {maxevents}")
-        elif maxevents > MAX_BUFFERED_EVENTS:
-            maxevents = MAX_BUFFERED_EVENTS
         free = self._free
         try:
             buf = free.pop()
         except IndexError:
-            buf = _EventBuffer(epfd, _DEFAULT_MAXEVENTS)
+            buf = _EventBuffer(self._epfd, _DEFAULT_MAXEVENTS)
         try:
-            if maxevents > buf.capacity:
-                buf = _EventBuffer(epfd, maxevents)
             w = buf.waiter
             # Write the waiter's fields only when they change: comparing
             # with the mirrors is cheaper than writing a cdata field.
             if maxevents != buf.maxevents:
+                # (CPython checks maxevents only now, after the timeout.)
+                maxevents = _bounded_maxevents(maxevents)
+                if maxevents > buf.capacity:
+                    buf = _EventBuffer(self._epfd, maxevents)
+                    w = buf.waiter
                 w.maxevents = buf.maxevents = maxevents
             if ms != buf.timeout:
                 w.timeout = buf.timeout = ms
@@ -282,10 +292,33 @@ class epoll:
                 return list(zip(buf.fds[:n], buf.events[:n]))
             if n == 0:
                 return []
+            if ns is _LAZY:
+                ns = _cpython.epoll_timeout_ms(timeout)[1]
             n = retry_wait(_waiter_wait, w, n, ns, NS_PER_MS)
             return pairs(buf.fds, buf.events, n)
         finally:
             free.append(buf)
+
+
+# A float timeout up to this many seconds is a C int of milliseconds.
+_FLOAT_MS_MAX_S = float(INT_MS_MAX_S)
+# "not computed yet", for epoll.poll()'s ns.
+_LAZY: Final = -1 << 64
+
+
+def _maxevents(maxevents: object) -> int:
+    """epoll.poll()'s maxevents other than the int -1: a C int (Argument
+    Clinic), -1 meaning the default."""
+    value = _cpython.index_as_c_int(maxevents)
+    return _DEFAULT_MAXEVENTS if value == -1 else value
+
+
+def _bounded_maxevents(maxevents: int) -> int:
+    """A C int maxevents checked as CPython does, after the timeout, and
+    capped at MAX_BUFFERED_EVENTS."""
+    if maxevents < 1:
+        raise ValueError(f"maxevents must be greater than 0, got {maxevents}")
+    return min(maxevents, MAX_BUFFERED_EVENTS)
 
 
 # ---- the native API ----------------------------------------------------------

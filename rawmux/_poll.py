@@ -38,8 +38,9 @@ does with a call: docs/walkthrough.md, "poll and ppoll".
 from __future__ import annotations
 
 import errno as _errno
+import math
 from array import array
-from typing import TYPE_CHECKING, final
+from typing import TYPE_CHECKING, Final, final
 
 from rawmux import _cpython
 from rawmux._arrays import ReadyArrays, int_array, pairs, uint32_array
@@ -178,10 +179,17 @@ class poll:
         if no_keywords:
             raise TypeError(f"{type(self).__qualname__}.poll() takes no "
                             f"keyword arguments")
+        # ns, the timeout in ns, is the deadline after EINTR; the fast forms
+        # leave it to be recomputed (exactly, and without side effects)
+        # only if a wait is interrupted.
+        ns: int | None = _LAZY
         if timeout is None:
-            ms, ns = -1, None
+            ms = -1
         elif type(timeout) is int and 0 <= timeout <= INT_MAX:
-            ms, ns = timeout, timeout * NS_PER_MS
+            ms = timeout
+        elif type(timeout) is float and 0.0 <= timeout <= _FLOAT_MS_MAX:
+            # _PyTime_FromMillisecondsObject rounds the ns up, then ms up.
+            ms = -(-_ceil(timeout * 1e6) // NS_PER_MS)
         else:
             ms, ns = _cpython.poll_timeout_ms(timeout)
         idle = self._idle
@@ -198,12 +206,21 @@ class poll:
             n = _waiter_wait(w)
             if n == 1:          # the common case: no slicing
                 return [(buf.ready_fds[0], buf.ready_events[0])]
-            if n < 0:
-                n = retry_wait(_waiter_wait, w, n, ns, NS_PER_MS)
+            if n >= 0:
+                return pairs(buf.ready_fds, buf.ready_events, n)
+            if ns is _LAZY:
+                ns = _cpython.poll_timeout_ms(timeout)[1]
+            n = retry_wait(_waiter_wait, w, n, ns, NS_PER_MS)
             return pairs(buf.ready_fds, buf.ready_events, n)
         finally:
             idle.append(buf)
 
+
+# A float timeout up to this many milliseconds is a C int of them.
+_FLOAT_MS_MAX = float(INT_MAX - 1)
+# "not computed yet", for poll.poll()'s ns.
+_LAZY: Final = -1 << 64
+_ceil = math.ceil
 
 _poll_type = poll
 

@@ -38,6 +38,9 @@ from __future__ import annotations
 
 import collections.abc
 import errno as _errno
+import math
+import socket
+import struct
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator
@@ -62,6 +65,7 @@ if TYPE_CHECKING:
 
 FD_SETSIZE: Final[int] = lib.FD_SETSIZE
 _positions = lib.rawmux_select_positions
+_packed = lib.rawmux_select_packed
 _waiter_wait = lib.rawmux_select_waiter_wait
 _EINVAL = -_errno.EINVAL
 
@@ -100,12 +104,34 @@ def _fds_of(seq: Iterable[FileDescriptorLike], objs: list[Any],
 
 
 def _position_buffer() -> tuple[array[int], FFI.CData]:
-    return int_array(3 + 3 * FD_SETSIZE)
+    # rawmux_select_packed() puts its start time after the positions.
+    return int_array(3 + 3 * FD_SETSIZE + _STARTED_INTS)
+
+
+_STARTED_INTS = 2
+_started = struct.Struct("q").unpack_from
+_STARTED_AT = (3 + 3 * FD_SETSIZE) * ffi.sizeof("int")
 
 
 # Buffers for select()'s answer.  A call pops one and puts it back: list.pop
-# and list.append are atomic under the GIL, so threads never share one.
+# and list.append are atomic under the GIL, so threads never share one (nor
+# does a select() that a signal handler makes while another reads its
+# answer).
 _free_buffers = [_position_buffer()]
+
+# The fast path's packers: struct.Struct("q3i{n}i") for n fds, made when
+# first needed.  The three lists hold at most 3 * FD_SETSIZE fds.
+_packers: list[Any] = [None] * (3 * FD_SETSIZE + 1)
+_head = struct.Struct("3i").unpack_from         # out[0:3]: the three counts
+_socket = socket.socket
+# A float timeout up to this many seconds is a time in nanoseconds.
+_FLOAT_MAX_S = float(PYTIME_MAX_S)
+_ceil = math.ceil
+
+
+def _packer(n: int) -> Any:
+    packer = _packers[n] = struct.Struct(f"q{3 + n}i").pack
+    return packer
 
 
 def select(rlist: Iterable[_R], wlist: Iterable[_W], xlist: Iterable[_X],
@@ -121,61 +147,113 @@ def select(rlist: Iterable[_R], wlist: Iterable[_W], xlist: Iterable[_X],
         timeout_us = -1
     elif type(timeout) is int and 0 <= timeout <= PYTIME_MAX_S:
         timeout_us = timeout * US_PER_S
+    elif type(timeout) is float and 0.0 <= timeout <= _FLOAT_MAX_S:
+        # _PyTime_FromSecondsObject rounds the ns up; _PyTime_AsTimeval
+        # rounds them up to microseconds.
+        timeout_us = -(-_ceil(timeout * 1e9) // NS_PER_US)
     else:
         timeout_us = _cpython.select_timeout_us(timeout)
-    # PEP 475: after EINTR, the call is retried until this deadline.
-    deadline = (time.monotonic_ns() + timeout_us * NS_PER_US
-                if timeout_us > 0 else None)
+    objs: list[Any]             # the caller's objects: _R, _W and _X
+    fds: list[Any] | None = None
+    n = _EINVAL
+    # Fast path: lists or tuples of plain ints and sockets, what servers
+    # pass.  Their types are looked at first, without a call that could
+    # run the caller's code: only objects of type int exactly, and
+    # socket.socket exactly, whose fileno() is the C one, may go.  cffi or
+    # struct would take anything with __index__ (Decimal(5) no, but numpy
+    # ints, an object that also has a fileno()) for a number, where CPython
+    # asks fileno() of all but ints; a bool must warn from 3.13
+    # (_cpython.BOOL_FD_WARNS); int subclasses are ints to CPython too, and
+    # take the exact path, as does any other object (its fileno() may
+    # change the lists as CPython reads them).  The copy is a snapshot, so
+    # that the answer maps back to these objects even if another thread
+    # changes the caller's lists meanwhile.  A bad fd (struct refuses it
+    # beyond a C int, C outside the fd_set) sends the call down the exact
+    # path, which raises what CPython raises.
+    if ((type(rlist) is list or type(rlist) is tuple)
+            and (type(wlist) is list or type(wlist) is tuple)
+            and (type(xlist) is list or type(xlist) is tuple)):
+        objs = [*rlist, *wlist, *xlist]
+        total = len(objs)
+        if total <= 16:         # a loop costs less than map() on a few
+            sockets = False
+            for obj in objs:
+                if type(obj) is not int:
+                    if type(obj) is not _socket:
+                        break
+                    sockets = True
+            else:
+                n = 0
+        else:
+            kinds = [*map(type, objs)]
+            ints = kinds.count(int)
+            sockets = ints != total
+            if not sockets or ints + kinds.count(_socket) == total:
+                n = 0
+        if n == 0 and total <= 3 * FD_SETSIZE:
+            if sockets:
+                fds = [o if type(o) is int else o.fileno() for o in objs]
+            pack = _packers[total] or _packer(total)
+            nr, nw, nx = len(rlist), len(wlist), len(xlist)
+            try:
+                packed = pack(timeout_us, nr, nw, nx,
+                              *(objs if fds is None else fds))
+            except struct.error:        # beyond a C int: the exact path
+                n = _EINVAL
+        else:
+            n = _EINVAL
     try:
         buf = _free_buffers.pop()
     except IndexError:
         buf = _position_buffer()
     out, out_ptr = buf
     try:
-        # Fast path: lists or tuples of plain ints, what most loops pass.
-        # The copy is a snapshot, so that the answer maps back to these
-        # objects even if another thread changes the caller's lists
-        # meanwhile; cffi converts it to a C array during the call.  Only
-        # objects of type int exactly may go: cffi would take anything with
-        # __int__ (Decimal(5), Fraction, numpy ints, an object that also
-        # has a fileno()) for a number, where CPython asks fileno() of all
-        # but ints; a bool must warn from 3.13 (_cpython.BOOL_FD_WARNS).
-        # Int subclasses are ints to CPython too, and take the exact path.
-        # Anything else, or a bad fd found in C, sends the call down it.
-        n = _EINVAL
-        objs: list[Any]         # the caller's objects: _R, _W and _X
-        fds: list[Any]
-        if ((type(rlist) is list or type(rlist) is tuple)
-                and (type(wlist) is list or type(wlist) is tuple)
-                and (type(xlist) is list or type(xlist) is tuple)):
-            objs = fds = [*rlist, *wlist, *xlist]
-            for obj in objs:
-                if type(obj) is not int:
-                    break
-            else:
-                nr, nw, nx = len(rlist), len(wlist), len(xlist)
-                try:
-                    n = _positions(objs, len(objs), nr, nw, nx, timeout_us,
-                                   out_ptr)
-                except OverflowError:   # beyond a C int: the exact path
-                    pass
+        if n == 0:
+            n = _packed(packed, total, out_ptr)
         if n == _EINVAL:
             objs, fds = [], []
             nr = _fds_of(rlist, objs, fds)
             nw = _fds_of(wlist, objs, fds)
             nx = _fds_of(xlist, objs, fds)
+            # PEP 475: after EINTR, retried until the deadline.
+            deadline = (time.monotonic_ns() + timeout_us * NS_PER_US
+                        if timeout_us > 0 else None)
             n = _positions(fds, len(fds), nr, nw, nx, timeout_us, out_ptr)
-        if n < 0:
-            n = retry_eintr(n, _again(fds, (len(fds), nr, nw, nx), out_ptr),
-                            timeout_us, deadline, NS_PER_US)
-            if n == 0:          # out is not written if the deadline passed
-                return [], [], []
-        nr, nw, nx = out[0], out[1], out[2]
+            if n < 0:
+                n = retry_eintr(n, _again(fds, (len(fds), nr, nw, nx),
+                                          out_ptr),
+                                timeout_us, deadline, NS_PER_US)
+                if n == 0:      # out is not written if the deadline passed
+                    return [], [], []
+        elif n < 0:
+            return _interrupted(n, objs, objs if fds is None else fds,
+                                (total, nr, nw, nx), timeout_us, buf)
+        nr, nw, nx = _head(out)
         return ([objs[out[3]]] if nr == 1 else _pick(objs, out, 3, nr),
                 [] if not nw else _pick(objs, out, 3 + nr, nw),
                 [] if not nx else _pick(objs, out, 3 + nr + nw, nx))
     finally:
         _free_buffers.append(buf)
+
+
+def _interrupted(n: int, objs: list[Any], fds: list[int],
+                 counts: tuple[int, int, int, int], timeout_us: int,
+                 buf: tuple[array[int], FFI.CData]) -> Any:
+    """select()'s fast path after the call failed with -errno ``n``: EINTR
+    retried (PEP 475) on the same fds until the deadline, counted from the
+    start time rawmux_select_packed() left in the buffer; any other errno
+    an OSError."""
+    out, out_ptr = buf
+    deadline = None
+    if timeout_us > 0:
+        deadline = _started(out, _STARTED_AT)[0] + timeout_us * NS_PER_US
+    n = retry_eintr(n, _again(fds, counts, out_ptr), timeout_us, deadline,
+                    NS_PER_US)
+    if n == 0:
+        return [], [], []
+    nr, nw, nx = _head(out)
+    return (_pick(objs, out, 3, nr), _pick(objs, out, 3 + nr, nw),
+            _pick(objs, out, 3 + nr + nw, nx))
 
 
 def _again(fds: list[Any], counts: tuple[int, int, int, int],
