@@ -55,6 +55,7 @@ import errno as _errno
 import math
 import os
 import re
+import struct
 from array import array
 from collections.abc import Iterable
 from types import TracebackType
@@ -111,11 +112,12 @@ class _EventBuffer:
     """A waiter for one epoll fd with its event buffer and split arrays."""
 
     __slots__ = ("waiter", "fds", "events", "capacity", "maxevents",
-                 "timeout", "_keep")
+                 "timeout", "pair", "_keep")
 
     waiter: Struct
     fds: array[int]
     events: array[int]
+    pair: array[int]                # empty unless pair_the_first()
     _keep: tuple[object, ...]
 
     def __init__(self, epfd: int, capacity: int) -> None:
@@ -129,6 +131,15 @@ class _EventBuffer:
         self._keep = buffer, fds_ptr, events_ptr   # what the waiter points at
         self.capacity = self.maxevents = capacity
         self.timeout = -1       # maxevents and timeout mirror the waiter's
+        self.pair = array("I")
+
+    def pair_the_first(self) -> _EventBuffer:
+        """Have each wait copy the first event's (fd, events) side by side
+        into ``pair`` too, for the compatible poll()."""
+        self.pair, pair_ptr = uint32_array(2)
+        self.waiter.ready_pair = pair_ptr
+        self._keep += (pair_ptr,)
+        return self
 
 
 # ---- the stdlib-compatible epoll --------------------------------------------
@@ -271,7 +282,8 @@ class epoll:
         try:
             buf = free.pop()
         except IndexError:
-            buf = _EventBuffer(self._epfd, _DEFAULT_MAXEVENTS)
+            buf = _EventBuffer(self._epfd,
+                               _DEFAULT_MAXEVENTS).pair_the_first()
         try:
             w = buf.waiter
             # Write the waiter's fields only when they change: comparing
@@ -280,14 +292,15 @@ class epoll:
                 # (CPython checks maxevents only now, after the timeout.)
                 maxevents = _bounded_maxevents(maxevents)
                 if maxevents > buf.capacity:
-                    buf = _EventBuffer(self._epfd, maxevents)
+                    buf = _EventBuffer(self._epfd,
+                                       maxevents).pair_the_first()
                     w = buf.waiter
                 w.maxevents = buf.maxevents = maxevents
             if ms != buf.timeout:
                 w.timeout = buf.timeout = ms
             n = _waiter_wait(w)
-            if n == 1:          # the common case: no slicing
-                return [(buf.fds[0], buf.events[0])]
+            if n == 1:          # the common case: one call, no slicing
+                return [_fd_and_events(buf.pair)]
             if n > 0:
                 return list(zip(buf.fds[:n], buf.events[:n]))
             if n == 0:
@@ -300,6 +313,9 @@ class epoll:
             free.append(buf)
 
 
+# (fd, events) of the first event, from _EventBuffer.pair.  C wrote the fd
+# as a uint32_t; it is never negative, so "i" reads it back unchanged.
+_fd_and_events = struct.Struct("iI").unpack_from
 # A float timeout up to this many seconds is a C int of milliseconds.
 _FLOAT_MS_MAX_S = float(INT_MS_MAX_S)
 # "not computed yet", for epoll.poll()'s ns.

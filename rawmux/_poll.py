@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import errno as _errno
 import math
+import struct
 from array import array
 from typing import TYPE_CHECKING, Final, final
 
@@ -72,10 +73,11 @@ class _Waiter:
     ready_events for the compacted answer, all ``capacity`` long."""
 
     __slots__ = ("waiter", "pollfds", "ready_fds", "ready_events", "timeout",
-                 "_keep")
+                 "pair", "_keep")
 
     waiter: Struct
     pollfds: Struct
+    pair: array[int]                # empty unless pair_the_first()
     ready_fds: array[int]
     ready_events: array[int]
     _keep: tuple[object, ...]
@@ -90,6 +92,14 @@ class _Waiter:
         w.ready_fds, w.ready_events = fds_ptr, events_ptr
         self._keep = fds_ptr, events_ptr
         self.timeout = -1       # mirrors the waiter's
+        self.pair = array("I")
+
+    def pair_the_first(self) -> None:
+        """Have each wait copy the first ready (fd, revents) side by side
+        into ``pair`` too, for the compatible poll()."""
+        self.pair, pair_ptr = uint32_array(2)
+        self.waiter.ready_pair = pair_ptr
+        self._keep += (pair_ptr,)
 
 
 # ---- the stdlib-compatible poll object --------------------------------------
@@ -128,7 +138,7 @@ class poll:
         # it back, and a second one finds none.  list.pop() is atomic under
         # the GIL; a test-then-set flag is not (a tracing function runs
         # between the lines), and a Lock would add a quarter to a poll(0).
-        self._idle = [_Waiter(1)]
+        self._idle = [_compat_waiter(1)]
         return self
 
     def register(self, fd: FileDescriptorLike, eventmask: int = _DEFAULT_MASK,
@@ -158,7 +168,7 @@ class poll:
         # thread may register meanwhile, and must then mark us dirty again.
         self._dirty = False
         items = list(self._masks.items())
-        buf = _Waiter(max(1, len(items)))
+        buf = _compat_waiter(max(1, len(items)))
         fds = buf.pollfds
         for i, (fd, mask) in enumerate(items):
             fds[i].fd = fd
@@ -204,8 +214,8 @@ class poll:
             if ms != buf.timeout:
                 w.timeout = buf.timeout = ms
             n = _waiter_wait(w)
-            if n == 1:          # the common case: no slicing
-                return [(buf.ready_fds[0], buf.ready_events[0])]
+            if n == 1:          # the common case: one call, no slicing
+                return [_fd_and_events(buf.pair)]
             if n >= 0:
                 return pairs(buf.ready_fds, buf.ready_events, n)
             if ns is _LAZY:
@@ -221,6 +231,16 @@ _FLOAT_MS_MAX = float(INT_MAX - 1)
 # "not computed yet", for poll.poll()'s ns.
 _LAZY: Final = -1 << 64
 _ceil = math.ceil
+
+def _compat_waiter(capacity: int) -> _Waiter:
+    buf = _Waiter(capacity)
+    buf.pair_the_first()
+    return buf
+
+
+# (fd, revents) of the first ready entry, from _Waiter.pair.  C wrote the
+# fd as a uint32_t; it is never negative, so "i" reads it back unchanged.
+_fd_and_events = struct.Struct("iI").unpack_from
 
 _poll_type = poll
 
