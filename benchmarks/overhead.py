@@ -14,7 +14,7 @@ timed in every round, alternating:
 - + Python call:  the same inside a Python function that takes the
                   stdlib's arguments (what any pure-Python wrapper pays)
 - + arguments:    ...and converts them (select: the type scan, the snapshot
-                  of the lists and struct.pack; poll/epoll: the timeout and
+                  of the lists and struct.pack_into; poll/epoll: the timeout and
                   the buffer taken and put back)
 - + result:       ...and builds the answer the stdlib returns: the whole
                   compatible call, rebuilt here step by step
@@ -46,49 +46,52 @@ from rawmux import _epoll, _poll, _select  # noqa: E402
 def rows_select(a, floor, fds):
     fd = a.fileno()
     out, out_ptr = _select._free_buffers[0]
-    pack = struct.Struct("q4i").pack
-    packed = pack(0, 1, 0, 0, fd)
+    pack = struct.Struct("q4i").pack_into
+    at = _select._IN_AT
+    pack(out, at, 0, 1, 0, 0, fd)
     raw = _select._packed
     head = _select._head
+    free = _select._free_buffers
     arr = (floor.c_int * 1)(fd)
 
     def call(rlist, wlist, xlist, timeout=None, /):
-        return raw(packed, 1, out_ptr)
+        return raw(out_ptr)
 
     def args(rlist, wlist, xlist, timeout=None, /):
+        nr, nw, nx = len(rlist), len(wlist), len(xlist)
         objs = [*rlist, *wlist, *xlist]
         for obj in objs:
             if type(obj) is not int:
                 break
-        p = pack(timeout * 1000000, len(rlist), len(wlist), len(xlist),
-                 *objs)
-        buf = _select._free_buffers.pop()
+        buf = free.pop()
         try:
-            return raw(p, len(objs), buf[1])
+            pack(buf[0], at, timeout * 1000000, nr, nw, nx, *objs)
+            return raw(buf[1])
         finally:
-            _select._free_buffers.append(buf)
+            free.append(buf)
 
     def result(rlist, wlist, xlist, timeout=None, /):
+        nr, nw, nx = len(rlist), len(wlist), len(xlist)
         objs = [*rlist, *wlist, *xlist]
         for obj in objs:
             if type(obj) is not int:
                 break
-        p = pack(timeout * 1000000, len(rlist), len(wlist), len(xlist),
-                 *objs)
-        buf = _select._free_buffers.pop()
+        buf = free.pop()
         try:
-            raw(p, len(objs), buf[1])
-            nr, nw, nx = head(buf[0])
-            return [objs[buf[0][3]]], [], []
+            pack(buf[0], at, timeout * 1000000, nr, nw, nx, *objs)
+            raw(buf[1])
+            out = buf[0]
+            nr, nw, nx = head(out)
+            return [objs[out[3]]], [], []
         finally:
-            _select._free_buffers.append(buf)
+            free.append(buf)
 
     native = rawmux.Select()
     native.read.add(fd)
     return {
         "C floor": ("floor", lambda calls: floor.floor_select(arr, 1, calls)),
         "stdlib": lambda: select.select(fds, [], [], 0),
-        "cffi, raw": lambda: raw(packed, 1, out_ptr),
+        "cffi, raw": lambda: raw(out_ptr),
         "+ Python call": lambda: call(fds, [], [], 0),
         "+ arguments": lambda: args(fds, [], [], 0),
         "+ result": lambda: result(fds, [], [], 0),

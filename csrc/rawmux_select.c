@@ -245,79 +245,66 @@ static int rawmux_select_positions(const int *fds, size_t total, size_t nr,
 }
 
 /* The select module's select(rlist, wlist, xlist, timeout) in one call, for
- * rawmux/_select.py's common case (ints and sockets): `packed` is what
- * struct.pack("q3i{total}i", ...) made of the timeout in microseconds
- * (negative blocks), the three lists' lengths nr, nw, nx, and their fds one
- * list after another -- a bytes object, which Python builds in one C loop
- * and cffi passes without a copy (converting a list to int[] costs cffi a
- * generic conversion per item).  Answers as rawmux_select_positions() does,
- * into out; with a timeout above 0, CLOCK_MONOTONIC before the wait goes
- * into the long long after the positions (the deadline after EINTR).  An
- * empty list is passed to select(2) as NULL: the same question, and two
- * fd_set copies in and out fewer for the kernel. */
-static int rawmux_select_packed(const char *packed, size_t total, int *out)
+ * rawmux/_select.py's common case (ints and sockets); the buffer's layout is
+ * in rawmux_select.h.  struct.pack_into() writes the question in one C loop
+ * and the answer comes back in the same buffer, which the caller takes from
+ * a pool (threads never share one).  An empty list is passed to select(2) as
+ * NULL: the same question, and two fd_set copies in and out fewer for the
+ * kernel. */
+#define RAWMUX_SELECT_IN (3 + 3 * FD_SETSIZE + 2)
+
+static int rawmux_select_packed(int *buf)
 {
-    struct { long long timeout_us; int counts[3]; } head;
-    const size_t fds_at = sizeof head.timeout_us + sizeof head.counts;
-    const char *list = packed + fds_at;
+    const int *counts = buf + RAWMUX_SELECT_IN + 2;   /* after the q */
+    const int *fds = counts + 3, *list;
+    long long timeout_us;
     fd_set sets[3];
     fd_set *asked[3];
     struct timeval tv;
-    int *pos = out + 3;
-    int nfds = 0, n, k, fd;
-    size_t i, base = 0;
+    int *pos = buf + 3;
+    int nfds = 0, n, k, i;
 
-    memcpy(&head.timeout_us, packed, sizeof head.timeout_us);
-    memcpy(head.counts, packed + sizeof head.timeout_us, sizeof head.counts);
+    /* The long long sits at an int boundary only: no alignment promised. */
+    memcpy(&timeout_us, buf + RAWMUX_SELECT_IN, sizeof timeout_us);
+    list = fds;
     for (k = 0; k < 3; k++) {
-        if (head.counts[k] < 0 || head.counts[k] > FD_SETSIZE) {
+        asked[k] = NULL;
+        if (counts[k] < 0 || counts[k] > FD_SETSIZE) {
             errno = EINVAL;
             return -EINVAL;
         }
-        base += (size_t)head.counts[k];
-    }
-    if (base != total) {
-        errno = EINVAL;
-        return -EINVAL;
-    }
-    for (k = 0; k < 3; k++) {
-        asked[k] = NULL;
-        if (head.counts[k] == 0)
+        if (counts[k] == 0)
             continue;
         asked[k] = &sets[k];
         FD_ZERO(&sets[k]);
-        for (i = 0; i < (size_t)head.counts[k]; i++) {
-            memcpy(&fd, list, sizeof fd);    /* bytes: no alignment promised */
-            list += sizeof fd;
-            if (!rawmux_fd_in_range(fd))
+        for (i = 0; i < counts[k]; i++) {
+            if (!rawmux_fd_in_range(list[i]))
                 return -EINVAL;
-            FD_SET(fd, &sets[k]);
-            if (fd >= nfds)
-                nfds = fd + 1;
+            FD_SET(list[i], &sets[k]);
+            if (list[i] >= nfds)
+                nfds = list[i] + 1;
         }
+        list += counts[k];
     }
-    if (head.timeout_us > 0) {
+    if (timeout_us > 0) {
         long long started = rawmux_monotonic_ns();
-        memcpy(out + 3 + 3 * FD_SETSIZE, &started, sizeof started);
+        memcpy(buf + 3 + 3 * FD_SETSIZE, &started, sizeof started);
     }
     n = select(nfds, asked[0], asked[1], asked[2],
-               rawmux_timeval(head.timeout_us, &tv));
+               rawmux_timeval(timeout_us, &tv));
     if (n < 0)
         return -errno;
-    list = packed + fds_at;
-    base = 0;
+    list = fds;
     for (k = 0; k < 3; k++) {
-        int found = 0;
-        for (i = 0; i < (size_t)head.counts[k] && asked[k] != NULL; i++) {
-            memcpy(&fd, list + i * sizeof fd, sizeof fd);
-            if (FD_ISSET(fd, &sets[k])) {
-                *pos++ = (int)(base + i);
+        int found = 0, base = (int)(list - fds);
+        for (i = 0; i < counts[k]; i++) {
+            if (FD_ISSET(list[i], &sets[k])) {
+                *pos++ = base + i;
                 found++;
             }
         }
-        out[k] = found;
-        list += (size_t)head.counts[k] * sizeof fd;
-        base += (size_t)head.counts[k];
+        buf[k] = found;
+        list += counts[k];
     }
     return n;
 }

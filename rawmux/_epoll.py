@@ -55,7 +55,6 @@ import errno as _errno
 import math
 import os
 import re
-import struct
 from array import array
 from collections.abc import Iterable
 from types import TracebackType
@@ -63,6 +62,7 @@ from typing import TYPE_CHECKING, Final, NamedTuple, Self, final, overload
 
 from rawmux import _cpython
 from rawmux._arrays import ReadyArrays, int_array, pairs, uint32_array
+from rawmux._arrays import first_pair as _fd_and_events
 from rawmux._cpython import (INT_MAX, INT_MS_MAX_S, MS_PER_S, NS_PER_MS,
                              UINT_MAX, retry_current, retry_wait)
 from rawmux._extension import Struct, ffi, lib
@@ -313,9 +313,6 @@ class epoll:
             free.append(buf)
 
 
-# (fd, events) of the first event, from _EventBuffer.pair.  C wrote the fd
-# as a uint32_t; it is never negative, so "i" reads it back unchanged.
-_fd_and_events = struct.Struct("iI").unpack_from
 # A float timeout up to this many seconds is a C int of milliseconds.
 _FLOAT_MS_MAX_S = float(INT_MS_MAX_S)
 # "not computed yet", for epoll.poll()'s ns.

@@ -39,12 +39,12 @@ from __future__ import annotations
 
 import errno as _errno
 import math
-import struct
 from array import array
 from typing import TYPE_CHECKING, Final, final
 
 from rawmux import _cpython
 from rawmux._arrays import ReadyArrays, int_array, pairs, uint32_array
+from rawmux._arrays import first_pair as _fd_and_events
 from rawmux._cpython import (INT_MAX, NS_PER_MS, USHRT_MAX, retry_current,
                              retry_wait)
 from rawmux._extension import Struct, ffi, lib
@@ -232,15 +232,13 @@ _FLOAT_MS_MAX = float(INT_MAX - 1)
 _LAZY: Final = -1 << 64
 _ceil = math.ceil
 
+
 def _compat_waiter(capacity: int) -> _Waiter:
+    """A _Waiter that also fills ``pair``, for the compatible poll()."""
     buf = _Waiter(capacity)
     buf.pair_the_first()
     return buf
 
-
-# (fd, revents) of the first ready entry, from _Waiter.pair.  C wrote the
-# fd as a uint32_t; it is never negative, so "i" reads it back unchanged.
-_fd_and_events = struct.Struct("iI").unpack_from
 
 _poll_type = poll
 

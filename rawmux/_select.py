@@ -104,13 +104,15 @@ def _fds_of(seq: Iterable[FileDescriptorLike], objs: list[Any],
 
 
 def _position_buffer() -> tuple[array[int], FFI.CData]:
-    # rawmux_select_packed() puts its start time after the positions.
-    return int_array(3 + 3 * FD_SETSIZE + _STARTED_INTS)
+    # The answer, the start time, then the question rawmux_select_packed()
+    # reads: the timeout (a long long), three counts and the fds.
+    return int_array(_IN + 2 + 3 + 3 * FD_SETSIZE)
 
 
-_STARTED_INTS = 2
+_IN: Final[int] = lib.RAWMUX_SELECT_IN          # in ints
 _started = struct.Struct("q").unpack_from
 _STARTED_AT = (3 + 3 * FD_SETSIZE) * ffi.sizeof("int")
+_IN_AT = _IN * ffi.sizeof("int")
 
 
 # Buffers for select()'s answer.  A call pops one and puts it back: list.pop
@@ -119,8 +121,8 @@ _STARTED_AT = (3 + 3 * FD_SETSIZE) * ffi.sizeof("int")
 # answer).
 _free_buffers = [_position_buffer()]
 
-# The fast path's packers: struct.Struct("q3i{n}i") for n fds, made when
-# first needed.  The three lists hold at most 3 * FD_SETSIZE fds.
+# The fast path's packers: struct.Struct("q3i{n}i").pack_into for n fds,
+# made when first needed.  The three lists hold at most 3 * FD_SETSIZE fds.
 _packers: list[Any] = [None] * (3 * FD_SETSIZE + 1)
 _head = struct.Struct("3i").unpack_from         # out[0:3]: the three counts
 _socket = socket.socket
@@ -130,7 +132,7 @@ _ceil = math.ceil
 
 
 def _packer(n: int) -> Any:
-    packer = _packers[n] = struct.Struct(f"q{3 + n}i").pack
+    packer = _packers[n] = struct.Struct(f"q{3 + n}i").pack_into
     return packer
 
 
@@ -155,7 +157,7 @@ def select(rlist: Iterable[_R], wlist: Iterable[_W], xlist: Iterable[_X],
         timeout_us = _cpython.select_timeout_us(timeout)
     objs: list[Any]             # the caller's objects: _R, _W and _X
     fds: list[Any] | None = None
-    n = _EINVAL
+    fast = False
     # Fast path: lists or tuples of plain ints and sockets, what servers
     # pass.  Their types are looked at first, without a call that could
     # run the caller's code: only objects of type int exactly, and
@@ -167,12 +169,14 @@ def select(rlist: Iterable[_R], wlist: Iterable[_W], xlist: Iterable[_X],
     # take the exact path, as does any other object (its fileno() may
     # change the lists as CPython reads them).  The copy is a snapshot, so
     # that the answer maps back to these objects even if another thread
-    # changes the caller's lists meanwhile.  A bad fd (struct refuses it
+    # changes the caller's lists meanwhile (the lengths are read first: if
+    # they no longer add up, the exact path).  A bad fd (struct refuses it
     # beyond a C int, C outside the fd_set) sends the call down the exact
     # path, which raises what CPython raises.
     if ((type(rlist) is list or type(rlist) is tuple)
             and (type(wlist) is list or type(wlist) is tuple)
             and (type(xlist) is list or type(xlist) is tuple)):
+        nr, nw, nx = len(rlist), len(wlist), len(xlist)
         objs = [*rlist, *wlist, *xlist]
         total = len(objs)
         if total <= 16:         # a loop costs less than map() on a few
@@ -183,33 +187,31 @@ def select(rlist: Iterable[_R], wlist: Iterable[_W], xlist: Iterable[_X],
                         break
                     sockets = True
             else:
-                n = 0
+                fast = True
         else:
             kinds = [*map(type, objs)]
             ints = kinds.count(int)
             sockets = ints != total
-            if not sockets or ints + kinds.count(_socket) == total:
-                n = 0
-        if n == 0 and total <= 3 * FD_SETSIZE:
-            if sockets:
-                fds = [o if type(o) is int else o.fileno() for o in objs]
-            pack = _packers[total] or _packer(total)
-            nr, nw, nx = len(rlist), len(wlist), len(xlist)
-            try:
-                packed = pack(timeout_us, nr, nw, nx,
-                              *(objs if fds is None else fds))
-            except struct.error:        # beyond a C int: the exact path
-                n = _EINVAL
-        else:
-            n = _EINVAL
+            fast = not sockets or ints + kinds.count(_socket) == total
+        fast = fast and total == nr + nw + nx and total <= 3 * FD_SETSIZE
+        if fast and sockets:
+            fds = [o if type(o) is int else o.fileno() for o in objs]
     try:
         buf = _free_buffers.pop()
     except IndexError:
         buf = _position_buffer()
     out, out_ptr = buf
     try:
-        if n == 0:
-            n = _packed(packed, total, out_ptr)
+        n = _EINVAL
+        if fast:
+            pack = _packers[total] or _packer(total)
+            try:
+                pack(out, _IN_AT, timeout_us, nr, nw, nx,
+                     *(objs if fds is None else fds))
+            except struct.error:        # beyond a C int: the exact path
+                pass
+            else:
+                n = _packed(out_ptr)
         if n == _EINVAL:
             objs, fds = [], []
             nr = _fds_of(rlist, objs, fds)

@@ -18,7 +18,7 @@ import warnings
 import pytest
 
 import rawmux
-from rawmux import _cpython, _epoll, _poll, _select
+from rawmux import _cpython, _epoll, _poll, _select, ffi
 
 
 
@@ -179,9 +179,12 @@ def test_select_float_timeouts_as_the_exact_conversion(pair, monkeypatch):
     seen = []
     packed = _select._packed
 
-    def spy(data, total, out):
-        seen.append(int.from_bytes(data[:8], "little", signed=True))
-        return packed(data, total, out)
+    def spy(buf):
+        # The question starts with the timeout, a long long at _IN_AT.
+        at = _select._IN_AT
+        seen.append(int.from_bytes(bytes(ffi.buffer(buf)[at:at + 8]),
+                                   "little", signed=True))
+        return packed(buf)
 
     monkeypatch.setattr(_select, "_packed", spy)
     for t in FLOATS:
@@ -262,3 +265,28 @@ def test_threads_selecting_at_once_get_their_own_answers():
         for a, b in pairs:
             a.close()
             b.close()
+
+
+def test_select_packed_refuses_bad_counts_and_fds():
+    # rawmux_select_packed() reads counts and fds that Python wrote into the
+    # buffer: a count outside 0..FD_SETSIZE or an fd outside the fd_set is
+    # -EINVAL before select(2), never a read or write past the buffer.
+    import errno
+    import struct
+    out, ptr = _select._position_buffer()
+    at, size = _select._IN_AT, _select.FD_SETSIZE
+    for counts, fds in (((size + 1, 0, 0), ()), ((0, -1, 0), ()),
+                        ((1, 0, 0), (size,)), ((0, 0, 1), (-1,))):
+        struct.pack_into(f"q3i{len(fds)}i", out, at, 0, *counts, *fds)
+        assert _select._packed(ptr) == -errno.EINVAL, counts
+
+
+def test_select_fast_path_is_taken_for_ints_and_sockets(pair, monkeypatch):
+    calls = []
+    packed = _select._packed
+    monkeypatch.setattr(_select, "_packed",
+                        lambda buf: calls.append(1) or packed(buf))
+    a, _ = pair
+    assert rawmux.select([a.fileno()], [], [], 0) == ([a.fileno()], [], [])
+    assert rawmux.select((a,), [a], (), 0.0) == ([a], [a], [])
+    assert len(calls) == 2
