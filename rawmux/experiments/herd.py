@@ -300,7 +300,7 @@ def _block(config, procs, connections, tick, rng, count_wakeups):
             os.close(report_w)      # EOF on report_r once all have exited
             os.close(ack_w)
 
-        counters = []
+        counters: list[observe.Counter] = []
         problem = None
         if count_wakeups:
             # sched_wakeup fires in the waker's context (a softirq, another
@@ -317,8 +317,8 @@ def _block(config, procs, connections, tick, rng, count_wakeups):
             except (OSError, observe.Unavailable) as exc:
                 # procs x CPUs counters: EMFILE under a low ulimit -n, or
                 # refused where the probe was allowed.
-                for c in counters:
-                    c.close()
+                for counter in counters:
+                    counter.close()
                 counters = []
                 problem = (f"{WAKEUP_EVENT} counters could not open "
                            f"({procs} processes x "
