@@ -13,7 +13,7 @@ import threading
 
 import pytest
 
-from rawmux import ffi, lib
+from rawmux import _epoll, ffi, lib
 
 
 def open_fds():
@@ -173,3 +173,31 @@ def plotted(result, tmp_path_factory):
     path = tmp_path_factory.mktemp("plot") / f"{result.name}.png"
     result.plot(str(path))
     return path
+
+
+def kcmp_problem():
+    """None when kcmp(KCMP_EPOLL_TFD) answers in this process; otherwise
+    why not, in ``kcmp_unsupported()``'s one line (ENOSYS: no CONFIG_KCMP;
+    EPERM: e.g. Docker's default seccomp profile without CAP_SYS_PTRACE).
+    One probe: a pipe's read end against its own registration."""
+    r, w = os.pipe()
+    try:
+        with _epoll.Epoll() as ep:
+            ep.register(r, lib.EPOLLIN)
+            me = os.getpid()
+            try:
+                _epoll.kcmp_epoll_tfd(me, r, me, ep.fileno(), r)
+            except OSError as exc:
+                why = _epoll.kcmp_unsupported(exc.errno or 0)
+                if why is None:
+                    raise       # an answer about the arguments: a bug here
+                return why
+    finally:
+        os.close(r)
+        os.close(w)
+    return None
+
+
+KCMP_PROBLEM = kcmp_problem()
+needs_kcmp = pytest.mark.skipif(
+    KCMP_PROBLEM is not None, reason=f"kcmp cannot answer: {KCMP_PROBLEM}")
