@@ -373,6 +373,20 @@ def test_holders_name_each_of_two_registrations_under_one_number(res):
         assert [(e.tfd, e.ino) for e in ep.registrations()] == [(n, b_inode)]
 
 
+def forked(child):
+    """Fork a child that runs ``child()`` and exits, 0 if it returned, 1 if
+    it raised: never back into pytest.  Returns its pid."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            child()
+            code = 0
+        finally:
+            os._exit(code)
+    return pid
+
+
 @needs_kcmp
 def test_holders_in_a_forked_child(res):
     a, _ = res.socketpair()
@@ -380,13 +394,11 @@ def test_holders_in_a_forked_child(res):
     go_read, go_write = os.pipe()
     with rawmux.Epoll() as ep:
         ep.register(n, rawmux.EPOLLIN)
-        pid = os.fork()
-        if pid == 0:                        # holds every fd; waits for EOF
-            try:
-                os.close(go_write)
-                os.read(go_read, 1)
-            finally:
-                os._exit(0)
+
+        def hold_until_eof():               # holds every fd meanwhile
+            os.close(go_write)
+            os.read(go_read, 1)
+        pid = forked(hold_until_eof)
         os.close(go_read)
         try:
             os.close(n)
@@ -439,28 +451,24 @@ def test_another_users_process_cannot_be_inspected(res):
     with rawmux.Epoll() as ep:
         ep.register(n, rawmux.EPOLLIN)
         parent = os.getpid()
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                os.close(report_r)
-                os.setresgid(NOBODY, NOBODY, NOBODY)
-                os.setresuid(NOBODY, NOBODY, NOBODY)
-                got = []
-                for ask in (
-                        lambda: ep.holders(n, pid=parent),
-                        lambda: _epoll.registrations(ep.fileno(), parent),
-                        lambda: ep.holders(n, pid=parent, fds=[n])):
-                    try:
-                        ask()
-                        got.append("answered")
-                    except OSError as exc:
-                        got.append(f"{exc.errno} "
-                                   f"{_epoll.kcmp_unsupported(exc.errno)}")
-                os.write(report_w, "\n".join(got).encode())
-                code = 0
-            finally:
-                os._exit(code)
+
+        def ask_as_nobody():
+            os.close(report_r)
+            os.setresgid(NOBODY, NOBODY, NOBODY)
+            os.setresuid(NOBODY, NOBODY, NOBODY)
+            got = []
+            for ask in (
+                    lambda: ep.holders(n, pid=parent),
+                    lambda: _epoll.registrations(ep.fileno(), parent),
+                    lambda: ep.holders(n, pid=parent, fds=[n])):
+                try:
+                    ask()
+                    got.append("answered")
+                except OSError as exc:
+                    got.append(f"{exc.errno} "
+                               f"{_epoll.kcmp_unsupported(exc.errno)}")
+            os.write(report_w, "\n".join(got).encode())
+        pid = forked(ask_as_nobody)
         os.close(report_w)
         with open(report_r, "rb") as report:
             got = report.read().decode().split("\n")
