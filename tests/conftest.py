@@ -1,7 +1,10 @@
 """Fixtures shared by the whole suite.
 
 Every test runs under ``no_fd_leaks``: the set of open file descriptors
-(``/proc/self/fd``) must be the same after the test as before it.
+(``/proc/self/fd``) must be the same after the test as before it; and under
+``no_thread_leaks``: a thread the test started must have ended with it (a
+thread left running is copied by every later fork() in this process, its
+locks possibly held: the experiments and tests that fork would inherit it).
 """
 
 import contextlib
@@ -35,6 +38,17 @@ def no_fd_leaks():
     after = open_fds()
     leaked = {fd: what for fd, what in after.items() if before.get(fd) != what}
     assert not leaked, f"test leaked file descriptors: {leaked}"
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks():
+    before = set(threading.enumerate())
+    yield
+    leaked = [t for t in threading.enumerate() if t not in before]
+    for thread in leaked:
+        thread.join(5)      # ending already (a cancelled Timer, a drain at EOF)
+    alive = [t.name for t in leaked if t.is_alive()]
+    assert not alive, f"test left threads running: {alive}"
 
 
 class Resources:

@@ -18,7 +18,7 @@ import pytest
 
 from rawmux import lib
 from rawmux._epoll import Epoll
-from rawmux.echo.threads_server import _timeval
+from rawmux._timeval import timeval
 
 IN = lib.EPOLLIN
 ET = lib.EPOLLET
@@ -72,7 +72,7 @@ def test_edge_triggered_drain_blocks_on_a_blocking_socket():
     a, b = socket.socketpair()
     with a, b:
         a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
-                     _timeval(RCVTIMEO))
+                     timeval(RCVTIMEO))
         ours, theirs = _both_epolls(a.fileno(), IN | ET)
         with ours, theirs:
             b.sendall(b"x" * 100)

@@ -337,12 +337,15 @@ def _tracepoint_traces(jobs, messages, step):
     try:
         traces = [_tracepoint_trace(events, backend, conns, messages, step)
                   for backend, conns in jobs]
-    finally:
-        # Those waits come at the holder's close, one event after another
-        # (perf_trace_destroy() holds event_mutex); a thread sits them out
-        # while the latency runs go on.
-        closer = threading.Thread(target=held.close, daemon=True)
-        closer.start()
+    except BaseException:
+        held.close()            # nothing else to do: no thread for it
+        raise
+    # Those waits come at the holder's close, one event after another
+    # (perf_trace_destroy() holds event_mutex); a thread sits them out
+    # while the latency runs go on.
+    closer = threading.Thread(target=held.close, daemon=True,
+                              name="syscalls-tracepoint-closer")
+    closer.start()
     return traces, closer
 
 
