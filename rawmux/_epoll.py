@@ -578,14 +578,22 @@ def kcmp_epoll_tfd(pid: int, fd: int, epoll_pid: int, epfd: int, tfd: int,
 
 
 def kcmp_unsupported(err: int) -> str | None:
-    """Why kcmp(2) cannot answer here, in one line, for the errno a call
-    failed with; None when the errno is an answer about the arguments."""
+    """Why kcmp(2), or the /proc listing ``registration_holders`` walks,
+    cannot answer here, in one line, for the errno a call failed with; None
+    when the errno is an answer about the arguments."""
     if err == _errno.ENOSYS:
         return ("kcmp(2) is not in this kernel (built without CONFIG_KCMP "
                 "/ CONFIG_CHECKPOINT_RESTORE)")
     if err == _errno.EPERM:
+        # kernel/kcmp.c: ptrace_may_access() refused is -EPERM; so is
+        # Docker's default seccomp profile without CAP_SYS_PTRACE.
         return ("kcmp(2) refused (EPERM): no ptrace read access to the "
                 "process, or a seccomp policy forbids kcmp")
+    if err == _errno.EACCES:
+        # fs/proc/fd.c: /proc/PID/fd is the owner's (mode 0500), and
+        # proc_fdinfo_permission() is -EACCES without ptrace read access.
+        return ("no access (EACCES) to the process's /proc/PID/fd or "
+                "fdinfo: another user's process")
     return None
 
 
@@ -603,7 +611,8 @@ def registration_holders(epfd: int, tfd: int, toff: int = 0, *,
     of ``fds`` (default: every fd the process has open).  An fd that is
     not open (EBADF: closed meanwhile, or the listing's own) is no
     holder; ENOENT (no such registration) and every other failure are
-    OSError."""
+    OSError: ENOSYS or EPERM from kcmp, EACCES listing another user's
+    /proc/PID/fd, where ``kcmp_unsupported()`` says why in one line."""
     me = os.getpid()
     pid = me if pid is None else pid
     epoll_pid = me if epoll_pid is None else epoll_pid

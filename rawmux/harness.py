@@ -330,6 +330,10 @@ class ServerProcess:
     def __exit__(self, *exc: object) -> None:
         if self.proc.returncode is None:
             self.kill()
+        elif self._stderr is not None:
+            # Waited for elsewhere (proc.wait()): the drain still ends
+            # here, joined, its pipe closed -- not left to a later fork.
+            self._stderr.finish()
 
 
 class EchoProcess(ServerProcess):

@@ -14,14 +14,28 @@ Some facts about counting with tracepoints
   nanoseconds a firing and changes nothing the counted code does.
 
 * An event fires in the context of whatever task is running when the hook
-  is reached, and a per-task counter counts only firings in that task's
+  is reached, and a per-task counter counts the firings in that task's
   context.  System call entries fire in the caller's context, so counting
   them on a server's pid is exact.  ``sched:sched_wakeup`` fires in the
-  *waker's* context (the task that called wake_up), not the woken one's: a
-  counter on the woken pid sees none of its own wake-ups.  To count them,
-  count on every CPU (``pid=None``, one counter per CPU, summed) with a
-  tracepoint filter on the event's own field: ``filter="pid == 1234"``.
-  Field names are in tracefs, ``events/<group>/<name>/format``.
+  *waker's* context (the task that called wake_up, or the idle task of the
+  CPU a remote wake-up was queued to), but its tracepoint names the woken
+  task (include/trace/events/sched.h: ``TP_ARGS(__perf_task(p))``), and
+  perf_tp_event() (kernel/events/core.c) then also delivers the event to
+  that task's own counters -- only to those bound to the CPU it fires on
+  (perf_tp_event_target_task() looks them up by CPU).  So a counter on the
+  woken pid with cpu -1 sees none of its wake-ups; one counter per CPU on
+  that pid (``per_cpu=True``) sees every one, with no system-wide counting
+  and no more privilege than any per-task counter.  It also counts, as any
+  per-task counter does, the wake-ups the task itself does to others: a
+  tracepoint filter on the event's own field (``filter="pid == 1234"``,
+  names in tracefs, ``events/<group>/<name>/format``) keeps the task's own.
+
+* That delivery ignores whether the counter is enabled: a counter created
+  disabled, or stopped, still counts wake-ups delivered to it from other
+  tasks (perf_tp_event_match() tests only ``PERF_HES_STOPPED``, which a
+  counter not on the CPU does not carry).  ``Counter`` keeps start() and
+  stop() honest by reading the counts at each and subtracting what came
+  in between.
 
 * ``inherit`` covers the threads and children a task creates *after* the
   counter was opened (perf_event_init_task() copies the counter at clone;
@@ -33,9 +47,10 @@ Some facts about counting with tracepoints
 * Permissions.  Counting a tracepoint needs kernel events, which
   ``perf_event_paranoid`` 2 (the usual default; Debian's 3 refuses
   everything) reserves for root, CAP_PERFMON (Linux 5.8) or CAP_SYS_ADMIN:
-  perf_event_open says EACCES.  Counting on a CPU (pid -1) needs
-  paranoid <= 0 or the same privilege; counting another process needs
-  ptrace-read access to it.  Container runtimes often refuse
+  perf_event_open says EACCES.  Counting on a CPU for every task (pid -1)
+  needs paranoid <= 0 or the same privilege (find_get_context():
+  perf_allow_cpu()); a task's counter bound to a CPU does not; counting
+  another process needs ptrace-read access to it.  Container runtimes often refuse
   perf_event_open outright in their seccomp profile (EPERM).  Tracepoint
   *counting* does not need ``PERF_SAMPLE_RAW``, so paranoid -1 is not
   required (kernel/trace/trace_event_perf.c: perf_trace_event_perm()).
@@ -45,8 +60,10 @@ Some facts about counting with tracepoints
   it as ``/sys/kernel/debug/tracing`` inside debugfs; ``/proc/mounts``
   tells.  Where nothing mounted it, root can: this module mounts it on a
   private temporary directory, opens that, detaches the mount at once
-  (umount2 MNT_DETACH: nobody else can reach it, and nothing is left behind
-  if the process dies) and reads the ids through the open directory.  Ids
+  (umount2 MNT_DETACH: nobody else can reach it, and it goes with the fd)
+  and reads the ids through the open directory.  A process killed between
+  mount(2) and umount2(2) leaves that mount and its directory behind
+  (``rawmux-tracefs-*`` in the temporary directory).  Ids
   differ between kernels and builds: never hard-code one.
 
 * Why not strace.  strace counts through ptrace: every system call of
@@ -55,6 +72,12 @@ Some facts about counting with tracepoints
   traced program runs many times slower, and calls that do depend on it
   change: threads handing over the GIL collide far more often, so
   ``futex`` counts inflate.  A tracepoint counter stops nobody.
+
+* Closing the last counter on a tracepoint unregisters the kernel's probe
+  from it, and that waits for an RCU grace period (tens of milliseconds,
+  each close).  ``hold(events)`` keeps the tracepoints registered for a
+  block (one disabled counter each, on this process): counters opened and
+  closed inside it close at once.
 
 ``problem()`` says, in one line, why counting does not work here (or
 None); ``RAWMUX_NO_TRACEPOINTS=1`` forces that answer, so that callers'
@@ -73,14 +96,17 @@ import functools
 import os
 import re
 import tempfile
+import weakref
 from array import array
 from collections.abc import Iterator, Sequence
+import contextlib
 from contextlib import contextmanager
 from types import TracebackType
 
+from rawmux._cpython import oserror
 from rawmux._extension import Struct, ffi, lib
 
-__all__ = ["Counter", "Unavailable", "online_cpus", "problem",
+__all__ = ["Counter", "Unavailable", "hold", "online_cpus", "problem",
            "tracefs_mounts", "tracepoint_id", "tracepoint_ids"]
 
 DISABLE_VARIABLE = "RAWMUX_NO_TRACEPOINTS"
@@ -143,8 +169,7 @@ def _open_counter(type_: int, config: int, pid: int, cpu: int,
     fd: int = lib.perf_event_open(attr, pid, cpu, -1,
                                   lib.PERF_FLAG_FD_CLOEXEC)
     if fd < 0:
-        err = ffi.errno
-        raise OSError(err, os.strerror(err))
+        raise oserror(ffi.errno)
     return fd
 
 
@@ -222,24 +247,38 @@ def _tracefs() -> Iterator[int]:
 
 
 def _private_tracefs() -> int:
+    """Mount tracefs on a new private directory, open it, detach the mount
+    (reachable through the fd alone from here on, and gone with it), remove
+    the directory.  Every failure is Unavailable, saying which step failed;
+    nothing opened is left open."""
     where = tempfile.mkdtemp(prefix="rawmux-tracefs-")
     target = os.fsencode(where)
+    fd = -1
     try:
         if lib.mount(b"nodev", target, b"tracefs", 0, ffi.NULL) < 0:
-            err = ffi.errno
             raise Unavailable(f"no tracefs mounted, and mounting one failed: "
-                              f"{os.strerror(err)}")
+                              f"{os.strerror(ffi.errno)}")
         try:
             fd = os.open(where, os.O_RDONLY | os.O_DIRECTORY)
-        finally:
-            # Detached at once: reachable through fd alone from here on,
-            # and gone with it.
-            if lib.umount2(target, lib.MNT_DETACH) < 0:
-                err = ffi.errno
-                raise OSError(err, os.strerror(err), where)
-        return fd
+        except OSError as exc:
+            opening: OSError | None = exc
+        else:
+            opening = None
+        if lib.umount2(target, lib.MNT_DETACH) < 0:
+            raise Unavailable(f"a private tracefs at {where} could not be "
+                              f"detached: {os.strerror(ffi.errno)}")
+        if opening is not None:
+            raise Unavailable(f"a private tracefs could not be opened: "
+                              f"{opening.strerror}")
+        done, fd = fd, -1
+        return done
     finally:
-        os.rmdir(where)
+        if fd >= 0:
+            os.close(fd)
+        # Still mounted (umount2 failed): EBUSY, and the reason above is
+        # the one to report.
+        with contextlib.suppress(OSError):
+            os.rmdir(where)
 
 
 _ids: dict[str, int] = {}
@@ -348,8 +387,25 @@ def _tasks(pid: int) -> list[int]:
 
 def _ioctl(fd: int, request: int, arg: object = _ARG0) -> None:
     if lib.ioctl(fd, request, arg) < 0:
-        err = ffi.errno
-        raise OSError(err, os.strerror(err))
+        raise oserror(ffi.errno)
+
+
+def _read_count(fd: int, into: object) -> None:
+    """read(2) one counter's u64 into ``into`` (a uint64_t *)."""
+    n = lib.read(fd, into, 8)
+    if n < 0:
+        raise oserror(ffi.errno)
+    if n != 8:
+        # Not an errno: whatever ffi.errno holds is left from an earlier
+        # call.
+        raise OSError(_errno.EIO, f"a counter read gave {n} of 8 bytes")
+
+
+def _close_all(fds: array[int]) -> None:
+    """Close every fd of ``fds`` and empty it (Counter's finalizer too:
+    it must not refer to the Counter)."""
+    while fds:
+        os.close(fds.pop())
 
 
 class Counter:
@@ -359,25 +415,33 @@ class Counter:
     ``pid`` given: counts the events that fire in that task's context, on
     any CPU, and (``inherit``) in the threads and children it creates after
     the counter opened; ``threads=True`` also counts every thread the
-    process has when the counter opens (one counter per task, summed).
-    ``pid`` None: counts on every online CPU (one counter per CPU, summed;
-    inherit does not apply), which with ``filter`` (the tracepoint filter
-    syntax, PERF_EVENT_IOC_SET_FILTER, e.g. ``"pid == 1234"``) counts events
-    *about* a task that fire in other tasks' contexts.
+    process has when the counter opens (one counter per task, summed; a
+    thread that exits before its counter opens is left out: ``tasks`` lists
+    those counted).  ``per_cpu=True`` opens each task's counter once per
+    online CPU instead of once for any CPU: then the events that name the
+    task as their target (``sched:sched_wakeup`` names the woken task) are
+    counted too, wherever they fire.  ``pid`` None: counts on every online
+    CPU, every task (one counter per CPU, summed; inherit does not apply;
+    paranoid <= 0 or CAP_PERFMON).  ``filter`` (the tracepoint filter
+    syntax, PERF_EVENT_IOC_SET_FILTER, e.g. ``"pid == 1234"``) keeps only
+    the firings whose fields match.
 
     ``with Counter(...) as c:`` starts it and, on leaving, stops and closes
-    it; ``c.read()`` (also after stop) gives {event: count}.
+    it; ``c.read()`` (also after stop or close) gives {event: count}.
     """
 
     events: tuple[str, ...]
+    tasks: tuple[int, ...]
     _fds: array[int]
     _buf: Struct
 
     def __init__(self, events: Sequence[str], *, pid: int | None = None,
                  filter: str | None = None, inherit: bool = True,
-                 threads: bool = False) -> None:
+                 threads: bool = False, per_cpu: bool = False) -> None:
         self._fds = array("i")
+        self._which: list[int] = []     # fd i counts events[_which[i]]
         self._final: dict[str, int] | None = None
+        self._finalizer = weakref.finalize(self, _close_all, self._fds)
         if isinstance(events, str):
             raise TypeError("events must be a sequence of 'group:name' "
                             "strings, not one string")
@@ -389,8 +453,9 @@ class Counter:
         if pid is not None and (type(pid) is not int or pid <= 0):
             raise ValueError(f"pid must be a positive int or None, not "
                              f"{pid!r}")
-        if threads and pid is None:
-            raise ValueError("threads=True needs a pid")
+        if (threads or per_cpu) and pid is None:
+            raise ValueError(f"{'threads' if threads else 'per_cpu'}=True "
+                             f"needs a pid")
         if filter is not None and (not isinstance(filter, str)
                                    or "\0" in filter):
             raise ValueError(f"filter must be a str without NUL, not "
@@ -399,26 +464,47 @@ class Counter:
         if reason is not None:
             raise Unavailable(reason)
         ids = tracepoint_ids(names)
-        if pid is None:
-            targets = [(-1, cpu) for cpu in online_cpus()]
-        else:
-            targets = [(t, -1) for t in (_tasks(pid) if threads else [pid])]
+        cpus = online_cpus() if pid is None or per_cpu else [-1]
+        tasks = [-1] if pid is None else _tasks(pid) if threads else [pid]
         self.events = names
-        self._per_event = len(targets)
-        self._buf = ffi.new("uint64_t[]", len(names) * len(targets))
+        opened: list[int] = []
         try:
-            for name in names:
-                for task, cpu in targets:
+            for task in tasks:
+                try:
+                    self._open_task(ids, task, cpus, filter,
+                                    inherit and pid is not None)
+                except ProcessLookupError:
+                    if task == pid:
+                        raise
+                    continue        # a thread that exited since the listing
+                opened.append(task)
+        except BaseException:
+            self._finalizer()
+            raise
+        self.tasks = tuple(opened) if pid is not None else ()
+        self._buf = ffi.new("uint64_t[]", len(self._fds))
+        # What stop() keeps off the counts (see the essay: a counter that
+        # is not enabled still counts events delivered to it by target).
+        self._base = [0] * len(self._fds)
+        self._stopped: list[int] | None = [0] * len(self._fds)
+
+    def _open_task(self, ids: dict[str, int], task: int, cpus: list[int],
+                   filter: str | None, inherit: bool) -> None:
+        mark = len(self._fds)
+        try:
+            for which, name in enumerate(self.events):
+                for cpu in cpus:
                     fd = _open_counter(lib.PERF_TYPE_TRACEPOINT, ids[name],
-                                       task, cpu,
-                                       inherit and pid is not None)
+                                       task, cpu, inherit)
                     self._fds.append(fd)
+                    self._which.append(which)
                     if filter is not None:
                         self._set_filter(fd, filter)
-        except BaseException:
-            fds, self._fds = self._fds, array("i")
-            for fd in fds:
-                os.close(fd)
+        except ProcessLookupError:
+            # The task is gone: none of its counters stays.
+            while len(self._fds) > mark:
+                os.close(self._fds.pop())
+            del self._which[mark:]
             raise
 
     @staticmethod
@@ -434,32 +520,46 @@ class Counter:
         for fd in self._fds:
             _ioctl(fd, request)
 
+    def _raw(self) -> list[int]:
+        buf = self._buf
+        for i, fd in enumerate(self._fds):
+            _read_count(fd, buf + i)
+        return [buf[i] for i in range(len(self._fds))]
+
     def start(self) -> None:
         """Start counting (PERF_EVENT_IOC_ENABLE)."""
         self._each(lib.PERF_EVENT_IOC_ENABLE)
+        if self._stopped is not None:
+            # What was delivered while stopped does not count.
+            now = self._raw()
+            self._base = [b + n - s for b, n, s
+                          in zip(self._base, now, self._stopped)]
+            self._stopped = None
 
     def stop(self) -> None:
         """Stop counting (PERF_EVENT_IOC_DISABLE); the counts stay."""
         self._each(lib.PERF_EVENT_IOC_DISABLE)
+        if self._stopped is None:
+            self._stopped = self._raw()
 
     def reset(self) -> None:
         """Set the counts to zero (PERF_EVENT_IOC_RESET)."""
         self._each(lib.PERF_EVENT_IOC_RESET)
+        self._base = [0] * len(self._fds)
+        if self._stopped is not None:
+            self._stopped = [0] * len(self._fds)
 
     def read(self) -> dict[str, int]:
-        """{event: count so far}, summed over its CPUs or tasks (and their
+        """{event: count so far}, summed over its CPUs and tasks (and their
         inherited children)."""
         if not self._fds:
             if self._final is None:
                 raise ValueError("the counter is closed")
             return dict(self._final)
-        buf, per = self._buf, self._per_event
+        raw = self._stopped if self._stopped is not None else self._raw()
         totals = dict.fromkeys(self.events, 0)
-        for i, fd in enumerate(self._fds):
-            if lib.read(fd, buf + i, 8) != 8:
-                err = ffi.errno
-                raise OSError(err, os.strerror(err))
-            totals[self.events[i // per]] += buf[i]
+        for which, n, base in zip(self._which, raw, self._base):
+            totals[self.events[which]] += n - base
         return totals
 
     @property
@@ -474,12 +574,16 @@ class Counter:
                 self._final = self.read()
             except OSError:
                 pass
-        fds, self._fds = self._fds, array("i")
-        for fd in fds:
-            os.close(fd)
+        self._finalizer()
 
     def __enter__(self) -> Counter:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            # ExitStack.enter_context() registers nothing whose __enter__
+            # raised: nobody else would close it.
+            self.close()
+            raise
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None,
@@ -494,3 +598,17 @@ class Counter:
     def __repr__(self) -> str:
         state = "closed" if self.closed else f"{len(self._fds)} fds"
         return f"<rawmux.observe.Counter {list(self.events)} {state}>"
+
+
+@contextmanager
+def hold(events: Sequence[str]) -> Iterator[Counter]:
+    """Keep the tracepoints ``events`` registered for the block: one
+    counter each on this process, never started.  Closing the last counter
+    on a tracepoint unregisters the kernel's probe and waits for an RCU
+    grace period (tens of ms); inside ``hold`` other counters on the same
+    events close at once."""
+    counter = Counter(events, pid=os.getpid(), inherit=False)
+    try:
+        yield counter
+    finally:
+        counter.close()

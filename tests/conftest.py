@@ -1,7 +1,10 @@
 """Fixtures shared by the whole suite.
 
 Every test runs under ``no_fd_leaks``: the set of open file descriptors
-(``/proc/self/fd``) must be the same after the test as before it.
+(``/proc/self/fd``) must be the same after the test as before it; and under
+``no_thread_leaks``: a thread the test started must have ended with it (a
+thread left running is copied by every later fork() in this process, its
+locks possibly held: the experiments and tests that fork would inherit it).
 """
 
 import contextlib
@@ -13,7 +16,7 @@ import threading
 
 import pytest
 
-from rawmux import ffi, lib
+from rawmux import _epoll, ffi, lib
 
 
 def open_fds():
@@ -35,6 +38,17 @@ def no_fd_leaks():
     after = open_fds()
     leaked = {fd: what for fd, what in after.items() if before.get(fd) != what}
     assert not leaked, f"test leaked file descriptors: {leaked}"
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks():
+    before = set(threading.enumerate())
+    yield
+    leaked = [t for t in threading.enumerate() if t not in before]
+    for thread in leaked:
+        thread.join(5)      # ending already (a cancelled Timer, a drain at EOF)
+    alive = [t.name for t in leaked if t.is_alive()]
+    assert not alive, f"test left threads running: {alive}"
 
 
 class Resources:
@@ -173,3 +187,31 @@ def plotted(result, tmp_path_factory):
     path = tmp_path_factory.mktemp("plot") / f"{result.name}.png"
     result.plot(str(path))
     return path
+
+
+def kcmp_problem():
+    """None when kcmp(KCMP_EPOLL_TFD) answers in this process; otherwise
+    why not, in ``kcmp_unsupported()``'s one line (ENOSYS: no CONFIG_KCMP;
+    EPERM: e.g. Docker's default seccomp profile without CAP_SYS_PTRACE).
+    One probe: a pipe's read end against its own registration."""
+    r, w = os.pipe()
+    try:
+        with _epoll.Epoll() as ep:
+            ep.register(r, lib.EPOLLIN)
+            me = os.getpid()
+            try:
+                _epoll.kcmp_epoll_tfd(me, r, me, ep.fileno(), r)
+            except OSError as exc:
+                why = _epoll.kcmp_unsupported(exc.errno or 0)
+                if why is None:
+                    raise       # an answer about the arguments: a bug here
+                return why
+    finally:
+        os.close(r)
+        os.close(w)
+    return None
+
+
+KCMP_PROBLEM = kcmp_problem()
+needs_kcmp = pytest.mark.skipif(
+    KCMP_PROBLEM is not None, reason=f"kcmp cannot answer: {KCMP_PROBLEM}")

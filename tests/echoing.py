@@ -1,9 +1,13 @@
 """What the echo-server tests share: the backends, a server subprocess that
-is always killed, clients with timeouts, and the summary line parsed."""
+is always killed, enough fds for many clients, clients with timeouts, and
+the summary line parsed."""
 
 import contextlib
 import re
+import resource
 import socket
+
+import pytest
 
 import rawmux.harness
 
@@ -35,6 +39,20 @@ def echo_server(backend, *options, **kwargs):
         server.kill()
 
 
+@contextlib.contextmanager
+def fd_limit(need):
+    """At least ``need`` fds for this process and the servers it starts
+    (skips if the hard limit is lower); the limit is restored after."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < need:
+        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {need}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+
+
 def connect(address, timeout=20):
     return socket.create_connection(address, timeout=timeout)
 
@@ -54,6 +72,21 @@ def echoes(address, payload=b"ping", timeout=20):
             return got == payload
     except OSError:
         return False
+
+
+def echoed_among(clients, payload):
+    """The connected ``clients`` that get ``payload`` echoed back, each
+    asked in turn; one the server dropped (EOF, a reset, a timeout) is
+    not among them."""
+    echoed = []
+    for sock in clients:
+        try:
+            sock.sendall(payload)
+            if sock.recv(len(payload)) == payload:
+                echoed.append(sock)
+        except OSError:
+            pass
+    return echoed
 
 
 def summary_of(out):

@@ -290,6 +290,38 @@ def register_despite_warning(m, e, p):
     return p.poll(0)
 
 
+def registration_cases(name, with_object, readable, masks):
+    """What poll and epoll objects share: register/modify/unregister with
+    each of ``masks``, with fds given as something other than an int, with
+    fds not registered.  ``name`` ("poll", "epoll") starts each case's id,
+    ``with_object`` turns a body (m, e, obj) into a case, ``readable`` names
+    the input event bit of module m ("POLLIN", "EPOLLIN")."""
+    cases = {}
+    for what, mask in masks.items():
+        cases[f"{name} register mask {what}"] = with_object(
+            lambda m, e, o, k=mask: (o.register(e["b"], k), o.poll(0)))
+        cases[f"{name} modify mask {what}"] = with_object(
+            lambda m, e, o, k=mask: (o.modify(e["a"], k), o.poll(0)))
+    bodies = {
+        "register -1": lambda m, e, o: o.register(-1),
+        "register decimal fd": lambda m, e, o: o.register(
+            decimal.Decimal(e["b"].fileno())),
+        "register __int__ and fileno()": lambda m, e, o: (
+            o.register(IntAndFileNo(e["a"].fileno(), e["b"].fileno()),
+                       getattr(m, readable)), o.poll(0)),
+        "modify __int__ fd": lambda m, e, o: o.modify(
+            IntOnly(e["a"].fileno()), getattr(m, readable)),
+        "unregister fraction fd": lambda m, e, o: o.unregister(
+            fractions.Fraction(e["a"].fileno())),
+        "modify unknown": lambda m, e, o: o.modify(
+            e["b"], getattr(m, readable)),
+        "unregister unknown": lambda m, e, o: o.unregister(e["b"]),
+    }
+    for what, body in bodies.items():
+        cases[f"{name} {what}"] = with_object(body)
+    return cases
+
+
 def poll_cases():
     def with_poll(body):
         def case(m, e):
@@ -310,15 +342,11 @@ def poll_cases():
     }.items():
         cases[f"poll timeout {name}"] = with_poll(
             lambda m, e, p, t=timeout: p.poll(t))
-    for name, mask in {
+    cases.update(registration_cases("poll", with_poll, "POLLIN", masks={
         "-1": -1, "0": 0, "1 << 16": 1 << 16, "2**31": 2**31,
         "2**64": 2**64, "2**64 - 1": 2**64 - 1, "float": 1.0, "str": "1",
         "index": Index(), "bool": True, "-2**40": -2**40,
-    }.items():
-        cases[f"poll register mask {name}"] = with_poll(
-            lambda m, e, p, k=mask: (p.register(e["b"], k), p.poll(0)))
-        cases[f"poll modify mask {name}"] = with_poll(
-            lambda m, e, p, k=mask: (p.modify(e["a"], k), p.poll(0)))
+    }))
     cases.update({
         "poll default mask": with_poll(
             lambda m, e, p: (p.register(e["b"]), p.poll(0))),
@@ -328,15 +356,10 @@ def poll_cases():
         "poll order is registration order": with_poll(
             lambda m, e, p: (p.register(e["b"]), p.unregister(e["a"]),
                              p.register(e["a"]), p.poll(0))),
-        "poll modify unknown": with_poll(
-            lambda m, e, p: p.modify(e["b"], m.POLLIN)),
         "poll modify unknown with bad mask": with_poll(
             lambda m, e, p: p.modify(e["b"], -1)),
-        "poll unregister unknown": with_poll(
-            lambda m, e, p: p.unregister(e["b"])),
         "poll unregister twice": with_poll(
             lambda m, e, p: (p.unregister(e["a"]), p.unregister(e["a"]))),
-        "poll register -1": with_poll(lambda m, e, p: p.register(-1)),
         "poll register str": with_poll(lambda m, e, p: p.register("x")),
         "poll register float": with_poll(lambda m, e, p: p.register(1.0)),
         "poll register 2**31": with_poll(lambda m, e, p: p.register(2**31)),
@@ -348,17 +371,6 @@ def poll_cases():
             lambda m, e, p: (p.register(1, 0), p.modify(True, 0), p.poll(0))),
         "poll unregister bool fd": with_poll(
             lambda m, e, p: p.unregister(False)),
-        "poll register decimal fd": with_poll(
-            lambda m, e, p: p.register(decimal.Decimal(e["b"].fileno()))),
-        "poll register __int__ and fileno()": with_poll(
-            lambda m, e, p: (p.register(IntAndFileNo(e["a"].fileno(),
-                                                     e["b"].fileno()),
-                                        m.POLLIN), p.poll(0))),
-        "poll modify __int__ fd": with_poll(
-            lambda m, e, p: p.modify(IntOnly(e["a"].fileno()), m.POLLIN)),
-        "poll unregister fraction fd": with_poll(
-            lambda m, e, p: p.unregister(fractions.Fraction(
-                e["a"].fileno()))),
         "poll register fileno bool": with_poll(
             lambda m, e, p: (p.register(FileNo(True), 0), p.poll(0))),
         "poll bool fd refused under -W error": with_poll(
@@ -403,16 +415,12 @@ def epoll_cases():
     }.items():
         cases[f"epoll maxevents {name}"] = with_epoll(
             lambda m, e, ep, k=maxevents: ep.poll(0, k))
-    for name, mask in {
+    cases.update(registration_cases("epoll", with_epoll, "EPOLLIN", masks={
         "-1": -1, "0": 0, "2**32": 2**32, "2**40": 2**40, "float": 1.0,
         "str": "1", "index": Index(), "bool": True, "-2**40": -2**40,
         "EXCLUSIVE|ONESHOT": (rawmux.EPOLLEXCLUSIVE | rawmux.EPOLLONESHOT
                               | rawmux.EPOLLIN),
-    }.items():
-        cases[f"epoll register mask {name}"] = with_epoll(
-            lambda m, e, ep, k=mask: (ep.register(e["b"], k), ep.poll(0)))
-        cases[f"epoll modify mask {name}"] = with_epoll(
-            lambda m, e, ep, k=mask: (ep.modify(e["a"], k), ep.poll(0)))
+    }))
     for args in [(), (0,), (-1,), (-2,), (1,), (5, 0), (5, 1),
                  (-1, rawmux.EPOLL_CLOEXEC), (-1, -1), (2**31,), (1.0,),
                  ("1",), (None,)]:
@@ -423,32 +431,16 @@ def epoll_cases():
         "epoll keywords": lambda m, e: m.epoll(sizehint=5, flags=0).close(),
         "epoll register twice": with_epoll(
             lambda m, e, ep: ep.register(e["a"])),
-        "epoll modify unknown": with_epoll(
-            lambda m, e, ep: ep.modify(e["b"], m.EPOLLIN)),
-        "epoll unregister unknown": with_epoll(
-            lambda m, e, ep: ep.unregister(e["b"])),
         "epoll register closed fd": with_epoll(
             lambda m, e, ep: ep.register(e["closed"]())),
         "epoll register itself": with_epoll(
             lambda m, e, ep: ep.register(ep.fileno())),
-        "epoll register -1": with_epoll(lambda m, e, ep: ep.register(-1)),
         "epoll register bool fd": with_epoll(
             lambda m, e, ep: ep.register(True, 0)),
         "epoll modify bool fd": with_epoll(
             lambda m, e, ep: ep.modify(False, 0)),
         "epoll unregister bool fd": with_epoll(
             lambda m, e, ep: ep.unregister(True)),
-        "epoll register decimal fd": with_epoll(
-            lambda m, e, ep: ep.register(decimal.Decimal(e["b"].fileno()))),
-        "epoll register __int__ and fileno()": with_epoll(
-            lambda m, e, ep: (ep.register(IntAndFileNo(e["a"].fileno(),
-                                                       e["b"].fileno()),
-                                          m.EPOLLIN), ep.poll(0))),
-        "epoll modify __int__ fd": with_epoll(
-            lambda m, e, ep: ep.modify(IntOnly(e["a"].fileno()), m.EPOLLIN)),
-        "epoll unregister fraction fd": with_epoll(
-            lambda m, e, ep: ep.unregister(fractions.Fraction(
-                e["a"].fileno()))),
         "epoll register keywords": with_epoll(
             lambda m, e, ep: (ep.register(fd=e["b"], eventmask=m.EPOLLIN),
                               ep.poll(0))),

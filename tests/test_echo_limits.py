@@ -25,7 +25,8 @@ import pytest
 import rawmux.harness
 from rawmux.echo import Config, backend_class
 
-from echoing import BACKENDS, READINESS, connect, echo_server, echoes
+from echoing import (BACKENDS, READINESS, connect, echo_server, echoed_among,
+                     echoes, fd_limit)
 
 def served_within(address, seconds):
     """Whether some new connection is echoed within ``seconds`` (retrying:
@@ -83,14 +84,7 @@ def test_unread_stderr_and_10000_refused_connections(backend):
     with unread_stderr_server(backend, limit_fds=64) as (proc, address):
         # Take every fd the server has: those it accepted are echoed.
         clients = [connect(address, timeout=5) for _ in range(80)]
-        held = []
-        for sock in clients:
-            try:
-                sock.sendall(b"?")
-                if sock.recv(1) == b"?":
-                    held.append(sock)
-            except OSError:
-                pass
+        held = echoed_among(clients, b"?")
         assert 20 < len(held) < 64
         # 10,000 attempts, each accepted on the reserve and closed: the
         # client sees EOF (or a reset), not a timeout.
@@ -229,8 +223,7 @@ def test_idle_server_with_a_tiny_idle_timeout_does_not_spin(backend):
 
 
 def test_a_tiny_idle_timeout_still_closes_idle_connections():
-    with rawmux.harness.EchoProcess("epoll", "--idle-timeout", "0.001") \
-            as server:
+    with echo_server("epoll", "--idle-timeout", "0.001") as server:
         with connect(server.address, timeout=10) as sock:
             assert sock.recv(1) == b""      # closed, well within 10 s
         out = server.stop()
@@ -238,20 +231,6 @@ def test_a_tiny_idle_timeout_still_closes_idle_connections():
 
 
 # ---- item 8: a budget for the pending output of all connections ---------------
-
-@contextlib.contextmanager
-def fd_limit(need):
-    """At least ``need`` fds for this process (skips if the hard limit is
-    lower); the limit is restored after."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < need:
-        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {need}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, need), hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
-
 
 def flood_without_reading(server, clients, size, rss):
     """Every client sends ``size`` bytes and reads nothing, until nothing
@@ -400,7 +379,7 @@ def never_reading_client(address, size=4 << 20):
 
 @pytest.mark.parametrize("backend", READINESS)
 def test_a_second_sigterm_ends_the_grace_period(backend):
-    with rawmux.harness.EchoProcess(backend, "-v", "--grace", "30") as server:
+    with echo_server(backend, "-v", "--grace", "30") as server:
         hog = never_reading_client(server.address)
         try:
             server.proc.send_signal(signal.SIGTERM)
@@ -428,18 +407,10 @@ def test_1500_idle_connections(backend):
     serves them all, except select, which refuses those whose fd would not
     fit an fd_set (>= 1024) and serves the rest; a new connection is served
     once one closes."""
-    with fd_limit(2 * 1500 + 500), \
-            rawmux.harness.EchoProcess(backend) as server:
+    with fd_limit(2 * 1500 + 500), echo_server(backend) as server:
         clients = [connect(server.address) for _ in range(1500)]
         try:
-            served = []
-            for sock in clients:
-                try:
-                    sock.sendall(b"!")
-                    if sock.recv(1) == b"!":
-                        served.append(sock)
-                except OSError:         # reset: refused
-                    pass
+            served = echoed_among(clients, b"!")      # the rest: refused
             if backend == "select":
                 assert 1000 < len(served) < 1024
             else:
@@ -465,8 +436,7 @@ def test_1500_idle_connections(backend):
 def test_workers_write_their_last_log_lines():
     """A worker ends with os._exit(), which skips logging's flush at exit:
     the lines the writer thread had not written yet were lost."""
-    with rawmux.harness.EchoProcess("epoll", "--workers", "2", "-v") \
-            as server:
+    with echo_server("epoll", "--workers", "2", "-v") as server:
         assert echoes(server.address)
         server.stop()
         assert server.stderr_tail().count(b"stopping;") == 2, \

@@ -13,7 +13,6 @@ import _thread
 import contextlib
 import io
 import random
-import resource
 import signal
 import socket
 import subprocess
@@ -28,7 +27,8 @@ import rawmux.harness
 from rawmux.echo import threads_server
 from rawmux.echo.server import Config
 
-from echoing import BACKENDS, connect, echo_server, echoes, summary_of
+from echoing import (BACKENDS, connect, echo_server, echoes, fd_limit,
+                     summary_of)
 
 # ---- 1. thousands of idle clients closing at once ------------------------------
 
@@ -59,11 +59,8 @@ def mass_disconnect(clients):
     the server has closed every one.  Returns (slowest probe echo in
     seconds, probes, seconds until all were closed, SIGTERM seconds)."""
     need = clients + 200
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < need:
-        pytest.skip(f"RLIMIT_NOFILE hard limit {hard} < {need}")
-    with echo_server("threads", "--max-conns", str(need),
-                     limit_fds=need) as server:
+    with fd_limit(need), echo_server("threads", "--max-conns", str(need),
+                                     limit_fds=need) as server:
         baseline = server.open_fds()
         with subprocess.Popen(
                 [sys.executable, "-c", IDLE_CLIENTS, *map(str, server.address),

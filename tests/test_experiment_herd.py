@@ -6,6 +6,7 @@ depend on how loaded the machine is; the figures are recomputed here from
 the raw per-connection counts rather than read from the summary.
 """
 
+import errno
 import os
 
 import pytest
@@ -111,17 +112,20 @@ def test_no_child_is_left_behind(result):
 
 
 def test_the_scheduler_counts_the_wakeups(result):
-    """sched:sched_wakeup, counted by the kernel for each child: every
-    voluntary switch between two quiet moments is a sleep that a wakeup
-    ended, so the count is at least the switches, child by child; and
-    the herd shows in it as in the switches."""
+    """sched:sched_wakeup, counted by the kernel on each child's own
+    per-CPU counters: every voluntary switch between two quiet moments is
+    a sleep that a wakeup ended, so the count is at least the switches,
+    child by child (but for the rare switch taken with a signal pending,
+    herd.SCHED_MISSES); and the herd shows in it as in the switches."""
     if result.data["tracepoint_problem"]:
         pytest.skip(result.data["tracepoint_problem"])
     procs = result.data["procs"]
     for config, m in result.data["measured"].items():
         assert len(m["wakeups"]) == m["connections"], config
-        for k, sw in zip(m["wakeups"], m["switches"]):
-            assert all(a >= b for a, b in zip(k, sw)), (config, k, sw)
+        missed = [(k, sw) for k, sw in zip(m["wakeups"], m["switches"])
+                  if any(a < b for a, b in zip(k, sw))]
+        assert len(missed) <= max(1, herd.SCHED_MISSES * m["connections"]), \
+            (config, missed)
     m = result.data["measured"]
     assert _woken_per_conn({"switches": m["plain"]["wakeups"]}) >= \
         0.75 * procs
@@ -142,6 +146,43 @@ def test_two_processes_without_tracepoints(monkeypatch):
     assert "sched:sched_wakeup" not in r.verdict
     assert _woken_per_conn(m["plain"]) >= 1.5
     assert _woken_per_conn(m["exclusive"]) <= 1.2
+    assert r.confirmed
+
+
+def test_counters_that_cannot_open_leave_the_switches(monkeypatch):
+    """procs x CPUs counters can fail to open where the probe succeeded
+    (EMFILE under a low ``ulimit -n``, a policy refusing them): those
+    opened already are closed at once, the run goes on, the reason is kept
+    and shown once, the switches stand in."""
+    real, opened = herd.observe.Counter, []
+
+    def emfile(events, **kwargs):
+        if kwargs.get("filter"):            # a child's counters, not hold()
+            if opened:                      # the second child's
+                raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+            opened.append(real(events, **kwargs))
+            return opened[-1]
+        return real(events, **kwargs)
+    monkeypatch.setattr(herd.observe, "Counter", emfile)
+    monkeypatch.setattr(herd.observe, "problem", lambda: None)
+    said, open_while_measuring = [], []
+
+    def progress(done, total, what):
+        said.append(what)
+        if what in herd.CONFIGS:            # a connection was made
+            open_while_measuring.extend(c for c in opened if not c.closed)
+    r = herd.run(procs=2, connections=3, configs=["plain", "exclusive"],
+                 progress=progress)
+    assert open_while_measuring == []
+    reason = r.data["tracepoint_problem"]
+    assert reason.startswith("sched:sched_wakeup counters could not open "
+                             "(2 processes x ")
+    assert reason.endswith("[Errno 24] Too many open files")
+    assert [w for w in said if reason in w] == [
+        f"{reason}; counting voluntary context switches only"]
+    assert all(m["wakeups"] is None for m in r.data["measured"].values())
+    assert f"wakeups NOT counted by the scheduler: {reason}; the voluntary " \
+        f"context switches stand in." in r.notes
     assert r.confirmed
 
 
@@ -239,12 +280,18 @@ def test_judged_with_the_schedulers_count():
     assert not any("NOT counted" in n for n in result.notes)
 
 
-def test_judged_refuted_when_the_scheduler_missed_a_switch():
-    # A switch with no wakeup counted: the two methods disagree.
+@pytest.mark.parametrize("missed, confirmed", [(1, True), (2, False)])
+def test_judged_refuted_when_the_scheduler_missed_switches(missed,
+                                                           confirmed):
+    # A switch with no wakeup counted: once (a signal pending) is
+    # tolerated, twice in four connections the two methods disagree.
     fewer = block("exclusive", [1, 1, 1, 1], [0, 0, 0, 0],
-                  wakeups=[[0, 0, 0, 0]] + [[1, 0, 0, 0]] * 3)
+                  wakeups=[[0, 0, 0, 0]] * missed
+                  + [[1, 0, 0, 0]] * (4 - missed))
     result = conclude(herd, counted(exclusive=fewer))
-    assert result.confirmed is False
+    assert result.confirmed is confirmed
+    if confirmed:
+        return
     assert result.verdict.endswith(
         "NOT shown: the scheduler counted a wakeup for each switch")
 

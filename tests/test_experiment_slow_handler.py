@@ -195,7 +195,7 @@ def test_judged_confirmed_when_only_the_loop_stalls():
 
 @pytest.mark.parametrize("changes", [
     {"epoll_sleep": 5.5},           # the loop's delay 4.9 ms < half a burn
-    {"threads_sleep": 3.5},         # the threads' 2.6 ms > a quarter burn
+    {"threads_sleep": 5.5},         # the threads' 4.6 ms > 0.4 of a burn
     # Threads delayed 1.6 ms from a slow baseline (median of 0.8 and
     # 11.0), the loop 6.0 ms: each as claimed, but the threads slower.
     {"threads_alone": 11.0, "threads_sleep": 7.5, "epoll_sleep": 6.6},

@@ -14,6 +14,7 @@ import os
 
 import pytest
 
+from conftest import needs_kcmp
 from rawmux.experiments import stale
 from rawmux.experiments.shape import conclude
 
@@ -95,6 +96,7 @@ def test_the_model_of_the_rule():
     assert model.interest() == [] and model.ready() == []
 
 
+@needs_kcmp
 def test_kcmp_names_the_file_no_number_names(result):
     """The numbers here come from the lab's own dup() and fork(), the
     answers from kcmp: they must meet."""

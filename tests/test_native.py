@@ -11,6 +11,8 @@ import time
 import pytest
 from hypothesis import given, strategies as st
 
+from conftest import needs_kcmp
+
 import rawmux
 from rawmux import FD_SETSIZE, FdSet, _epoll
 
@@ -339,6 +341,7 @@ def test_parse_fdinfo_reads_the_kernels_format_and_no_other():
         _epoll.parse_fdinfo(line.replace("sdev", "dev"))
 
 
+@needs_kcmp
 def test_holders_name_each_of_two_registrations_under_one_number(res):
     """The stale pair: entry (n, toff) for the closed file and for the new
     file that took its number.  kcmp's answer for each must be the fd
@@ -370,19 +373,32 @@ def test_holders_name_each_of_two_registrations_under_one_number(res):
         assert [(e.tfd, e.ino) for e in ep.registrations()] == [(n, b_inode)]
 
 
+def forked(child):
+    """Fork a child that runs ``child()`` and exits, 0 if it returned, 1 if
+    it raised: never back into pytest.  Returns its pid."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            child()
+            code = 0
+        finally:
+            os._exit(code)
+    return pid
+
+
+@needs_kcmp
 def test_holders_in_a_forked_child(res):
     a, _ = res.socketpair()
     n = a.detach()
     go_read, go_write = os.pipe()
     with rawmux.Epoll() as ep:
         ep.register(n, rawmux.EPOLLIN)
-        pid = os.fork()
-        if pid == 0:                        # holds every fd; waits for EOF
-            try:
-                os.close(go_write)
-                os.read(go_read, 1)
-            finally:
-                os._exit(0)
+
+        def hold_until_eof():               # holds every fd meanwhile
+            os.close(go_write)
+            os.read(go_read, 1)
+        pid = forked(hold_until_eof)
         os.close(go_read)
         try:
             os.close(n)
@@ -401,17 +417,68 @@ def test_holders_in_a_forked_child(res):
         assert ep.registrations() == []
 
 
-def test_kcmp_errors_and_what_they_mean():
+@needs_kcmp
+def test_kcmp_errors_about_the_arguments():
     with rawmux.Epoll() as ep:
         with pytest.raises(FileNotFoundError):
             ep.holders(0)                   # nothing registered under 0
         with pytest.raises(ValueError):
             ep.holders(-1)
+
+
+def test_kcmp_errors_and_what_they_mean():
     assert _epoll.kcmp_unsupported(errno.ENOSYS).startswith(
         "kcmp(2) is not in this kernel")
     assert "EPERM" in _epoll.kcmp_unsupported(errno.EPERM)
+    assert "EACCES" in _epoll.kcmp_unsupported(errno.EACCES)
     for answer in (errno.ENOENT, errno.EBADF, errno.ESRCH, errno.EINVAL):
         assert _epoll.kcmp_unsupported(answer) is None
+
+
+NOBODY = 65534
+
+
+@needs_kcmp
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to become nobody")
+def test_another_users_process_cannot_be_inspected(res):
+    """A child turned nobody asks about this (root) process: listing its
+    /proc/PID/fd and reading its fdinfo are EACCES (fs/proc/fd.c), kcmp
+    against it EPERM (kernel/kcmp.c, ptrace_may_access()); each is a
+    "cannot answer" with its one line, not an answer about the entry."""
+    a, _ = res.socketpair()
+    n = a.fileno()
+    report_r, report_w = os.pipe()
+    with rawmux.Epoll() as ep:
+        ep.register(n, rawmux.EPOLLIN)
+        parent = os.getpid()
+
+        def ask_as_nobody():
+            os.close(report_r)
+            os.setresgid(NOBODY, NOBODY, NOBODY)
+            os.setresuid(NOBODY, NOBODY, NOBODY)
+            got = []
+            for ask in (
+                    lambda: ep.holders(n, pid=parent),
+                    lambda: _epoll.registrations(ep.fileno(), parent),
+                    lambda: ep.holders(n, pid=parent, fds=[n])):
+                try:
+                    ask()
+                    got.append("answered")
+                except OSError as exc:
+                    got.append(f"{exc.errno} "
+                               f"{_epoll.kcmp_unsupported(exc.errno)}")
+            os.write(report_w, "\n".join(got).encode())
+        pid = forked(ask_as_nobody)
+        os.close(report_w)
+        with open(report_r, "rb") as report:
+            got = report.read().decode().split("\n")
+        _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    assert got == [
+        f"{errno.EACCES} {_epoll.kcmp_unsupported(errno.EACCES)}",
+        f"{errno.EACCES} {_epoll.kcmp_unsupported(errno.EACCES)}",
+        f"{errno.EPERM} {_epoll.kcmp_unsupported(errno.EPERM)}"]
+    assert "None" not in got[0]
 
 
 # ---- no leaks ---------------------------------------------------------------

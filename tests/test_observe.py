@@ -1,10 +1,12 @@
 """rawmux.observe: tracepoint counts checked against computed expectations
-(a child that makes exactly K getppid() calls, a task woken K times through
-a pipe), the one-line answer where counting cannot work (forced, and as an
+(a child that makes exactly K getppid() calls, a task woken a known number
+of times through a pipe), the one-line answer where counting cannot work (forced, and as an
 unprivileged user), and the layout the C side relies on.  The counting
 tests skip, saying why, where tracepoints are unavailable."""
 
+import contextlib
 import errno
+import gc
 import os
 import sys
 import tempfile
@@ -13,6 +15,7 @@ import threading
 import pytest
 
 from rawmux import ffi, lib, observe
+from rawmux.harness import proc_stat
 
 PROBLEM = observe.problem()
 needs_tracepoints = pytest.mark.skipif(
@@ -89,6 +92,7 @@ def test_malformed_names_are_value_errors(name, no_perf_calls):
     ({"events": [GETPPID], "pid": 0}, ValueError, "positive int"),
     ({"events": [GETPPID], "pid": True}, ValueError, "positive int"),
     ({"events": [GETPPID], "threads": True}, ValueError, "needs a pid"),
+    ({"events": [GETPPID], "per_cpu": True}, ValueError, "needs a pid"),
     ({"events": [GETPPID], "filter": "pid == 1\0"}, ValueError, "NUL"),
 ])
 def test_bad_counter_arguments(kwargs, error, message, no_perf_calls):
@@ -279,45 +283,171 @@ def test_threads_that_existed_before_need_threads_true(threads):
     assert got == (K if threads else 0)
 
 
-def _state(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rpartition(")")[2].split()[0]
+def _woken_through_a_pipe(pid, data_w, ack_r, rounds):
+    """Wake the child ``rounds`` times: each round wait until it is asleep
+    in read(2) (/proc state 'S'), write one byte, read its answer."""
+    for _ in range(rounds):
+        while proc_stat(pid)[0] != "S":
+            os.sched_yield()
+        os.write(data_w, b"x")
+        os.read(ack_r, 1)
 
 
 @needs_tracepoints
-def test_sched_wakeup_of_a_task_woken_k_times_through_a_pipe():
-    """sched_wakeup fires in the waker's context: counted on every CPU,
-    filtered on the woken pid.  Each round the parent waits until the child
-    is asleep in read(2) (its /proc state 'S'), then writes one byte: one
-    wake-up each, K in all."""
-    rounds = 50
+def test_sched_wakeup_is_delivered_to_the_woken_tasks_per_cpu_counters():
+    """sched_wakeup fires in the waker's context, and perf_tp_event() also
+    delivers it to the woken task's counters bound to the CPU it fires on
+    (TP_ARGS(__perf_task(p)), perf_tp_event_target_task()): a counter on
+    the child's pid for any CPU sees none of its wake-ups, one per CPU
+    sees each, as does a counter on every CPU.  (Each is filtered on the
+    child's pid: unfiltered, a task's counters also count the wake-ups
+    that fire in its own context, those it does to others.)  The
+    child is woken 10 times before start(), 30 while counting, 10 after
+    stop(): delivered by target, the kernel counts even into a disabled
+    counter, and Counter keeps those off."""
+    before, counted, after = 10, 30, 10
     data_r, data_w = os.pipe()
     ack_r, ack_w = os.pipe()
     pid = os.fork()
     if pid == 0:
         try:
-            for _ in range(rounds):
+            for _ in range(before + counted + after):
                 os.read(data_r, 1)
                 os.write(ack_w, b"a")
         finally:
             os._exit(0)
+    wakeup = ["sched:sched_wakeup"]
+    counters = {}
     try:
-        with observe.Counter(["sched:sched_wakeup"],
-                             filter=f"pid == {pid}") as counter:
-            for _ in range(rounds):
-                while _state(pid) != "S":
-                    os.sched_yield()
-                os.write(data_w, b"x")
-                os.read(ack_r, 1)
-            os.waitpid(pid, 0)
-            pid = 0
-            got = counter.read()["sched:sched_wakeup"]
+        counters = {
+            "any cpu": observe.Counter(wakeup, pid=pid,
+                                       filter=f"pid == {pid}"),
+            "per cpu": observe.Counter(wakeup, pid=pid, per_cpu=True,
+                                       filter=f"pid == {pid}"),
+            "system-wide": observe.Counter(wakeup, filter=f"pid == {pid}"),
+        }
+        _woken_through_a_pipe(pid, data_w, ack_r, before)
+        for c in counters.values():
+            c.start()
+        _woken_through_a_pipe(pid, data_w, ack_r, counted)
+        for c in counters.values():
+            c.stop()
+        _woken_through_a_pipe(pid, data_w, ack_r, after)
+        os.waitpid(pid, 0)
+        pid = 0
+        got = {k: c.read()["sched:sched_wakeup"] for k, c in counters.items()}
     finally:
+        for c in counters.values():
+            c.close()
         for fd in (data_r, data_w, ack_r, ack_w):
             os.close(fd)
         if pid:
             os.waitpid(pid, 0)
-    assert got == rounds
+    assert got == {"any cpu": 0, "per cpu": counted, "system-wide": counted}
+
+
+def _open_fds():
+    return len(os.listdir("/proc/self/fd"))
+
+
+@needs_tracepoints
+def test_a_thread_gone_before_its_counter_opens_is_left_out(monkeypatch):
+    """threads=True lists /proc/PID/task, then opens a counter per task: a
+    thread that exits in between (ESRCH) is left out of ``tasks``, not an
+    error; the process itself gone is."""
+    gone = os.fork()
+    if gone == 0:
+        os._exit(0)
+    os.waitpid(gone, 0)
+    me = os.getpid()
+    monkeypatch.setattr(observe, "_tasks", lambda pid: [me, gone])
+    with observe.Counter([GETPPID], pid=me, threads=True) as counter:
+        for _ in range(5):
+            os.getppid()
+        assert counter.tasks == (me,)
+        assert counter.read() == {GETPPID: 5}
+    fds = _open_fds()
+    monkeypatch.setattr(observe, "_tasks", lambda pid: [gone, me])
+    with pytest.raises(ProcessLookupError):
+        observe.Counter([GETPPID], pid=gone, threads=True)
+    assert _open_fds() == fds
+
+
+@needs_tracepoints
+def test_a_counter_whose_start_fails_or_that_is_dropped_closes(monkeypatch):
+    fds = _open_fds()
+
+    def refuse(self):
+        raise OSError(errno.EBADF, "refused")
+    with monkeypatch.context() as m:
+        m.setattr(observe.Counter, "start", refuse)
+        with pytest.raises(OSError, match="refused"):
+            with contextlib.ExitStack() as stack:
+                stack.enter_context(observe.Counter(
+                    [GETPPID], pid=os.getpid(), per_cpu=True))
+    assert _open_fds() == fds
+    observe.Counter([GETPPID], pid=os.getpid(), per_cpu=True)  # dropped
+    gc.collect()
+    assert _open_fds() == fds
+
+
+def test_a_short_read_is_not_reported_with_a_stale_errno():
+    r, w = os.pipe()
+    try:
+        os.write(w, b"abc")
+        buf = ffi.new("uint64_t *")
+        ffi.errno = errno.EBADF         # left over from an earlier call
+        with pytest.raises(OSError) as got:
+            observe._read_count(r, buf)
+        assert got.value.errno == errno.EIO
+        assert "3 of 8 bytes" in str(got.value)
+        os.close(w)
+        w = -1
+        with pytest.raises(OSError) as got:
+            observe._read_count(-1, buf)
+        assert got.value.errno == errno.EBADF
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting tracefs needs root")
+def test_a_private_tracefs_that_cannot_be_opened_is_unavailable(monkeypatch):
+    """The mount worked, opening it did not: Unavailable (problem()'s one
+    line), the mount detached, the directory gone, nothing left open."""
+    real_open = os.open
+
+    def refuse(path, *args, **kwargs):
+        if "rawmux-tracefs-" in str(path):
+            raise PermissionError(errno.EACCES, "refused", path)
+        return real_open(path, *args, **kwargs)
+    with open("/proc/mounts") as f:
+        mounts = f.read()
+    tmp = set(os.listdir(tempfile.gettempdir()))
+    fds = _open_fds()
+    monkeypatch.setattr(os, "open", refuse)
+    with pytest.raises(observe.Unavailable,
+                       match="a private tracefs could not be opened"):
+        observe._private_tracefs()
+    monkeypatch.undo()
+    assert _open_fds() == fds
+    with open("/proc/mounts") as f:
+        assert f.read() == mounts
+    assert {d for d in set(os.listdir(tempfile.gettempdir())) - tmp
+            if d.startswith("rawmux-tracefs-")} == set()
+
+
+@needs_tracepoints
+def test_hold_keeps_a_stopped_counter_on_this_process():
+    with observe.hold([GETPPID]) as held:
+        assert held.tasks == (os.getpid(),)
+        with observe.Counter([GETPPID], pid=os.getpid()) as counter:
+            for _ in range(3):
+                os.getppid()
+        assert counter.read() == {GETPPID: 3}
+        assert held.read() == {GETPPID: 0}
+    assert held.closed
 
 
 @needs_tracepoints

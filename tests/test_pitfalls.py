@@ -2,44 +2,48 @@
 
 docs/walkthrough.md, "Pitfalls", ties each pitfall to the experiment or test
 that shows it; the ones no experiment showed yet are here.  Every answer is
-checked against a computed expectation (an inode, an errno, a clock bound)
-or against the stdlib's epoll; nothing waits by sleeping, and each test
-ends in well under a second.
+checked against a computed expectation (an inode, an errno, the kernel's
+count of the times a thread slept) or against the stdlib's epoll; nothing
+waits by sleeping, and each test ends in well under a second.
 """
 
 import errno
 import os
+import resource
 import select
 import socket
-import struct
 import time
 
 import pytest
 
 from rawmux import lib
 from rawmux._epoll import Epoll
+from rawmux._timeval import timeval
 
 IN = lib.EPOLLIN
 ET = lib.EPOLLET
 RCVTIMEO = 0.05     # how long a blocked read may wait before EAGAIN
 
 
-def _set_rcvtimeo(sock, seconds):
-    # struct timeval; a blocking read then fails with EAGAIN after it.
-    tv = struct.pack("ll", int(seconds), int(seconds % 1 * 1_000_000))
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, tv)
+def _slept():
+    """How many times this thread has gone to sleep in the kernel (a
+    voluntary context switch, getrusage(2)'s ru_nvcsw): a read that blocks
+    adds one, one that fails with EAGAIN at once adds none; being
+    preempted counts in ru_nivcsw instead."""
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_nvcsw
 
 
 def _drain(fd):
     """Read until read(2) fails; return (bytes read, errno, seconds the
-    failing read took)."""
+    failing read took, times it slept)."""
     got = 0
     while True:
-        start = time.monotonic()
+        start, slept = time.monotonic(), _slept()
         try:
             chunk = os.read(fd, 65536)
         except OSError as e:
-            return got, e.errno, time.monotonic() - start
+            return (got, e.errno, time.monotonic() - start,
+                    _slept() - slept)
         got += len(chunk)
 
 
@@ -53,8 +57,8 @@ def _both_epolls(fd, events):
 
 
 def _events(ours):
-    n = ours.wait(0)
-    return [(ours.ready_fds[i], ours.ready_events[i]) for i in range(n)]
+    ours.wait(0)
+    return ours.ready()
 
 
 # ---- edge-triggered needs O_NONBLOCK ------------------------------------------
@@ -62,11 +66,13 @@ def _events(ours):
 def test_edge_triggered_drain_blocks_on_a_blocking_socket():
     """epoll(7): "read until EAGAIN" on a *blocking* fd does not end in
     EAGAIN: the read after the last byte sleeps.  SO_RCVTIMEO bounds the
-    sleep here, so the proof is that the failing read took at least that
-    long; on the same socket made non-blocking it fails at once."""
+    sleep here, so the proof is that the failing read slept, for at least
+    that long; on the same socket made non-blocking it fails without
+    sleeping (with the same EAGAIN: only the sleep tells them apart)."""
     a, b = socket.socketpair()
     with a, b:
-        _set_rcvtimeo(a, RCVTIMEO)
+        a.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO,
+                     timeval(RCVTIMEO))
         ours, theirs = _both_epolls(a.fileno(), IN | ET)
         with ours, theirs:
             b.sendall(b"x" * 100)
@@ -78,19 +84,20 @@ def test_edge_triggered_drain_blocks_on_a_blocking_socket():
             assert len(os.read(a.fileno(), 10)) == 10
             assert _events(ours) == [] and theirs.poll(0) == []
 
-            got, err, took = _drain(a.fileno())
+            got, err, took, slept = _drain(a.fileno())
             assert got == 90
-            assert err == errno.EAGAIN
-            assert took >= RCVTIMEO * 0.9   # it slept: blocked, not EAGAIN
+            assert err == errno.EAGAIN      # only once SO_RCVTIMEO ran out
+            assert slept >= 1 and took >= RCVTIMEO * 0.9
 
             a.setblocking(False)
             b.sendall(b"y" * 100)
             assert _events(ours) == [(a.fileno(), IN)]
-            got, err, took = _drain(a.fileno())
+            got, err, took, slept = _drain(a.fileno())
             assert (got, err) == (100, errno.EAGAIN)
-            # The failing read did not wait for SO_RCVTIMEO (its timeout is
-            # 50 ms; a read that honoured it would have taken as long).
-            assert took < RCVTIMEO
+            # The failing read did not go to sleep at all, so it did not
+            # wait for SO_RCVTIMEO.  (No bound on ``took``: a preemption
+            # can make a non-blocking read as slow as any.)
+            assert slept == 0
 
 
 # ---- readiness is a hint: spurious readiness -----------------------------------

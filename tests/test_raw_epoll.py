@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from conftest import pending_signal, ready_states, sigset
+from conftest import needs_kcmp, pending_signal, ready_states, sigset
 from rawmux import ffi, lib
 
 MASK = lib.EPOLLIN | lib.EPOLLPRI | lib.EPOLLOUT | lib.EPOLLRDHUP
@@ -223,6 +223,7 @@ def test_kcmp_slot_is_the_kernels():
     assert lib.KCMP_FILE == 0 and lib.KCMP_EPOLL_TFD == 7
 
 
+@needs_kcmp
 def test_kcmp_names_the_file_of_a_closed_numbers_registration(res, epfd):
     a, b = res.socketpair()
     n = a.detach()          # n and its dup m are the file's only references

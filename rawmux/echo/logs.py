@@ -47,7 +47,8 @@ class _Repeats:
 class QueueHandler(logging.Handler):
     """Formats records in the caller's thread and writes them from another
     (started on first use, and again in a forked child, which inherits no
-    threads).  ``emit()`` never blocks on the stream."""
+    threads; ended and joined by ``close()``).  ``emit()`` never blocks on
+    the stream."""
 
     def __init__(self, stream: IO[str], window: float = WINDOW,
                  lines: int = QUEUE_LINES) -> None:
@@ -64,6 +65,7 @@ class QueueHandler(logging.Handler):
         self._repeats: dict[tuple[str, int, str], _Repeats] = {}
         self._writer: threading.Thread | None = None
         self._busy = False          # the writer holds lines not yet written
+        self._closing = False       # close(): the writer ends, lines go direct
         self._pid = os.getpid()
 
     def _at_fork_reinit(self) -> None:
@@ -108,6 +110,11 @@ class QueueHandler(logging.Handler):
         if os.getpid() != self._pid:    # forked without _at_fork_reinit
             self._reset()
         with self._ready:
+            if self._closing:
+                # After close() nobody is left to write it: at once (the
+                # loop is over, so blocking here stalls nothing).
+                self._write(line + "\n")
+                return
             if len(self._queue) >= self.lines:
                 self._dropped += 1
                 return
@@ -140,8 +147,9 @@ class QueueHandler(logging.Handler):
                                {signal.SIGINT, signal.SIGTERM})
         while True:
             with self._ready:
-                if not self._queue:
+                if not self._queue and not self._closing:
                     self._ready.wait(self.window)
+                closing = self._closing     # read with the lines it ends
                 lines = list(self._queue)
                 self._queue.clear()
                 dropped, self._dropped = self._dropped, 0
@@ -156,6 +164,8 @@ class QueueHandler(logging.Handler):
             with self._ready:
                 self._busy = False
                 self._ready.notify_all()    # flush() may be waiting
+            if closing:
+                return
             if self._repeats:
                 self._expired()
 
@@ -191,10 +201,22 @@ class QueueHandler(logging.Handler):
                     return
                 self._ready.wait(left)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 1.0) -> None:
+        """Write the summaries still open, then end the writer and join it:
+        a thread left running would outlive its handler, and a process that
+        forks later (an in-process server's tests, then an experiment)
+        would fork with it, its lock possibly held.  A writer still blocked
+        on an unread pipe after ``timeout`` seconds is left to the exit (it
+        is a daemon thread)."""
         try:
             self._expired(every=True)
-            self.flush()
+            self.flush(timeout)
+            writer = self._writer if self._pid == os.getpid() else None
+            with self._ready:
+                self._closing = True
+                self._ready.notify_all()
+            if writer is not None:
+                writer.join(timeout)
         finally:
             super().close()
 

@@ -61,13 +61,13 @@ import errno
 import logging
 import signal
 import socket
-import struct
 import sys
 import threading
 import time
 from types import FrameType
 from typing import Any, Callable, TextIO
 
+from rawmux._timeval import timeval
 from rawmux.echo.server import READ_CHUNK, Config, EchoServer
 
 log = logging.getLogger("rawmux.echo")
@@ -91,7 +91,7 @@ class ThreadsServer(EchoServer):
         # accept() blocks, as recv() does; a stop shuts the listener down
         # (_on_signal), which makes it fail.
         self.listener.settimeout(None)
-        self._idle = _timeval(config.idle_timeout)
+        self._idle = timeval(config.idle_timeout)
         self.deadline: float | None = None  # end of the grace period: set
                                             # by the first signal, moved to
                                             # "now" by a second one
@@ -304,18 +304,6 @@ class ThreadsServer(EchoServer):
             if left <= 0:
                 return
             self._none_open.wait(min(left, 0.1))
-
-
-def _timeval(seconds: float) -> bytes:
-    """A struct timeval for SO_RCVTIMEO/SO_SNDTIMEO; zeros (no timeout)
-    past what the kernel counts (MAX_SCHEDULE_TIMEOUT / HZ: years)."""
-    if seconds >= 2**31:
-        return struct.pack("@ll", 0, 0)
-    whole = int(seconds)
-    micros = int((seconds - whole) * 1e6)
-    if whole == micros == 0:
-        micros = 1                      # zero would mean "no timeout"
-    return struct.pack("@ll", whole, micros)
 
 
 def _widen_futex_hash(threads: int) -> None:

@@ -26,8 +26,11 @@ ordering").  A child whose ``voluntary_ctxt_switches``
 (``/proc/PID/status``) went up between two quiet moments was woken: the
 kernel's count, the same on an idle or a busy machine.  Where tracepoints
 can be counted (``rawmux.observe``), the scheduler counts too:
-``sched:sched_wakeup`` for each child, on every CPU, filtered on its pid;
-elsewhere the one-line reason is kept and the switches stand in.  User
+``sched:sched_wakeup`` for each child, on counters of its own, one per CPU
+(the kernel delivers the event to the woken task's per-CPU counters),
+filtered on its pid (leaving out the wake-ups it does to others);
+elsewhere, or where those counters cannot open, the one-line reason is
+kept and the switches stand in.  User
 space's count: how often epoll_wait returned the listener, and how often
 accept() then failed with EAGAIN, which each child writes to a pipe when
 SIGUSR1 ends it; it depends on scheduling (how soon the winner accepts).
@@ -58,7 +61,6 @@ import os
 import random
 import signal
 import socket
-import sys
 import time
 from statistics import median
 import traceback
@@ -91,6 +93,12 @@ CONFIGS = {
                     "EPOLLIN on the shared listener",
 }
 ROUNDS = 3              # each configuration runs in ROUNDS interleaved blocks
+# Connections on which the scheduler may count fewer wakeups than a child's
+# voluntary switches: a switch taken with a signal pending (SIGUSR2 landing
+# as the child sleeps) dequeues nothing and needs no wakeup
+# (kernel/sched/core.c: __schedule(), signal_pending_state()).  Of every
+# configuration's connections, this share, and at least one.
+SCHED_MISSES = 0.02
 MAX_PROCS = 64
 
 OPTIONS = Options(
@@ -292,20 +300,36 @@ def _block(config, procs, connections, tick, rng, count_wakeups):
             os.close(report_w)      # EOF on report_r once all have exited
             os.close(ack_w)
 
-        counters = []
+        counters: list[observe.Counter] = []
+        problem = None
         if count_wakeups:
             # sched_wakeup fires in the waker's context (a softirq, another
-            # child, the parent), so a counter on the child's pid would see
-            # none: count on every CPU, filtered on the woken task's pid.
-            counters = [stack.enter_context(observe.Counter(
-                [WAKEUP_EVENT], filter=f"pid == {pid}")) for pid in pids]
+            # child, the parent), and perf_tp_event() also delivers it to
+            # the woken task's counters bound to that CPU: one per CPU on
+            # the child sees its every wakeup (rawmux.observe's essay).
+            # The filter leaves out the wakeups the child does to others
+            # (the client's, the parent's).
+            try:
+                for pid in pids:
+                    counters.append(stack.enter_context(observe.Counter(
+                        [WAKEUP_EVENT], pid=pid, per_cpu=True, inherit=False,
+                        filter=f"pid == {pid}")))
+            except (OSError, observe.Unavailable) as exc:
+                # procs x CPUs counters: EMFILE under a low ulimit -n, or
+                # refused where the probe was allowed.
+                for counter in counters:
+                    counter.close()
+                counters = []
+                problem = (f"{WAKEUP_EVENT} counters could not open "
+                           f"({procs} processes x "
+                           f"{len(observe.online_cpus())} CPUs): {exc}")
 
         def wakeups():
             return [c.read()[WAKEUP_EVENT] for c in counters]
 
         per_connection, winners, requeued = [], [], []
         woken_by_scheduler: list[list[int]] | None = (
-            [] if count_wakeups else None)
+            [] if counters else None)
         for c in range(connections):
             # Re-queue two children chosen at random, the last one last: it
             # is now the most recent waiter, the other the one before it.
@@ -343,42 +367,40 @@ def _block(config, procs, connections, tick, rng, count_wakeups):
     return {"config": config, "procs": procs, "connections": connections,
             "switches": per_connection, "wakeups": woken_by_scheduler,
             "winners": winners, "requeued": requeued,
-            "first_registered": first, "children": reports}
+            "first_registered": first, "children": reports,
+            "tracepoint_problem": problem}
 
 
-def _read_exactly(fd, n):
-    """n bytes from the pipe ``fd``, within _IO_TIMEOUT."""
+def _read_pipe(fd, enough, limit, what):
+    """Bytes from the pipe ``fd`` until ``enough(data)`` or EOF, reading at
+    most ``limit(data)`` at a time, within _IO_TIMEOUT; RuntimeError
+    naming ``what`` after that."""
     deadline = time.monotonic() + _IO_TIMEOUT
     pipe = PollArray(capacity=1)
     pipe.register(fd, lib.POLLIN)
     data = b""
-    while len(data) < n:
+    while not enough(data):
         left_ms = int((deadline - time.monotonic()) * 1000) + 1
         if left_ms <= 0 or not pipe.wait(left_ms):
-            raise RuntimeError(f"no answer from the children within "
-                               f"{_IO_TIMEOUT} s")
-        chunk = os.read(fd, n - len(data))
-        if not chunk:
+            raise RuntimeError(f"{what} within {_IO_TIMEOUT} s")
+        chunk = os.read(fd, limit(data))
+        if not chunk:                   # every writer has closed
             break
         data += chunk
     return data
 
 
+def _read_exactly(fd, n):
+    """n bytes from the pipe ``fd`` (fewer at EOF), within _IO_TIMEOUT."""
+    return _read_pipe(fd, lambda data: len(data) >= n,
+                      lambda data: n - len(data), "no answer from the children")
+
+
 def _read_reports(fd, procs):
     """The children's JSON lines, within _IO_TIMEOUT."""
-    deadline = time.monotonic() + _IO_TIMEOUT
-    pipe = PollArray(capacity=1)
-    pipe.register(fd, lib.POLLIN)
-    text = b""
-    while text.count(b"\n") < procs:
-        left_ms = int((deadline - time.monotonic()) * 1000) + 1
-        if left_ms <= 0 or not pipe.wait(left_ms):
-            raise RuntimeError("the children did not report their counts "
-                               f"within {_IO_TIMEOUT} s")
-        chunk = os.read(fd, 65536)
-        if not chunk:                   # every child has exited
-            break
-        text += chunk
+    text = _read_pipe(fd, lambda data: data.count(b"\n") >= procs,
+                      lambda data: 65536,
+                      "the children did not report their counts")
     reports = [json.loads(line) for line in text.decode().splitlines()]
     if len(reports) != procs:
         raise RuntimeError(f"{len(reports)} of {procs} children reported")
@@ -397,17 +419,35 @@ def measure(options, progress):
     blocks: dict[str, list[dict]] = {c: [] for c in options.configs}
     rng = random.Random()   # which children are re-queued: recorded
     problem = observe.problem()
+    with contextlib.ExitStack() as held:
+        if problem is None:
+            # Registered for the whole run: otherwise every block's last
+            # counter close waits for an RCU grace period.
+            try:
+                held.enter_context(observe.hold([WAKEUP_EVENT]))
+            except (OSError, observe.Unavailable) as exc:
+                problem = f"{WAKEUP_EVENT} could not be counted: {exc}"
+        said = None
+        for size in sizes:
+            for config in options.configs:
+                if problem and said is None:
+                    # The one line, once, where the run is watched; the
+                    # data keeps it too.
+                    said = problem
+                    progress(done, total, f"{problem}; counting voluntary "
+                                          f"context switches only")
+
+                def tick(n, base=done, config=config):
+                    progress(base + n, total, config)
+                got = _block(config, options.procs, size, tick, rng,
+                             problem is None)
+                blocks[config].append(got)
+                problem = problem or got["tracepoint_problem"]
+                done += size
     if problem:
-        # The one line, where the run is watched; the data keeps it too.
-        print(f"herd: {problem}; counting voluntary context switches only",
-              file=sys.stderr)
-    for size in sizes:
-        for config in options.configs:
-            def tick(n, base=done, config=config):
-                progress(base + n, total, config)
-            blocks[config].append(_block(config, options.procs, size, tick,
-                                         rng, problem is None))
-            done += size
+        # Counted in some blocks and not in others: the switches alone.
+        for b in (b for bs in blocks.values() for b in bs):
+            b["wakeups"] = None
     return {"procs": options.procs, "connections": options.connections,
             "rounds": ROUNDS, "tracepoint_problem": problem,
             "measured": {c: _merge(blocks[c]) for c in options.configs}}
@@ -574,8 +614,9 @@ def judge(d):
                if f["sched_wakeups_per_conn"] is not None}
     if counted:
         checks["the scheduler counted a wakeup for each switch"] = all(
-            f["sched_covers_switches"] == d["measured"][c]["connections"]
-            for c, f in counted.items())
+            f["sched_covers_switches"] >= n - max(1, int(SCHED_MISSES * n))
+            for c, f in counted.items()
+            for n in [d["measured"][c]["connections"]])
         parts.append("wakeups per connection, as the scheduler counted them "
                      "(sched:sched_wakeup): " + ", ".join(
                          f"{c} {f['sched_wakeups_per_conn']:.2f}"
@@ -619,9 +660,9 @@ def present(d, judgement):
         f"per connection (their voluntary context switches in "
         f"/proc/PID/status went up); switches: those context switches, lock "
         f"waits included; sched wakeups: the scheduler's own count of the "
-        f"children's wakeups ({WAKEUP_EVENT}, counted on every CPU and "
-        f"filtered on each child's pid, since it fires in the waker's "
-        f"context); returned: epoll_wait returned the listener to "
+        f"children's wakeups ({WAKEUP_EVENT} on each child's own counters, "
+        f"one per CPU, to which the kernel delivers the wakeups of that "
+        f"child wherever they fire); returned: epoll_wait returned the listener to "
         f"user space; EAGAIN: accept() then found the queue already empty; "
         f"accepts per process: one group per block; first-registered won, "
         f"last waiter won: connections accepted by that process."]

@@ -42,7 +42,8 @@ asked only where tracepoints could not); ``messages`` (asked for); ``size``
 (bytes a message); ``traces``, one per counted (backend, conns): backend,
 conns, messages (echoed), ``baseline`` and ``counted`` ({syscall: calls}
 without and with them; from tracepoints, NAMED and "other"), and, from
-tracepoints, ``tasks`` (the server's tasks when the counter opened); ``latency_runs``, one per (round, backend, conns): backend, conns,
+tracepoints, ``tasks`` (how many of the server's tasks the counter
+opened on: those it had once it listened); ``latency_runs``, one per (round, backend, conns): backend, conns,
 round, placement, p50_us, p99_us, max_us, msgs_per_s, cpu_us_per_msg;
 ``placement`` (of the latency runs, or None).  Judged: ``counts``, one per
 trace: backend, conns, messages, ``per_message`` ({syscall: calls}),
@@ -52,6 +53,7 @@ one per (backend, conns): rounds and the medians of the metrics above.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -316,28 +318,46 @@ def _count_with_tracepoints(events, backend, conns, rounds):
         # Every task it has now (threads=True), and, inherited, every one
         # they create from here on: the threads backend's and the blocking
         # server's per-connection threads.
-        tasks = len(os.listdir(f"/proc/{server.pid}/task"))
         with observe.Counter(events, pid=server.pid, threads=True) as counter:
             _echo_rounds(server.address, conns, rounds)
             counts = counter.read()
         server.stop()
-    return _by_name(counts), tasks
+    return _by_name(counts), len(counter.tasks)
 
 
 def _tracepoint_traces(jobs, messages, step):
+    """The traces, and a thread closing the counters that held the
+    tracepoints registered (join it before returning)."""
     events = _events()
-    traces = []
-    for backend, conns in jobs:
-        rounds = max(1, messages // conns)
-        step(f"tracepoints {backend} {conns}c baseline")
-        baseline, _ = _count_with_tracepoints(events, backend, conns, 0)
-        step(f"tracepoints {backend} {conns}c {rounds * conns} messages")
-        counted, tasks = _count_with_tracepoints(events, backend, conns,
-                                                 rounds)
-        traces.append({"backend": backend, "conns": conns,
-                       "messages": rounds * conns, "baseline": baseline,
-                       "counted": counted, "tasks": tasks})
-    return traces
+    # Held registered for all the runs: otherwise each counter's close, the
+    # last on its tracepoint, waits for an RCU grace period (~30 ms; 26
+    # events, ~0.8 s a run).
+    held = contextlib.ExitStack()
+    held.enter_context(observe.hold(events))
+    try:
+        traces = [_tracepoint_trace(events, backend, conns, messages, step)
+                  for backend, conns in jobs]
+    except BaseException:
+        held.close()            # nothing else to do: no thread for it
+        raise
+    # Those waits come at the holder's close, one event after another
+    # (perf_trace_destroy() holds event_mutex); a thread sits them out
+    # while the latency runs go on.
+    closer = threading.Thread(target=held.close, daemon=True,
+                              name="syscalls-tracepoint-closer")
+    closer.start()
+    return traces, closer
+
+
+def _tracepoint_trace(events, backend, conns, messages, step):
+    """One (backend, conns): a run without messages, then one with."""
+    rounds = max(1, messages // conns)
+    step(f"tracepoints {backend} {conns}c baseline")
+    baseline, _ = _count_with_tracepoints(events, backend, conns, 0)
+    step(f"tracepoints {backend} {conns}c {rounds * conns} messages")
+    counted, tasks = _count_with_tracepoints(events, backend, conns, rounds)
+    return {"backend": backend, "conns": conns, "messages": rounds * conns,
+            "baseline": baseline, "counted": counted, "tasks": tasks}
 
 
 # ---- measuring: latency -----------------------------------------------------
@@ -393,12 +413,18 @@ def measure(options, progress):
         # The one line, where the user sees it first.
         progress(0, total, f"{tracepoint_problem}; "
                            f"{'counting with strace' if method else problem}")
+    closing = None
     if method == "tracepoints":
-        traces = _tracepoint_traces(count_jobs, options.messages, step)
+        traces, closing = _tracepoint_traces(count_jobs, options.messages,
+                                             step)
     else:
         traces = _traces(count_jobs, options.messages, step) if count_jobs \
             else []
-    latency = _latency_runs(options, step) if latency_jobs else []
+    try:
+        latency = _latency_runs(options, step) if latency_jobs else []
+    finally:
+        if closing is not None:
+            closing.join()
     progress(total, total, "done")
     return {"options": {k: list(v) if isinstance(v, tuple) else v
                         for k, v in vars(options).items()},
