@@ -3,26 +3,30 @@ one ready fd and timeout 0, taken apart layer by layer, in one run.
 
     python benchmarks/overhead.py [--rounds 15] [--calls 5000]
 
-For each mechanism, rows are medians over rounds of ns per call, every row
-timed in every round, alternating:
+rawmux's compatible select(), poll.poll() and epoll.poll() are C against the
+CPython C API (csrc/rawmux_compat.c), because the same call made through
+cffi, as the rest of rawmux is, cannot come within 1.25x of the stdlib's
+(issue 15).  This benchmark shows why: it rebuilds the call on cffi, layer
+by layer, beside the real one.  For each mechanism, rows are medians over
+rounds of ns per call, every row timed in every round, alternating:
 
 - C floor:        the syscall in a C loop (compiled by benchmarks/calls.py)
 - stdlib:         the select module's call
-- cffi, raw:      the C helper the compatible call makes, called directly
-                  with its arguments ready (the syscall, cffi's argument
-                  conversion, the GIL released and retaken, errno saved)
+- cffi, raw:      rawmux's C helper for the wait through cffi, with its
+                  arguments ready (the syscall, cffi's argument conversion,
+                  the GIL released and retaken, errno saved)
 - + Python call:  the same inside a Python function that takes the
                   stdlib's arguments (what any pure-Python wrapper pays)
-- + arguments:    ...and converts them (select: the type scan, the snapshot
-                  of the lists and struct.pack_into; poll/epoll: the timeout and
-                  the buffer taken and put back)
-- + result:       ...and builds the answer the stdlib returns: the whole
-                  compatible call, rebuilt here step by step
-- rawmux compat:  the real rawmux call
+- + arguments:    ...and converts them as the stdlib does (select: the
+                  exact path's reading of the lists; poll/epoll: the
+                  timeout, the waiter's fields set)
+- + result:       ...and builds the answer the stdlib returns (select: the
+                  whole exact path, rawmux._select._select_exact)
+- rawmux compat:  the real rawmux call, C against the C API
 - native:         the native API's wait (no result list)
 
-The column "vs stdlib" is each row over the stdlib's; the last rows say what
-each layer adds.
+The column "vs stdlib" is each row over the stdlib's; "adds" is what each
+layer adds to the one above.
 """
 
 import argparse
@@ -31,7 +35,6 @@ import os
 import select
 import socket
 import statistics
-import struct
 import sys
 import tempfile
 import time
@@ -40,64 +43,75 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import rawmux                         # noqa: E402
 from calls import build_floor        # noqa: E402
-from rawmux import _epoll, _poll, _select  # noqa: E402
+from rawmux import _cpython, _epoll, _poll, _select  # noqa: E402
 
 
 def rows_select(a, floor, fds):
     fd = a.fileno()
-    out, out_ptr = _select._free_buffers[0]
-    pack = struct.Struct("q4i").pack_into
-    at = _select._IN_AT
-    pack(out, at, 0, 1, 0, 0, fd)
-    raw = _select._packed
-    head = _select._head
-    free = _select._free_buffers
+    out, out_ptr = _select._position_buffer()
+    raw = _select._positions
     arr = (floor.c_int * 1)(fd)
 
     def call(rlist, wlist, xlist, timeout=None, /):
-        return raw(out_ptr)
+        return raw(fds, 1, 1, 0, 0, 0, out_ptr)
 
     def args(rlist, wlist, xlist, timeout=None, /):
-        nr, nw, nx = len(rlist), len(wlist), len(xlist)
-        objs = [*rlist, *wlist, *xlist]
-        for obj in objs:
-            if type(obj) is not int:
-                break
-        buf = free.pop()
-        try:
-            pack(buf[0], at, timeout * 1000000, nr, nw, nx, *objs)
-            return raw(buf[1])
-        finally:
-            free.append(buf)
-
-    def result(rlist, wlist, xlist, timeout=None, /):
-        nr, nw, nx = len(rlist), len(wlist), len(xlist)
-        objs = [*rlist, *wlist, *xlist]
-        for obj in objs:
-            if type(obj) is not int:
-                break
-        buf = free.pop()
-        try:
-            pack(buf[0], at, timeout * 1000000, nr, nw, nx, *objs)
-            raw(buf[1])
-            out = buf[0]
-            nr, nw, nx = head(out)
-            return [objs[out[3]]], [], []
-        finally:
-            free.append(buf)
+        timeout_us = _cpython.select_timeout_us(timeout)
+        objs, got = [], []
+        nr = _select._fds_of(rlist, objs, got)
+        nw = _select._fds_of(wlist, objs, got)
+        nx = _select._fds_of(xlist, objs, got)
+        return raw(got, len(got), nr, nw, nx, timeout_us, out_ptr)
 
     native = rawmux.Select()
     native.read.add(fd)
     return {
         "C floor": ("floor", lambda calls: floor.floor_select(arr, 1, calls)),
         "stdlib": lambda: select.select(fds, [], [], 0),
-        "cffi, raw": lambda: raw(out_ptr),
+        "cffi, raw": lambda: raw(fds, 1, 1, 0, 0, 0, out_ptr),
         "+ Python call": lambda: call(fds, [], [], 0),
         "+ arguments": lambda: args(fds, [], [], 0),
-        "+ result": lambda: result(fds, [], [], 0),
+        "+ result": lambda: _select._select_exact(fds, [], [], 0),
         "rawmux compat": lambda: rawmux.select(fds, [], [], 0),
         "native": lambda: native.wait(0),
     }
+
+
+def _timeout_ms(timeout, convert):
+    """The fast forms' conversion, as a pure-Python call would make it."""
+    if timeout is None:
+        return -1
+    if type(timeout) is int and 0 <= timeout <= 2147483:
+        return timeout * convert
+    raise ValueError("only None and small ints here")
+
+
+def waiter_layers(buf, fds, events, convert):
+    """The Python call, the arguments and the result around a native
+    object's cffi waiter ``buf`` (a _Waiter or an _EventBuffer)."""
+    wait_of = {_poll._Waiter: _poll._waiter_wait,
+               _epoll._EventBuffer: _epoll._waiter_wait}
+    wait, w = wait_of[type(buf)], buf.waiter
+
+    def call(timeout=None, /):
+        return wait(w)
+
+    def args(timeout=None, /):
+        ms = _timeout_ms(timeout, convert)
+        if ms != buf.timeout:
+            w.timeout = buf.timeout = ms
+        return wait(w)
+
+    def result(timeout=None, /):
+        ms = _timeout_ms(timeout, convert)
+        if ms != buf.timeout:
+            w.timeout = buf.timeout = ms
+        n = wait(w)
+        return [(fds[0], events[0])] if n == 1 else list(zip(fds[:n],
+                                                             events[:n]))
+
+    return {"cffi, raw": lambda: wait(w), "+ Python call": lambda: call(0),
+            "+ arguments": lambda: args(0), "+ result": lambda: result(0)}
 
 
 def rows_poll(a, floor):
@@ -105,56 +119,14 @@ def rows_poll(a, floor):
     p, q = select.poll(), rawmux.poll()
     p.register(fd, select.POLLIN)
     q.register(fd, select.POLLIN)
-    q.poll(0)
-    buf = q._idle[0]
-    w = buf.waiter
-    wait = _poll._waiter_wait
     arr = (floor.c_int * 1)(fd)
-    idle = q._idle
-
-    def call(timeout=None, /, **no_keywords):
-        return wait(w)
-
-    def args(timeout=None, /, **no_keywords):
-        if no_keywords:
-            raise TypeError
-        if timeout is None:
-            ms = -1
-        elif type(timeout) is int and 0 <= timeout <= 2**31 - 1:
-            ms = timeout
-        b = idle.pop()
-        try:
-            if ms != b.timeout:
-                b.waiter.timeout = b.timeout = ms
-            return wait(b.waiter)
-        finally:
-            idle.append(b)
-
-    def result(timeout=None, /, **no_keywords):
-        if no_keywords:
-            raise TypeError
-        if timeout is None:
-            ms = -1
-        elif type(timeout) is int and 0 <= timeout <= 2**31 - 1:
-            ms = timeout
-        b = idle.pop()
-        try:
-            if ms != b.timeout:
-                b.waiter.timeout = b.timeout = ms
-            if wait(b.waiter) == 1:
-                return [(b.ready_fds[0], b.ready_events[0])]
-        finally:
-            idle.append(b)
-
     native = rawmux.PollArray()
     native.register(fd, select.POLLIN)
+    buf = native._buffer
     return {
         "C floor": ("floor", lambda calls: floor.floor_poll(arr, 1, calls)),
         "stdlib": lambda: p.poll(0),
-        "cffi, raw": lambda: wait(w),
-        "+ Python call": lambda: call(0),
-        "+ arguments": lambda: args(0),
-        "+ result": lambda: result(0),
+        **waiter_layers(buf, buf.ready_fds, buf.ready_events, 1),
         "rawmux compat": lambda: q.poll(0),
         "native": lambda: native.wait(0),
     }, ()
@@ -165,59 +137,14 @@ def rows_epoll(a, floor):
     ep, eq = select.epoll(), rawmux.epoll()
     ep.register(fd, select.EPOLLIN)
     eq.register(fd, select.EPOLLIN)
-    eq.poll(0)
-    free = eq._free
-    w = free[0].waiter
-    wait = _epoll._waiter_wait
-
-    def call(timeout=None, maxevents=-1):
-        return wait(w)
-
-    def args(timeout=None, maxevents=-1):
-        if type(maxevents) is int and maxevents == -1:
-            maxevents = 1023
-        if timeout is None:
-            ms = -1
-        elif type(timeout) is int and 0 <= timeout <= 2147483:
-            ms = timeout * 1000
-        b = free.pop()
-        try:
-            if maxevents != b.maxevents:
-                raise ValueError
-            if ms != b.timeout:
-                b.waiter.timeout = b.timeout = ms
-            return wait(b.waiter)
-        finally:
-            free.append(b)
-
-    def result(timeout=None, maxevents=-1):
-        if type(maxevents) is int and maxevents == -1:
-            maxevents = 1023
-        if timeout is None:
-            ms = -1
-        elif type(timeout) is int and 0 <= timeout <= 2147483:
-            ms = timeout * 1000
-        b = free.pop()
-        try:
-            if maxevents != b.maxevents:
-                raise ValueError
-            if ms != b.timeout:
-                b.waiter.timeout = b.timeout = ms
-            if wait(b.waiter) == 1:
-                return [(b.fds[0], b.events[0])]
-        finally:
-            free.append(b)
-
     native = rawmux.Epoll(1023)
     native.register(fd, select.EPOLLIN)
+    buf = native._buffer
     return {
         "C floor": ("floor",
                     lambda calls: floor.floor_epoll(ep.fileno(), 1023, calls)),
         "stdlib": lambda: ep.poll(0),
-        "cffi, raw": lambda: wait(w),
-        "+ Python call": lambda: call(0),
-        "+ arguments": lambda: args(0),
-        "+ result": lambda: result(0),
+        **waiter_layers(buf, buf.fds, buf.events, 1000),
         "rawmux compat": lambda: eq.poll(0),
         "native": lambda: native.wait(0),
     }, (ep, eq, native)
@@ -269,7 +196,7 @@ def main(argv=None):
         for i, name in enumerate(names):
             ns = med[mech, name]
             adds = ""
-            if name.startswith("+ ") or name == "rawmux compat":
+            if name.startswith("+ "):
                 adds = f"{ns - med[mech, names[i - 1]]:+8.0f}"
             print(f"{name:16} {ns:8.0f} {ns / std:9.2f} {adds:>8}")
     for obj in closers:

@@ -124,27 +124,15 @@ struct rawmux_epoll_waiter {
     long long           started_ns;   /* CLOCK_MONOTONIC at the last wait
                                          with a timeout > 0: the deadline
                                          after EINTR */
-    uint32_t           *ready_pair;   /* NULL, or 2 entries: the first
-                                         event's fd and events side by
-                                         side, which the compatible poll()
-                                         unpacks into its (fd, events) in
-                                         one call */
 };
 
 static int rawmux_epoll_waiter_wait(struct rawmux_epoll_waiter *w)
 {
-    int n;
-
     if (w->timeout > 0)
         w->started_ns = rawmux_monotonic_ns();
-    n = rawmux_epoll_wait_split(w->epfd, w->events, w->maxevents,
-                                w->timeout < 0 ? -1 : w->timeout,
-                                w->ready_fds, w->ready_events);
-    if (n > 0 && w->ready_pair != NULL) {
-        w->ready_pair[0] = (uint32_t)w->ready_fds[0];
-        w->ready_pair[1] = w->ready_events[0];
-    }
-    return n;
+    return rawmux_epoll_wait_split(w->epfd, w->events, w->maxevents,
+                                   w->timeout < 0 ? -1 : w->timeout,
+                                   w->ready_fds, w->ready_events);
 }
 
 static int rawmux_epoll_ctl(int epfd, int op, int fd, uint32_t events)

@@ -50,10 +50,6 @@ struct rawmux_poll_waiter {
     int            timeout;       /* milliseconds; negative blocks */
     long long      started_ns;    /* CLOCK_MONOTONIC at the last wait with a
                                      timeout > 0: the deadline after EINTR */
-    uint32_t      *ready_pair;    /* NULL, or 2 entries: the first ready
-                                     fd and revents side by side, which
-                                     the compatible poll() unpacks into
-                                     its (fd, revents) in one call */
 };
 
 static int rawmux_poll_waiter_wait(struct rawmux_poll_waiter *w)
@@ -71,11 +67,6 @@ static int rawmux_poll_waiter_wait(struct rawmux_poll_waiter *w)
         return -errno;
     /* poll(2) counts the entries with revents != 0: the scan stops at the
      * last of them rather than at the end of the array. */
-    n = (int)rawmux_poll_collect(w->fds, w->nfds, w->ready_fds,
-                                 w->ready_events, (size_t)n);
-    if (n > 0 && w->ready_pair != NULL) {
-        w->ready_pair[0] = (uint32_t)w->ready_fds[0];
-        w->ready_pair[1] = w->ready_events[0];
-    }
-    return n;
+    return (int)rawmux_poll_collect(w->fds, w->nfds, w->ready_fds,
+                                    w->ready_events, (size_t)n);
 }

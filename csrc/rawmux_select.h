@@ -67,17 +67,3 @@ int rawmux_select_waiter_wait(struct rawmux_select_waiter *w);
  * a list is longer than FD_SETSIZE or an fd is out of range. */
 int rawmux_select_positions(const int *fds, size_t total, size_t nr,
                             size_t nw, size_t nx, long long timeout_us, int *out);
-
-/* The same answer, from one buffer of ints that holds the question and
- * receives the answer: buf[0 .. 3 + 3 * FD_SETSIZE) is `out` above; the two
- * ints after it receive, with a timeout above 0, CLOCK_MONOTONIC in ns
- * before the wait (a long long, the deadline after EINTR); from
- * buf[RAWMUX_SELECT_IN] on, the caller has written, as
- * struct.pack_into("q3i{total}i", ...) does, the timeout in microseconds
- * (negative blocks), nr, nw, nx and the fds.  One pointer argument: cffi
- * converts a pointer in a few instructions and calls a one-argument function
- * without building an argument tuple.  Empty lists go to select(2) as NULL.
- * -EINVAL without calling select(2) for a count outside 0..FD_SETSIZE or an
- * fd out of range. */
-#define RAWMUX_SELECT_IN ...
-int rawmux_select_packed(int *buf);

@@ -9,7 +9,6 @@ the array cannot be resized under C's feet.
 
 from __future__ import annotations
 
-import struct
 from array import array
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -33,13 +32,6 @@ def uint32_array(n: int) -> tuple[array[int], FFI.CData]:
     """(array('I') of n zeros, its ``uint32_t *`` for C)."""
     a = array("I", bytes(n * ffi.sizeof("uint32_t")))
     return a, ffi.from_buffer("uint32_t[]", a)
-
-
-# (fd, events) of the first ready entry, from the 2-entry uint32_t array
-# ("pair") that the poll and epoll waiters fill for the compatible poll():
-# one call builds the tuple.  C wrote the fd as a uint32_t; it is never
-# negative, so "i" reads it back unchanged.
-first_pair = struct.Struct("iI").unpack_from
 
 
 def pairs(fds: Sequence[int], events: Sequence[int],

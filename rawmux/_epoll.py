@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import collections
 import errno as _errno
-import math
 import os
 import re
 from array import array
@@ -62,10 +61,9 @@ from typing import TYPE_CHECKING, Final, NamedTuple, Self, final, overload
 
 from rawmux import _cpython
 from rawmux._arrays import ReadyArrays, int_array, pairs, uint32_array
-from rawmux._arrays import first_pair as _fd_and_events
-from rawmux._cpython import (INT_MAX, INT_MS_MAX_S, MS_PER_S, NS_PER_MS,
-                             UINT_MAX, retry_current, retry_wait)
-from rawmux._extension import Struct, ffi, lib
+from rawmux._cpython import (INT_MAX, NS_PER_MS, UINT_MAX, retry_current,
+                             retry_wait)
+from rawmux._extension import EpollBase, Struct, compat, ffi, lib
 
 if TYPE_CHECKING:
     from _typeshed import FileDescriptorLike
@@ -76,11 +74,10 @@ _waiter_wait = lib.rawmux_epoll_waiter_wait
 _ADD, _MOD, _DEL = lib.EPOLL_CTL_ADD, lib.EPOLL_CTL_MOD, lib.EPOLL_CTL_DEL
 _DEFAULT_MASK: int = lib.EPOLLIN | lib.EPOLLPRI | lib.EPOLLOUT
 _DEFAULT_MAXEVENTS: int = lib.FD_SETSIZE - 1     # CPython's maxevents=-1
-_ceil = math.ceil
 # A larger maxevents is honoured up to this many events per call; the kernel
 # keeps the rest ready for the next call (ep_send_events() stops at the
 # buffer's end), so nothing is lost, and no call can ask for gigabytes.
-MAX_BUFFERED_EVENTS = 65536
+MAX_BUFFERED_EVENTS: Final[int] = compat.MAX_BUFFERED_EVENTS
 
 
 def _epoll_create() -> int:
@@ -112,12 +109,11 @@ class _EventBuffer:
     """A waiter for one epoll fd with its event buffer and split arrays."""
 
     __slots__ = ("waiter", "fds", "events", "capacity", "maxevents",
-                 "timeout", "pair", "_keep")
+                 "timeout", "_keep")
 
     waiter: Struct
     fds: array[int]
     events: array[int]
-    pair: array[int]                # empty unless pair_the_first()
     _keep: tuple[object, ...]
 
     def __init__(self, epfd: int, capacity: int) -> None:
@@ -131,29 +127,22 @@ class _EventBuffer:
         self._keep = buffer, fds_ptr, events_ptr   # what the waiter points at
         self.capacity = self.maxevents = capacity
         self.timeout = -1       # maxevents and timeout mirror the waiter's
-        self.pair = array("I")
-
-    def pair_the_first(self) -> _EventBuffer:
-        """Have each wait copy the first event's (fd, events) side by side
-        into ``pair`` too, for the compatible poll()."""
-        self.pair, pair_ptr = uint32_array(2)
-        self.waiter.ready_pair = pair_ptr
-        self._keep += (pair_ptr,)
-        return self
 
 
 # ---- the stdlib-compatible epoll --------------------------------------------
 
 @final
-class epoll:
+class epoll(EpollBase):
     """select.epoll(sizehint=-1, flags=0): an edge- and level-triggered I/O
     event notification object, as the stdlib's: made in ``__new__``, and
-    presenting itself under the module's name (``<class 'rawmux.epoll'>``)."""
+    presenting itself under the module's name (``<class 'rawmux.epoll'>``).
+
+    poll() is C (csrc/rawmux_compat.c), as the fd it reads, ``_epfd``; it
+    hands the forms it does not take to ``_poll_exact``, below.
+    """
 
     __module__ = "rawmux"
-    __slots__ = ("_epfd", "_free", "__weakref__")
-    _epfd: int
-    _free: list[_EventBuffer]
+    __slots__ = ("__weakref__",)
 
     if TYPE_CHECKING:           # typeshed's signatures
         @overload
@@ -180,12 +169,9 @@ class epoll:
             # CPython's newPyEpoll_Object() refuses a negative fd with
             # PyErr_SetFromErrno() and errno untouched: 0, "Error".
             raise OSError(0, "Error")
-        self = object.__new__(cls)
+        self: Self = EpollBase.__new__(cls)
         # fromfd(-1) creates a new instance, as CPython's does.
         self._epfd = _epoll_create() if fd == -1 else fd
-        # Event buffers not in use.  A poll() pops one (atomic under the GIL)
-        # so that two threads polling one object never share a buffer.
-        self._free = []
         return self
 
     @classmethod
@@ -251,72 +237,30 @@ class epoll:
         number = _cpython.as_fd(fd)
         _ctl(self._epfd, _DEL, number, 0)
 
-    def poll(self, timeout: float | None = None,
-             maxevents: int = -1) -> list[tuple[int, int]]:
-        """Wait for events; timeout in seconds (None or negative blocks).
-        Returns a list of (fd, events)."""
-        # The common forms (maxevents left at -1; timeout None, an int or a
-        # float in range) take one line each; everything else goes through
-        # the conversions CPython makes, in its order (maxevents by
-        # Argument Clinic, then the closed check, then the timeout).
-        if type(maxevents) is int and maxevents == -1:
-            maxevents = _DEFAULT_MAXEVENTS
-        else:
+    if not TYPE_CHECKING:       # the base's poll() is what checkers see
+        def poll(self, timeout=None, maxevents=-1):
+            # The C poll()'s fallback: keywords, and a maxevents that is not
+            # an int -1 or from 1.  CPython's conversions, in its order:
+            # maxevents by Argument Clinic, the closed check, the timeout,
+            # then maxevents' value.  Named poll for CPython's messages.
             maxevents = _maxevents(maxevents)
-        if self._epfd < 0:
-            raise ValueError(_cpython.CLOSED_EPOLL)
-        # ns, the timeout in ns, is the deadline after EINTR; the fast forms
-        # leave it to be recomputed (exactly, and without side effects)
-        # only if a wait is interrupted.
-        ns: int | None = _LAZY
-        if timeout is None:
-            ms = -1
-        elif type(timeout) is int and 0 <= timeout <= INT_MS_MAX_S:
-            ms = timeout * MS_PER_S
-        elif type(timeout) is float and 0.0 <= timeout <= _FLOAT_MS_MAX_S:
-            # _PyTime_FromSecondsObject rounds the ns up; then ms, ceiling.
-            ms = -(-_ceil(timeout * 1e9) // NS_PER_MS)
-        else:
+            if self._epfd < 0:
+                raise ValueError(_cpython.CLOSED_EPOLL)
             ms, ns = _cpython.epoll_timeout_ms(timeout)
-        free = self._free
-        try:
-            buf = free.pop()
-        except IndexError:
-            buf = _EventBuffer(self._epfd,
-                               _DEFAULT_MAXEVENTS).pair_the_first()
-        try:
+            buf = _EventBuffer(self._epfd, _bounded_maxevents(maxevents))
             w = buf.waiter
-            # Write the waiter's fields only when they change: comparing
-            # with the mirrors is cheaper than writing a cdata field.
-            if maxevents != buf.maxevents:
-                # (CPython checks maxevents only now, after the timeout.)
-                maxevents = _bounded_maxevents(maxevents)
-                if maxevents > buf.capacity:
-                    buf = _EventBuffer(self._epfd,
-                                       maxevents).pair_the_first()
-                    w = buf.waiter
-                w.maxevents = buf.maxevents = maxevents
-            if ms != buf.timeout:
-                w.timeout = buf.timeout = ms
+            w.timeout = ms
             n = _waiter_wait(w)
-            if n == 1:          # the common case: one call, no slicing
-                return [_fd_and_events(buf.pair)]
-            if n > 0:
-                return list(zip(buf.fds[:n], buf.events[:n]))
-            if n == 0:
-                return []
-            if ns is _LAZY:
-                ns = _cpython.epoll_timeout_ms(timeout)[1]
-            n = retry_wait(_waiter_wait, w, n, ns, NS_PER_MS)
+            if n < 0:
+                n = retry_wait(_waiter_wait, w, n, ns, NS_PER_MS)
             return pairs(buf.fds, buf.events, n)
-        finally:
-            free.append(buf)
 
+        _poll_exact = poll
+        del poll
 
-# A float timeout up to this many seconds is a C int of milliseconds.
-_FLOAT_MS_MAX_S = float(INT_MS_MAX_S)
-# "not computed yet", for epoll.poll()'s ns.
-_LAZY: Final = -1 << 64
+    # The timeouts poll() does not convert itself (not None, or an int or a
+    # float from 0): (ms, ns or None), or CPython's error.
+    _timeout_ms = staticmethod(_cpython.epoll_timeout_ms)
 
 
 def _maxevents(maxevents: object) -> int:

@@ -38,16 +38,13 @@ does with a call: docs/walkthrough.md, "poll and ppoll".
 from __future__ import annotations
 
 import errno as _errno
-import math
 from array import array
-from typing import TYPE_CHECKING, Final, final
+from typing import TYPE_CHECKING, final
 
 from rawmux import _cpython
-from rawmux._arrays import ReadyArrays, int_array, pairs, uint32_array
-from rawmux._arrays import first_pair as _fd_and_events
-from rawmux._cpython import (INT_MAX, NS_PER_MS, USHRT_MAX, retry_current,
-                             retry_wait)
-from rawmux._extension import Struct, ffi, lib
+from rawmux._arrays import ReadyArrays, int_array, uint32_array
+from rawmux._cpython import INT_MAX, NS_PER_MS, USHRT_MAX, retry_current
+from rawmux._extension import PollBase, Struct, ffi, lib
 
 if TYPE_CHECKING:
     from _typeshed import FileDescriptorLike
@@ -73,11 +70,10 @@ class _Waiter:
     ready_events for the compacted answer, all ``capacity`` long."""
 
     __slots__ = ("waiter", "pollfds", "ready_fds", "ready_events", "timeout",
-                 "pair", "_keep")
+                 "_keep")
 
     waiter: Struct
     pollfds: Struct
-    pair: array[int]                # empty unless pair_the_first()
     ready_fds: array[int]
     ready_events: array[int]
     _keep: tuple[object, ...]
@@ -92,20 +88,12 @@ class _Waiter:
         w.ready_fds, w.ready_events = fds_ptr, events_ptr
         self._keep = fds_ptr, events_ptr
         self.timeout = -1       # mirrors the waiter's
-        self.pair = array("I")
-
-    def pair_the_first(self) -> None:
-        """Have each wait copy the first ready (fd, revents) side by side
-        into ``pair`` too, for the compatible poll()."""
-        self.pair, pair_ptr = uint32_array(2)
-        self.waiter.ready_pair = pair_ptr
-        self._keep += (pair_ptr,)
 
 
 # ---- the stdlib-compatible poll object --------------------------------------
 
 @final
-class poll:
+class poll(PollBase):
     """What ``rawmux.poll()`` returns: the stdlib's ``select.poll`` object.
 
     Like the stdlib's, the type presents itself under the module's name
@@ -113,13 +101,16 @@ class poll:
     function that makes one, and cannot be instantiated directly.  A type
     checker sees the class under that name, as typeshed has the stdlib's,
     so that ``p: rawmux.poll = rawmux.poll()`` checks.
+
+    register(), modify() and unregister() keep a dict fd -> mask, as
+    CPython's object does; poll() is C (csrc/rawmux_compat.c): it rebuilds
+    its pollfd array from the dict when it changed, refuses a second poll()
+    while one runs, from another thread or a signal handler (RuntimeError),
+    and retries after EINTR with the time left.
     """
 
     __module__ = "rawmux"
-    __slots__ = ("_masks", "_dirty", "_idle")
-    _masks: dict[int, int]
-    _dirty: bool
-    _idle: list[_Waiter]
+    __slots__ = ()
 
     if not TYPE_CHECKING:       # typeshed's poll has the default __new__
         def __new__(cls, *args, **kwargs):
@@ -129,16 +120,7 @@ class poll:
 
     @classmethod
     def _create(cls) -> poll:
-        self = object.__new__(cls)
-        self._masks = {}
-        self._dirty = False
-        # The waiter, while no poll() uses it.  CPython refuses a second
-        # poll() while one runs, from another thread or a signal handler
-        # (its poll_running flag): here a poll() takes the waiter and gives
-        # it back, and a second one finds none.  list.pop() is atomic under
-        # the GIL; a test-then-set flag is not (a tracing function runs
-        # between the lines), and a Lock would add a quarter to a poll(0).
-        self._idle = [_compat_waiter(1)]
+        self: poll = PollBase.__new__(cls)
         return self
 
     def register(self, fd: FileDescriptorLike, eventmask: int = _DEFAULT_MASK,
@@ -163,81 +145,9 @@ class poll:
         del self._masks[_cpython.as_fd(fd)]
         self._dirty = True
 
-    def _rebuild(self) -> _Waiter:
-        # Snapshot first (list() of a dict is atomic under the GIL): another
-        # thread may register meanwhile, and must then mark us dirty again.
-        self._dirty = False
-        items = list(self._masks.items())
-        buf = _compat_waiter(max(1, len(items)))
-        fds = buf.pollfds
-        for i, (fd, mask) in enumerate(items):
-            fds[i].fd = fd
-            fds[i].events = _as_short(mask)
-        buf.waiter.nfds = len(items)
-        return buf
-
-    if TYPE_CHECKING:           # typeshed's signature: no keywords at all
-        def poll(self, timeout: float | None = None, /
-                 ) -> list[tuple[int, int]]: ...
-
-    def poll(self, timeout: float | None = None, /,  # type: ignore[no-redef]
-             **no_keywords: object) -> list[tuple[int, int]]:
-        """Poll the registered fds; timeout in milliseconds (None or negative
-        blocks).  Returns a list of (fd, revents) for the ready ones."""
-        # **no_keywords only makes a call with keywords fail with CPython's
-        # message.
-        if no_keywords:
-            raise TypeError(f"{type(self).__qualname__}.poll() takes no "
-                            f"keyword arguments")
-        # ns, the timeout in ns, is the deadline after EINTR; the fast forms
-        # leave it to be recomputed (exactly, and without side effects)
-        # only if a wait is interrupted.
-        ns: int | None = _LAZY
-        if timeout is None:
-            ms = -1
-        elif type(timeout) is int and 0 <= timeout <= INT_MAX:
-            ms = timeout
-        elif type(timeout) is float and 0.0 <= timeout <= _FLOAT_MS_MAX:
-            # _PyTime_FromMillisecondsObject rounds the ns up, then ms up.
-            ms = -(-_ceil(timeout * 1e6) // NS_PER_MS)
-        else:
-            ms, ns = _cpython.poll_timeout_ms(timeout)
-        idle = self._idle
-        try:
-            buf = idle.pop()
-        except IndexError:
-            raise RuntimeError("concurrent poll() invocation") from None
-        try:
-            if self._dirty:
-                buf = self._rebuild()
-            w = buf.waiter
-            if ms != buf.timeout:
-                w.timeout = buf.timeout = ms
-            n = _waiter_wait(w)
-            if n == 1:          # the common case: one call, no slicing
-                return [_fd_and_events(buf.pair)]
-            if n >= 0:
-                return pairs(buf.ready_fds, buf.ready_events, n)
-            if ns is _LAZY:
-                ns = _cpython.poll_timeout_ms(timeout)[1]
-            n = retry_wait(_waiter_wait, w, n, ns, NS_PER_MS)
-            return pairs(buf.ready_fds, buf.ready_events, n)
-        finally:
-            idle.append(buf)
-
-
-# A float timeout up to this many milliseconds is a C int of them.
-_FLOAT_MS_MAX = float(INT_MAX - 1)
-# "not computed yet", for poll.poll()'s ns.
-_LAZY: Final = -1 << 64
-_ceil = math.ceil
-
-
-def _compat_waiter(capacity: int) -> _Waiter:
-    """A _Waiter that also fills ``pair``, for the compatible poll()."""
-    buf = _Waiter(capacity)
-    buf.pair_the_first()
-    return buf
+    # The timeouts poll() does not convert itself (not None, or an int or a
+    # float from 0): (ms, ns or None), or CPython's error.
+    _timeout_ms = staticmethod(_cpython.poll_timeout_ms)
 
 
 _poll_type = poll

@@ -37,9 +37,6 @@ What the kernel does with a call: docs/walkthrough.md, "select and pselect".
 from __future__ import annotations
 
 import collections.abc
-import errno as _errno
-import math
-import socket
 import struct
 import time
 from array import array
@@ -49,9 +46,8 @@ from typing import TYPE_CHECKING, Any, Final, SupportsIndex, cast
 
 from rawmux import _cpython
 from rawmux._arrays import ReadyArrays, int_array, uint32_array
-from rawmux._cpython import (NS_PER_US, PYTIME_MAX_S, US_PER_S, retry_eintr,
-                             retry_wait)
-from rawmux._extension import Struct, ffi, lib
+from rawmux._cpython import NS_PER_US, retry_eintr, retry_wait
+from rawmux._extension import Struct, compat, ffi, lib
 
 if TYPE_CHECKING:
     from _typeshed import FileDescriptorLike
@@ -65,9 +61,7 @@ if TYPE_CHECKING:
 
 FD_SETSIZE: Final[int] = lib.FD_SETSIZE
 _positions = lib.rawmux_select_positions
-_packed = lib.rawmux_select_packed
 _waiter_wait = lib.rawmux_select_waiter_wait
-_EINVAL = -_errno.EINVAL
 
 
 # ---- the stdlib-compatible select() ---------------------------------------
@@ -104,15 +98,8 @@ def _fds_of(seq: Iterable[FileDescriptorLike], objs: list[Any],
 
 
 def _position_buffer() -> tuple[array[int], FFI.CData]:
-    # The answer, the start time, then the question rawmux_select_packed()
-    # reads: the timeout (a long long), three counts and the fds.
-    return int_array(_IN + 2 + 3 + 3 * FD_SETSIZE)
-
-
-_IN: Final[int] = lib.RAWMUX_SELECT_IN          # in ints
-_started = struct.Struct("q").unpack_from
-_STARTED_AT = (3 + 3 * FD_SETSIZE) * ffi.sizeof("int")
-_IN_AT = _IN * ffi.sizeof("int")
+    # The answer: the three counts, then the ready positions.
+    return int_array(3 + 3 * FD_SETSIZE)
 
 
 # Buffers for select()'s answer.  A call pops one and puts it back: list.pop
@@ -120,142 +107,51 @@ _IN_AT = _IN * ffi.sizeof("int")
 # does a select() that a signal handler makes while another reads its
 # answer).
 _free_buffers = [_position_buffer()]
-
-# The fast path's packers: struct.Struct("q3i{n}i").pack_into for n fds,
-# made when first needed.  The three lists hold at most 3 * FD_SETSIZE fds.
-_packers: list[Any] = [None] * (3 * FD_SETSIZE + 1)
 _head = struct.Struct("3i").unpack_from         # out[0:3]: the three counts
-_socket = socket.socket
-# A float timeout up to this many seconds is a time in nanoseconds.
-_FLOAT_MAX_S = float(PYTIME_MAX_S)
-_ceil = math.ceil
 
 
-def _packer(n: int) -> Any:
-    packer = _packers[n] = struct.Struct(f"q{3 + n}i").pack_into
-    return packer
-
-
-def select(rlist: Iterable[_R], wlist: Iterable[_W], xlist: Iterable[_X],
-           timeout: float | None = None, /
-           ) -> tuple[list[_R], list[_W], list[_X]]:
-    """Wait until one or more file descriptors are ready for some kind of I/O.
-
-    The same call as the stdlib's ``select.select``: three sequences of ints
-    or objects with ``fileno()``, a timeout in seconds (None blocks), and
-    three new lists of the caller's objects that are ready.
-    """
-    if timeout is None:
-        timeout_us = -1
-    elif type(timeout) is int and 0 <= timeout <= PYTIME_MAX_S:
-        timeout_us = timeout * US_PER_S
-    elif type(timeout) is float and 0.0 <= timeout <= _FLOAT_MAX_S:
-        # _PyTime_FromSecondsObject rounds the ns up; _PyTime_AsTimeval
-        # rounds them up to microseconds.
-        timeout_us = -(-_ceil(timeout * 1e9) // NS_PER_US)
-    else:
-        timeout_us = _cpython.select_timeout_us(timeout)
-    objs: list[Any]             # the caller's objects: _R, _W and _X
-    fds: list[Any] | None = None
-    fast = False
-    # Fast path: lists or tuples of plain ints and sockets, what servers
-    # pass.  Their types are looked at first, without a call that could
-    # run the caller's code: only objects of type int exactly, and
-    # socket.socket exactly, whose fileno() is the C one, may go.  cffi or
-    # struct would take anything with __index__ (Decimal(5) no, but numpy
-    # ints, an object that also has a fileno()) for a number, where CPython
-    # asks fileno() of all but ints; a bool must warn from 3.13
-    # (_cpython.BOOL_FD_WARNS); int subclasses are ints to CPython too, and
-    # take the exact path, as does any other object (its fileno() may
-    # change the lists as CPython reads them).  The copy is a snapshot, so
-    # that the answer maps back to these objects even if another thread
-    # changes the caller's lists meanwhile (the lengths are read first: if
-    # they no longer add up, the exact path).  A bad fd (struct refuses it
-    # beyond a C int, C outside the fd_set) sends the call down the exact
-    # path, which raises what CPython raises.
-    if ((type(rlist) is list or type(rlist) is tuple)
-            and (type(wlist) is list or type(wlist) is tuple)
-            and (type(xlist) is list or type(xlist) is tuple)):
-        nr, nw, nx = len(rlist), len(wlist), len(xlist)
-        objs = [*rlist, *wlist, *xlist]
-        total = len(objs)
-        if total <= 16:         # a loop costs less than map() on a few
-            sockets = False
-            for obj in objs:
-                if type(obj) is not int:
-                    if type(obj) is not _socket:
-                        break
-                    sockets = True
-            else:
-                fast = True
-        else:
-            kinds = [*map(type, objs)]
-            ints = kinds.count(int)
-            sockets = ints != total
-            fast = not sockets or ints + kinds.count(_socket) == total
-        fast = fast and total == nr + nw + nx and total <= 3 * FD_SETSIZE
-        if fast and sockets:
-            fds = [o if type(o) is int else o.fileno() for o in objs]
+def _select_exact(rlist: Iterable[_R], wlist: Iterable[_W],
+                  xlist: Iterable[_X], timeout: float | None = None, /
+                  ) -> tuple[list[_R], list[_W], list[_X]]:
+    """select() for every form the C one (csrc/rawmux_compat.c) hands over:
+    any iterable, objects with a Python fileno(), ints that are not exactly
+    int, odd timeouts, and every error, raised as CPython raises it."""
+    timeout_us = _cpython.select_timeout_us(timeout)
+    objs: list[Any] = []        # the caller's objects: _R, _W and _X
+    fds: list[int] = []
+    nr = _fds_of(rlist, objs, fds)
+    nw = _fds_of(wlist, objs, fds)
+    nx = _fds_of(xlist, objs, fds)
     try:
         buf = _free_buffers.pop()
     except IndexError:
         buf = _position_buffer()
     out, out_ptr = buf
     try:
-        n = _EINVAL
-        if fast:
-            pack = _packers[total] or _packer(total)
-            try:
-                pack(out, _IN_AT, timeout_us, nr, nw, nx,
-                     *(objs if fds is None else fds))
-            except struct.error:        # beyond a C int: the exact path
-                pass
-            else:
-                n = _packed(out_ptr)
-        if n == _EINVAL:
-            objs, fds = [], []
-            nr = _fds_of(rlist, objs, fds)
-            nw = _fds_of(wlist, objs, fds)
-            nx = _fds_of(xlist, objs, fds)
-            # PEP 475: after EINTR, retried until the deadline.
-            deadline = (time.monotonic_ns() + timeout_us * NS_PER_US
-                        if timeout_us > 0 else None)
-            n = _positions(fds, len(fds), nr, nw, nx, timeout_us, out_ptr)
-            if n < 0:
-                n = retry_eintr(n, _again(fds, (len(fds), nr, nw, nx),
-                                          out_ptr),
-                                timeout_us, deadline, NS_PER_US)
-                if n == 0:      # out is not written if the deadline passed
-                    return [], [], []
-        elif n < 0:
-            return _interrupted(n, objs, objs if fds is None else fds,
-                                (total, nr, nw, nx), timeout_us, buf)
+        # PEP 475: after EINTR, retried until the deadline.
+        deadline = (time.monotonic_ns() + timeout_us * NS_PER_US
+                    if timeout_us > 0 else None)
+        n = _positions(fds, len(fds), nr, nw, nx, timeout_us, out_ptr)
+        if n < 0:
+            # A deadline that passes after EINTR is an empty answer, as
+            # CPython clears its sets then; a retry writes its own.
+            out[0] = out[1] = out[2] = 0
+            retry_eintr(n, _again(fds, (len(fds), nr, nw, nx), out_ptr),
+                        timeout_us, deadline, NS_PER_US)
+        # Even when select(2) counted none: the kernel leaves the bits of
+        # fds beyond its fd table's size as they came, and CPython reports
+        # them ready (csrc/rawmux_compat.c, compat_select()).
         nr, nw, nx = _head(out)
-        return ([objs[out[3]]] if nr == 1 else _pick(objs, out, 3, nr),
-                [] if not nw else _pick(objs, out, 3 + nr, nw),
-                [] if not nx else _pick(objs, out, 3 + nr + nw, nx))
+        return (_pick(objs, out, 3, nr), _pick(objs, out, 3 + nr, nw),
+                _pick(objs, out, 3 + nr + nw, nx))
     finally:
         _free_buffers.append(buf)
 
 
-def _interrupted(n: int, objs: list[Any], fds: list[int],
-                 counts: tuple[int, int, int, int], timeout_us: int,
-                 buf: tuple[array[int], FFI.CData]) -> Any:
-    """select()'s fast path after the call failed with -errno ``n``: EINTR
-    retried (PEP 475) on the same fds until the deadline, counted from the
-    start time rawmux_select_packed() left in the buffer; any other errno
-    an OSError."""
-    out, out_ptr = buf
-    deadline = None
-    if timeout_us > 0:
-        deadline = _started(out, _STARTED_AT)[0] + timeout_us * NS_PER_US
-    n = retry_eintr(n, _again(fds, counts, out_ptr), timeout_us, deadline,
-                    NS_PER_US)
-    if n == 0:
-        return [], [], []
-    nr, nw, nx = _head(out)
-    return (_pick(objs, out, 3, nr), _pick(objs, out, 3 + nr, nw),
-            _pick(objs, out, 3 + nr + nw, nx))
+if TYPE_CHECKING:
+    select = _select_exact
+else:
+    select = compat.select_calling(_select_exact, "rawmux")
 
 
 def _again(fds: list[Any], counts: tuple[int, int, int, int],

@@ -2,23 +2,30 @@
 at their edges: which objects may take them, what a fileno() with side
 effects sees, the float timeouts they convert inline, and threads.
 
-select() packs plain ints and socket.socket objects with struct and makes
-one C call; anything else takes the exact path, which reads the caller's
-lists as CPython does.  poll() and epoll.poll() convert None, ints and
-floats inline.  Each test compares with the running interpreter's select
-module, never with a written-down answer.
+select(), poll.poll() and epoll.poll() are C against the CPython C API
+(csrc/rawmux_compat.c).  select() takes lists and tuples of plain ints and
+socket.socket objects itself, and hands anything else to the exact path in
+Python, which reads the caller's lists as CPython does; the three convert
+None, ints and floats from 0 themselves.  Each test compares with the
+running interpreter's select module or with rawmux's exact conversions
+(which the differential suites hold to the stdlib's), never with a
+written-down answer.
 """
 
+import contextlib
 import math
+import os
 import select as stdlib
 import socket
+import sys
 import threading
 import warnings
 
 import pytest
 
 import rawmux
-from rawmux import _cpython, _epoll, _poll, _select, ffi
+from rawmux import _cpython
+from rawmux._extension import compat
 
 
 
@@ -175,53 +182,75 @@ FLOATS = [0.0, -0.0, 1e-9, 1e-7, 0.000001, 0.0000015, 0.001, 0.0015, 0.1,
           2147483.0, 2147483.5, 9.2e9]
 
 
-def test_select_float_timeouts_as_the_exact_conversion(pair, monkeypatch):
-    seen = []
-    packed = _select._packed
-
-    def spy(buf):
-        # The question starts with the timeout, a long long at _IN_AT.
-        at = _select._IN_AT
-        seen.append(int.from_bytes(bytes(ffi.buffer(buf)[at:at + 8]),
-                                   "little", signed=True))
-        return packed(buf)
-
-    monkeypatch.setattr(_select, "_packed", spy)
-    for t in FLOATS:
-        seen.clear()
-        if not math.isfinite(t) or t > 1e6:
-            continue            # a long wait; the conversion is below
-        rawmux.select([pair[0]], [], [], t)
-        assert seen == [_cpython.select_timeout_us(t)], t
-
-
-def test_float_fast_paths_agree_with_the_exact_conversions():
-    # The same formulas as the fast paths, over the whole float range they
-    # take, against _cpython's (which the differential tests hold to the
-    # stdlib's).
-    for t in FLOATS + [k / 7 for k in range(1, 2000)]:
-        if t <= _select._FLOAT_MAX_S:
-            assert (-(-math.ceil(t * 1e9) // 1000)
-                    == _cpython.select_timeout_us(t)), t
-        if t <= _epoll._FLOAT_MS_MAX_S:
-            assert (-(-math.ceil(t * 1e9) // 10**6)
-                    == _cpython.epoll_timeout_ms(t)[0]), t
-        if t <= _poll._FLOAT_MS_MAX:
-            assert (-(-math.ceil(t * 1e6) // 10**6)
-                    == _cpython.poll_timeout_ms(t)[0]), t
+def test_inline_timeouts_are_the_exact_conversions():
+    # Every int and float form the C calls convert themselves, against
+    # _cpython's conversions; every other form is left to those.
+    values = (FLOATS + [k / 7 for k in range(1, 2000)] + [0, 1, 7, 2147483,
+              2147484, 2**31 - 2, 2**31 - 1, 9223372036, 9223372037, 2**63,
+              -1, -0.5, math.inf, math.nan, True, None, FdInt(3)])
+    for t in values:
+        select_us, poll_ms, epoll_ms = compat._fast_timeouts(t)
+        exact = type(t) in (int, float) and t >= 0
+        for got, convert in ((select_us, _cpython.select_timeout_us),
+                             (poll_ms, lambda t: _cpython.poll_timeout_ms(t)[0]),
+                             (epoll_ms,
+                              lambda t: _cpython.epoll_timeout_ms(t)[0])):
+            if got is None:
+                continue
+            assert exact, t
+            assert got == convert(t), (t, convert)
+    # ... and they do take the common ones.
+    for t in (0, 1, 0.5, 1e-7, 86400.000001):
+        assert None not in compat._fast_timeouts(t), t
 
 
-def test_poll_and_epoll_float_timeouts_reach_the_waiter(pair):
+@contextlib.contextmanager
+def python_calls():
+    """The names of the Python functions called meanwhile, from rawmux's
+    compatible modules: which calls the C fast paths handed over."""
+    names = []
+    files = ("_select.py", "_poll.py", "_epoll.py", "_cpython.py")
+
+    def profile(frame, event, arg):
+        if event == "call" and frame.f_code.co_filename.endswith(files):
+            names.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        yield names
+    finally:
+        sys.setprofile(None)
+
+
+def test_select_fast_path_is_taken_for_ints_and_sockets(pair):
+    a, b = pair
+    with python_calls() as names:
+        assert rawmux.select([a.fileno()], [], [], 0) == ([a.fileno()], [],
+                                                          [])
+        assert rawmux.select((a,), [a], (), 0.0) == ([a], [a], [])
+        assert rawmux.select([a, b] * 20, [], [], None) == ([a] * 20, [], [])
+    assert names == []
+    with python_calls() as names:
+        rawmux.select([FdInt(a.fileno())], [], [], 0)
+    assert names[0] == "_select_exact"
+
+
+def test_poll_and_epoll_fast_paths_are_taken(pair):
     a, _ = pair
     q, eq = rawmux.poll(), rawmux.epoll()
     try:
         q.register(a, rawmux.POLLIN)
         eq.register(a, rawmux.EPOLLIN)
-        for t in (0.5, 1e-7, 2.0000001, 7.25):
-            assert q.poll(t) == [(a.fileno(), rawmux.POLLIN)]
-            assert q._idle[0].timeout == _cpython.poll_timeout_ms(t)[0]
-            assert eq.poll(t) == [(a.fileno(), rawmux.EPOLLIN)]
-            assert eq._free[0].timeout == _cpython.epoll_timeout_ms(t)[0]
+        with python_calls() as names:
+            for t in (None, 0, 5, 0.5, 7.25):
+                assert q.poll(t) == [(a.fileno(), rawmux.POLLIN)]
+                assert eq.poll(t) == [(a.fileno(), rawmux.EPOLLIN)]
+                assert eq.poll(t, 3) == [(a.fileno(), rawmux.EPOLLIN)]
+        assert names == []
+        with python_calls() as names:
+            assert q.poll(-1) == [(a.fileno(), rawmux.POLLIN)]
+            assert eq.poll(timeout=0) == [(a.fileno(), rawmux.EPOLLIN)]
+        assert names[0] == "poll_timeout_ms" and "poll" in names
     finally:
         eq.close()
 
@@ -267,26 +296,48 @@ def test_threads_selecting_at_once_get_their_own_answers():
             b.close()
 
 
-def test_select_packed_refuses_bad_counts_and_fds():
-    # rawmux_select_packed() reads counts and fds that Python wrote into the
-    # buffer: a count outside 0..FD_SETSIZE or an fd outside the fd_set is
-    # -EINVAL before select(2), never a read or write past the buffer.
-    import errno
-    import struct
-    out, ptr = _select._position_buffer()
-    at, size = _select._IN_AT, _select.FD_SETSIZE
-    for counts, fds in (((size + 1, 0, 0), ()), ((0, -1, 0), ()),
-                        ((1, 0, 0), (size,)), ((0, 0, 1), (-1,))):
-        struct.pack_into(f"q3i{len(fds)}i", out, at, 0, *counts, *fds)
-        assert _select._packed(ptr) == -errno.EINVAL, counts
-
-
-def test_select_fast_path_is_taken_for_ints_and_sockets(pair, monkeypatch):
-    calls = []
-    packed = _select._packed
-    monkeypatch.setattr(_select, "_packed",
-                        lambda buf: calls.append(1) or packed(buf))
+def test_full_and_overfull_lists_as_the_stdlib(pair):
+    # The C scan's bounds: FD_SETSIZE objects in each list is the most it
+    # holds, one more is CPython's ValueError (from the exact path), and the
+    # highest fd in the set is FD_SETSIZE - 1 (a's socket, duplicated there).
     a, _ = pair
-    assert rawmux.select([a.fileno()], [], [], 0) == ([a.fileno()], [], [])
-    assert rawmux.select((a,), [a], (), 0.0) == ([a], [a], [])
-    assert len(calls) == 2
+    size = rawmux.FD_SETSIZE
+    try:
+        os.fstat(size - 1)
+        pytest.skip(f"fd {size - 1} is in use")
+    except OSError:
+        pass
+    top = os.dup2(a.fileno(), size - 1)
+    try:
+        full = [a] * size
+        for args in ((full, full, full, 0), (full + [a], [], [], 0),
+                     ([], [], full + [a.fileno()], 0), ([top], [top], [], 0),
+                     ([a, top] * (size // 2), [], [], 0),
+                     (full, [size], [], 0), (tuple(full), full[:3], (), 0)):
+            assert answer(rawmux, *args) == answer(stdlib, *args)
+    finally:
+        os.close(top)
+
+
+def test_wrong_argument_counts_as_the_stdlib():
+    for args in ((), ([],), ([], []), ([], [], [], 0, 0)):
+        assert answer(rawmux, *args) == answer(stdlib, *args)
+
+
+def test_an_unopened_fd_beyond_the_fd_table_as_the_stdlib(pair):
+    # The kernel's select(2) ignores fds at or beyond its fd table's size
+    # and leaves their bits as they came (fs/select.c: "if (n > max_fds) n =
+    # max_fds"): CPython reads such an fd back as ready, where an unopened
+    # fd inside the table is EBADF.  Which one fd 1023 is depends on how far
+    # this process's table has grown; the answer must be the stdlib's
+    # either way, on both paths.
+    a, _ = pair
+    top = rawmux.FD_SETSIZE - 1
+    try:
+        os.fstat(top)
+        pytest.skip(f"fd {top} is in use")
+    except OSError:
+        pass
+    for args in (([top], [], [], 0), ([], [top], [top], 0),
+                 ([a, top], [a], [], 0), ([FdInt(top)], [], [], 0)):
+        assert answer(rawmux, *args) == answer(stdlib, *args)
