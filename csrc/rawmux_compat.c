@@ -48,6 +48,7 @@
 #include <limits.h>
 #include <math.h>
 #include <poll.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -145,7 +146,7 @@ static int epoll_timeout(PyObject *t, long long *ms, long long *ns)
  * calls convert t inline, None where they leave it to Python. */
 static PyObject *fast_timeouts(PyObject *module, PyObject *t)
 {
-    long long value[3], ns;
+    long long value[3] = {0, 0, 0}, ns = -1;
     int taken[3];
 
     taken[0] = select_timeout(t, &value[0], &ns);
@@ -516,7 +517,7 @@ static PyObject *poll_poll(PollObject *self, PyObject *const *args,
                            Py_ssize_t nargs, PyObject *kwnames)
 {
     PyObject *timeout = nargs ? args[0] : Py_None, *list;
-    long long ms_fast, ns = -1, deadline = 0;
+    long long ms_fast = -1, ns = -1, deadline = 0;
     int ms = -1, n, err, i, j;
 
     if (kwnames != NULL && PyTuple_GET_SIZE(kwnames)) {
@@ -669,7 +670,7 @@ static PyObject *epoll_poll(EpollObject *self, PyObject *const *args,
 {
     PyObject *timeout = nargs ? args[0] : Py_None, *list;
     struct epoll_event *evs;
-    long long ms_fast, ns = -1, deadline = 0;
+    long long ms_fast = -1, ns = -1, deadline = 0;
     long maxevents = FD_SETSIZE - 1;
     int ms = -1, n, err, i, cap;
 
