@@ -50,7 +50,7 @@ def rows_select(a, floor, fds):
     fd = a.fileno()
     out, out_ptr = _select._position_buffer()
     raw = _select._positions
-    arr = (floor.c_int * 1)(fd)
+    arr = (ctypes.c_int * 1)(fd)
 
     def call(rlist, wlist, xlist, timeout=None, /):
         return raw(fds, 1, 1, 0, 0, 0, out_ptr)
@@ -119,7 +119,7 @@ def rows_poll(a, floor):
     p, q = select.poll(), rawmux.poll()
     p.register(fd, select.POLLIN)
     q.register(fd, select.POLLIN)
-    arr = (floor.c_int * 1)(fd)
+    arr = (ctypes.c_int * 1)(fd)
     native = rawmux.PollArray()
     native.register(fd, select.POLLIN)
     buf = native._buffer
@@ -169,7 +169,6 @@ def main(argv=None):
 
     with tempfile.TemporaryDirectory() as tmp:
         floor = build_floor(tmp)
-        floor.c_int = ctypes.c_int
         poll_rows, _ = rows_poll(a, floor)
         epoll_rows, closers = rows_epoll(a, floor)
         tables = {"select": rows_select(a, floor, [a.fileno()]),

@@ -129,13 +129,35 @@ ffibuilder.set_source(
 
 
 def compat_extension():
-    """The setuptools Extension for ``_rawmux_compat``."""
+    """The setuptools Extension for ``_rawmux_compat``.
+
+    Compiled from a wrapper that build/ holds, as cffi compiles _rawmux from
+    a generated source: it names the flags and the digest, and is rewritten
+    only when they change, so that setuptools, which rebuilds only for a
+    source newer than the module, rebuilds for a change of flags or of any
+    file of csrc/ (``depends``) and never leaves a stale _rawmux_compat
+    beside a new _rawmux."""
     from setuptools import Extension
 
-    return Extension(
-        "_rawmux_compat", [os.path.relpath(os.path.join(HERE, COMPAT_SOURCE))],
-        define_macros=[("RAWMUX_SOURCE_DIGEST", f"{_source_digest():#x}ULL")],
-        extra_compile_args=_compile, extra_link_args=_link)
+    wrapper = os.path.join("build", "_rawmux_compat.c")
+    text = (f"/* compiled with: {' '.join(_compile)} */\n"
+            f"#define RAWMUX_SOURCE_DIGEST {_source_digest():#x}ULL\n"
+            f'#include "{COMPAT_SOURCE}"\n')
+    try:
+        with open(wrapper, encoding="utf-8") as f:
+            current = f.read()
+    except OSError:
+        current = None
+    if current != text:
+        os.makedirs("build", exist_ok=True)
+        with open(wrapper, "w", encoding="utf-8") as f:
+            f.write(text)
+    csrc = os.path.relpath(HERE)
+    depends = sorted(os.path.join(csrc, name) for name in os.listdir(HERE)
+                     if name.endswith((".h", ".c", ".py")))
+    return Extension("_rawmux_compat", [wrapper], include_dirs=[csrc],
+                     depends=depends, extra_compile_args=_compile,
+                     extra_link_args=_link)
 
 
 def compile_compat():
@@ -146,7 +168,6 @@ def compile_compat():
     dist = Distribution({"ext_modules": [compat_extension()]})
     build_ext = dist.get_command_obj("build_ext")
     build_ext.inplace = True
-    build_ext.force = True      # the flags may have changed, not the source
     dist.run_command("build_ext")
 
 

@@ -60,7 +60,7 @@
 #define NS_PER_S  1000000000LL
 
 /* A timeout in seconds up to this fits CPython's 64-bit time in ns (select);
- * up to INT_MS_MAX_S, a C int of milliseconds (epoll); up to INT_MAX ms, a
+ * up to INT_MS_MAX_S, a C int of milliseconds (epoll); below INT_MAX ms, a
  * C int (poll).  Beyond, the Python helpers raise what CPython raises. */
 #define PYTIME_MAX_S (LLONG_MAX / NS_PER_S)
 #define INT_MS_MAX_S (INT_MAX / 1000)
@@ -81,6 +81,15 @@ static long long monotonic_ns(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (long long)ts.tv_sec * NS_PER_S + ts.tv_nsec;
+}
+
+/* The deadline ns from now, saturated as CPython's _PyDeadline_Init() is:
+ * select takes timeouts up to 2**63 ns. */
+static long long deadline_after(long long ns)
+{
+    long long now = monotonic_ns();
+
+    return ns > LLONG_MAX - now ? LLONG_MAX : now + ns;
 }
 
 static long long ceil_div(long long a, long long b)    /* a >= 0, b > 0 */
@@ -354,7 +363,7 @@ static PyObject *compat_select(PyObject *module, PyObject *const *args,
         tv.tv_sec = (time_t)(us / 1000000);
         tv.tv_usec = (suseconds_t)(us % 1000000);
         tvp = &tv;
-        deadline = monotonic_ns() + ns;
+        deadline = deadline_after(ns);
     }
     for (;;) {
         /* select(2) writes its answer over the sets: a retry asks again. */
@@ -536,7 +545,7 @@ static PyObject *poll_poll(PollObject *self, PyObject *const *args,
         else if (slow_timeout((PyObject *)self, timeout, &ms, &ns) < 0)
             return NULL;
         if (ns >= 0)
-            deadline = monotonic_ns() + ns;
+            deadline = deadline_after(ns);
     }
     if (self->running) {
         PyErr_SetString(PyExc_RuntimeError, "concurrent poll() invocation");
@@ -584,7 +593,9 @@ static PyObject *poll_poll(PollObject *self, PyObject *const *args,
         }
         PyList_SET_ITEM(list, j++, pair);
     }
-    if (j < n)                  /* cannot happen: poll(2) counted them */
+    /* Fewer than poll(2) counted only if a finalizer run by a garbage
+     * collection during fd_events() polled this object again. */
+    if (j < n)
         Py_SET_SIZE(list, j);
     return list;
 }
@@ -642,45 +653,83 @@ static void epoll_dealloc(EpollObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-/* self._poll_exact(*args, **kwargs): the Python implementation, for the
- * forms epoll_poll() does not take. */
-static PyObject *epoll_poll_exact(EpollObject *self, PyObject *const *args,
-                                  Py_ssize_t nargs, PyObject *kwnames)
+/* epoll.poll()'s arguments as Argument Clinic unpacks them
+ * (_PyArg_UnpackKeywords(), with its messages): timeout and maxevents, each
+ * by position or by name; NULL where not given.  -1 with CPython's
+ * TypeError. */
+static int epoll_arguments(PyObject *const *args, Py_ssize_t nargs,
+                           PyObject *kwnames, PyObject **found)
 {
-    Py_ssize_t i, total = nargs + (kwnames ? PyTuple_GET_SIZE(kwnames) : 0);
-    PyObject *small[8], **stack = small, *result;
+    static const char *const names[2] = {"timeout", "maxevents"};
+    Py_ssize_t nkw = kwnames ? PyTuple_GET_SIZE(kwnames) : 0, i, j, used = 0;
 
-    if (total + 1 > 8) {
-        stack = PyMem_New(PyObject *, total + 1);
-        if (stack == NULL)
-            return PyErr_NoMemory();
+    if (nargs + nkw > 2) {
+        PyErr_Format(PyExc_TypeError,
+                     "poll() takes at most 2 %sarguments (%zd given)",
+                     nargs == 0 ? "keyword " : "", nargs + nkw);
+        return -1;
     }
-    stack[0] = (PyObject *)self;
-    for (i = 0; i < total; i++)
-        stack[i + 1] = args[i];
-    result = PyObject_VectorcallMethod(str_poll_exact, stack,
-                                       (size_t)(nargs + 1), kwnames);
-    if (stack != small)
-        PyMem_Free(stack);
-    return result;
+    found[0] = nargs > 0 ? args[0] : NULL;
+    found[1] = nargs > 1 ? args[1] : NULL;
+    for (j = nargs; j < 2; j++) {
+        for (i = 0; i < nkw; i++) {
+            if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, i),
+                                                 names[j]) == 0) {
+                found[j] = args[nargs + i];
+                used++;
+                break;
+            }
+        }
+    }
+    if (used == nkw)
+        return 0;
+    for (j = 0; j < nargs; j++) {
+        for (i = 0; i < nkw; i++) {
+            if (PyUnicode_CompareWithASCIIString(PyTuple_GET_ITEM(kwnames, i),
+                                                 names[j]) == 0) {
+                PyErr_Format(PyExc_TypeError, "argument for poll() given by "
+                             "name ('%s') and position (%zd)", names[j],
+                             j + 1);
+                return -1;
+            }
+        }
+    }
+    for (i = 0; i < nkw; i++) {
+        PyObject *key = PyTuple_GET_ITEM(kwnames, i);
+
+        if (PyUnicode_CompareWithASCIIString(key, names[0]) != 0
+                && PyUnicode_CompareWithASCIIString(key, names[1]) != 0) {
+#if PY_VERSION_HEX >= 0x030D0000
+            PyErr_Format(PyExc_TypeError,
+                         "poll() got an unexpected keyword argument '%S'", key);
+#else
+            PyErr_Format(PyExc_TypeError,
+                         "'%S' is an invalid keyword argument for poll()", key);
+#endif
+            return -1;
+        }
+    }
+    PyErr_SetString(PyExc_SystemError, "epoll.poll(): keywords unmatched");
+    return -1;
 }
 
 static PyObject *epoll_poll(EpollObject *self, PyObject *const *args,
                             Py_ssize_t nargs, PyObject *kwnames)
 {
-    PyObject *timeout = nargs ? args[0] : Py_None, *list;
+    PyObject *given[2], *timeout, *list;
     struct epoll_event *evs;
     long long ms_fast = -1, ns = -1, deadline = 0;
     long maxevents = FD_SETSIZE - 1;
     int ms = -1, n, err, i, cap;
 
-    if ((kwnames != NULL && PyTuple_GET_SIZE(kwnames)) || nargs > 2)
-        goto exact_path;
-    if (nargs == 2) {
+    if (epoll_arguments(args, nargs, kwnames, given) < 0)
+        return NULL;
+    timeout = given[0] ? given[0] : Py_None;
+    if (given[1] != NULL) {
         int overflow = 1;
 
-        if (PyLong_CheckExact(args[1]))
-            maxevents = PyLong_AsLongAndOverflow(args[1], &overflow);
+        if (PyLong_CheckExact(given[1]))
+            maxevents = PyLong_AsLongAndOverflow(given[1], &overflow);
         if (overflow || maxevents == 0 || maxevents < -1
                 || maxevents > INT_MAX)
             goto exact_path;    /* CPython's errors, in CPython's order */
@@ -700,7 +749,7 @@ static PyObject *epoll_poll(EpollObject *self, PyObject *const *args,
         else if (slow_timeout((PyObject *)self, timeout, &ms, &ns) < 0)
             return NULL;
         if (ns >= 0)
-            deadline = monotonic_ns() + ns;
+            deadline = deadline_after(ns);
     }
     /* The cached buffer, unless another poll() holds it (a thread, or a
      * signal handler polling while this one waits): then a new one. */
@@ -759,7 +808,10 @@ done:
     }
     return list;
 exact_path:
-    return epoll_poll_exact(self, args, nargs, kwnames);
+    /* self._poll_exact(timeout, maxevents): the Python implementation, for
+     * a maxevents other than an int -1 or from 1 */
+    return PyObject_CallMethodObjArgs((PyObject *)self, str_poll_exact,
+                                      timeout, given[1], NULL);
 }
 
 static PyMethodDef epoll_methods[] = {

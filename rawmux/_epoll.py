@@ -138,7 +138,7 @@ class epoll(EpollBase):
     presenting itself under the module's name (``<class 'rawmux.epoll'>``).
 
     poll() is C (csrc/rawmux_compat.c), as the fd it reads, ``_epfd``; it
-    hands the forms it does not take to ``_poll_exact``, below.
+    hands an odd maxevents to ``_poll_exact``, below.
     """
 
     __module__ = "rawmux"
@@ -239,10 +239,10 @@ class epoll(EpollBase):
 
     if not TYPE_CHECKING:       # the base's poll() is what checkers see
         def poll(self, timeout=None, maxevents=-1):
-            # The C poll()'s fallback: keywords, and a maxevents that is not
-            # an int -1 or from 1.  CPython's conversions, in its order:
-            # maxevents by Argument Clinic, the closed check, the timeout,
-            # then maxevents' value.  Named poll for CPython's messages.
+            # The C poll()'s fallback, for a maxevents that is not an int -1
+            # or from 1, called with the two arguments C unpacked.  CPython's
+            # conversions, in its order: maxevents by Argument Clinic, the
+            # closed check, the timeout, then maxevents' value.
             maxevents = _maxevents(maxevents)
             if self._epfd < 0:
                 raise ValueError(_cpython.CLOSED_EPOLL)

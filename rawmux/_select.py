@@ -84,7 +84,13 @@ def _fds_of(seq: Iterable[FileDescriptorLike], objs: list[Any],
     # and CPython reads whatever is there at each step.
     i = count = 0
     while i < len(seq):
-        obj = seq[i]
+        # A signal handler or another thread can shrink the list between
+        # the test and the read: CPython's seq2set() reads the length and
+        # the item in one step, and just stops.
+        try:
+            obj = seq[i]
+        except IndexError:
+            break
         fd = _cpython.as_fd(obj)
         if fd >= FD_SETSIZE:
             raise ValueError("filedescriptor out of range in select()")

@@ -13,6 +13,7 @@ written-down answer.
 """
 
 import contextlib
+import inspect
 import math
 import os
 import select as stdlib
@@ -24,9 +25,8 @@ import warnings
 import pytest
 
 import rawmux
-from rawmux import _cpython
+from rawmux import _cpython, _select
 from rawmux._extension import compat
-
 
 
 @pytest.fixture
@@ -78,7 +78,7 @@ def test_mixed_lists_of_every_kind_match_the_stdlib(pair):
         cases = [
             [fd], [a], [fd, a, b, b.fileno()], [a] * 3 + [fd] * 3,
             [FdInt(fd)], [a, FdInt(b.fileno())], [f, a], (a, fd),
-            [fd, a] * 20,                       # beyond the loop: map()
+            [fd, a] * 20,                       # beyond the stack array
             [fd, a] * 20 + [FdInt(fd)], [fd] * 40 + [f],
         ]
         for rlist in cases:
@@ -246,10 +246,12 @@ def test_poll_and_epoll_fast_paths_are_taken(pair):
                 assert q.poll(t) == [(a.fileno(), rawmux.POLLIN)]
                 assert eq.poll(t) == [(a.fileno(), rawmux.EPOLLIN)]
                 assert eq.poll(t, 3) == [(a.fileno(), rawmux.EPOLLIN)]
+                assert (eq.poll(maxevents=3, timeout=t)
+                        == [(a.fileno(), rawmux.EPOLLIN)])
         assert names == []
         with python_calls() as names:
             assert q.poll(-1) == [(a.fileno(), rawmux.POLLIN)]
-            assert eq.poll(timeout=0) == [(a.fileno(), rawmux.EPOLLIN)]
+            assert eq.poll(0, FdInt(3)) == [(a.fileno(), rawmux.EPOLLIN)]
         assert names[0] == "poll_timeout_ms" and "poll" in names
     finally:
         eq.close()
@@ -275,7 +277,7 @@ def test_threads_selecting_at_once_get_their_own_answers():
 
         def worker(i):
             a, b = pairs[i]
-            mine = [a, a.fileno()] * 6      # the loop and the map() paths
+            mine = [a, a.fileno()] * 6
             want = mine if i % 2 else []
             for _ in range(300):
                 r, w, x = rawmux.select(mine, [b] if i % 2 else [], [], 0)
@@ -341,3 +343,58 @@ def test_an_unopened_fd_beyond_the_fd_table_as_the_stdlib(pair):
     for args in (([top], [], [], 0), ([], [top], [top], 0),
                  ([a, top], [a], [], 0), ([FdInt(top)], [], [], 0)):
         assert answer(rawmux, *args) == answer(stdlib, *args)
+
+
+def test_a_list_shrunk_between_length_and_read_stops_there(pair):
+    # The exact path reads len(seq), then seq[i]: a signal handler or a
+    # thread can shrink the list in between.  CPython's seq2set() reads both
+    # in one step and stops at the new end; rawmux must too, not raise
+    # IndexError.  A tracing function shrinks the list exactly there.
+    a, _ = pair
+    rlist = [FdInt(a.fileno()) for _ in range(3)]
+    read_line = next(i for i, line in enumerate(
+        inspect.getsourcelines(_select._fds_of)[0]) if "obj = seq[i]" in line)
+    first = inspect.getsourcelines(_select._fds_of)[1]
+    seen = []
+
+    def trace(frame, event, arg):
+        if frame.f_code is _select._fds_of.__code__:
+            if (event == "line" and frame.f_lineno == first + read_line
+                    and frame.f_locals["i"] == 2 and not seen):
+                seen.append(rlist.pop())
+            return trace
+        return None
+
+    sys.settrace(trace)
+    try:
+        got = rawmux.select(rlist, [], [], 0)
+    finally:
+        sys.settrace(None)
+    assert seen, "the trace never reached the read"
+    assert got == stdlib.select(rlist, [], [], 0) == (rlist, [], [])
+
+
+def test_epoll_buffer_grows_and_keyword_arguments_as_the_stdlib(pair):
+    a, _ = pair
+    ep, eq = stdlib.epoll(), rawmux.epoll()
+    try:
+        for e in (ep, eq):
+            e.register(a.fileno(), stdlib.EPOLLIN)
+        calls = [((0,), {}), ((0, 2000), {}), ((0,), {}), ((0, 70000), {}),
+                 ((), {"timeout": 0}), ((), {"maxevents": 5, "timeout": 0}),
+                 ((0,), {"maxevents": 3}), ((0, 1, 2), {}),
+                 ((0,), {"maxevents": 1, "timeout": 0}), ((), {"x": 1}),
+                 ((), {"timeout": 0, "maxevents": 1, "x": 2}),
+                 ((0,), {"timeout": 0}), ((0, 1), {"x": 1}),
+                 ((0,), {"maxevents": "1"}), ((0,), {"maxevents": 0}),
+                 ((), {"maxevents": True, "timeout": 0})]
+        for args, kwargs in calls:
+            def outcome(e):
+                try:
+                    return e.poll(*args, **kwargs), None
+                except Exception as exc:    # noqa: BLE001 -- compared
+                    return None, (type(exc), str(exc))
+            assert outcome(eq) == outcome(ep), (args, kwargs)
+    finally:
+        ep.close()
+        eq.close()
