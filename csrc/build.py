@@ -22,6 +22,12 @@ What goes where:
   compiled separately, so that the compiler checks every call cffi generates
   against the helper's real definition (a separate object file would only be
   checked against a prototype copied from the cdef) and can inline them.
+- ``csrc/rawmux_compat.c`` is the one exception: the drop-in module's
+  select(), poll.poll() and epoll.poll() against the CPython C API, in a
+  second extension, ``_rawmux_compat`` (top-level for the same reason as
+  ``_rawmux``), built from the same flags and carrying the same digest: a
+  cffi call alone costs more than the stdlib's whole call (the file says
+  why).  ``compat_extension()`` describes it for setup.py.
 - rawmux's own structs (``struct rawmux_*``, the waiters) are defined once,
   in plain C, in the .c file whose code uses them; each family's cdef is its
   header followed by the struct definitions copied from its .c file, so that
@@ -47,6 +53,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 FAMILIES = ["types", "select", "poll", "epoll", "perf"]
 HEADERS = [f"rawmux_{name}.h" for name in FAMILIES]
 SOURCES = [f"rawmux_{name}.c" for name in FAMILIES if name != "types"]
+COMPAT_SOURCE = "rawmux_compat.c"
 DEPENDS = HEADERS + SOURCES + ["rawmux_clock.c"]
 
 
@@ -120,5 +127,50 @@ ffibuilder.set_source(
     extra_link_args=_link,
 )
 
+
+def compat_extension():
+    """The setuptools Extension for ``_rawmux_compat``.
+
+    Compiled from a wrapper that build/ holds, as cffi compiles _rawmux from
+    a generated source: it names the flags and the digest, and is rewritten
+    only when they change, so that setuptools, which rebuilds only for a
+    source newer than the module, rebuilds for a change of flags or of any
+    file of csrc/ (``depends``) and never leaves a stale _rawmux_compat
+    beside a new _rawmux."""
+    from setuptools import Extension
+
+    wrapper = os.path.join("build", "_rawmux_compat.c")
+    text = (f"/* compiled with: {' '.join(_compile)} */\n"
+            f"#define RAWMUX_SOURCE_DIGEST {_source_digest():#x}ULL\n"
+            f'#include "{COMPAT_SOURCE}"\n')
+    try:
+        with open(wrapper, encoding="utf-8") as f:
+            current = f.read()
+    except OSError:
+        current = None
+    if current != text:
+        os.makedirs("build", exist_ok=True)
+        with open(wrapper, "w", encoding="utf-8") as f:
+            f.write(text)
+    csrc = os.path.relpath(HERE)
+    depends = sorted(os.path.join(csrc, name) for name in os.listdir(HERE)
+                     if name.endswith((".h", ".c", ".py")))
+    return Extension("_rawmux_compat", [wrapper], include_dirs=[csrc],
+                     depends=depends, extra_compile_args=_compile,
+                     extra_link_args=_link)
+
+
+def compile_compat():
+    """Build ``_rawmux_compat`` into the current directory, as
+    ``ffibuilder.compile()`` builds ``_rawmux``."""
+    from setuptools import Distribution
+
+    dist = Distribution({"ext_modules": [compat_extension()]})
+    build_ext = dist.get_command_obj("build_ext")
+    build_ext.inplace = True
+    dist.run_command("build_ext")
+
+
 if __name__ == "__main__":
     ffibuilder.compile(verbose=True)
+    compile_compat()

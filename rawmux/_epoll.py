@@ -57,13 +57,13 @@ import re
 from array import array
 from collections.abc import Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, NamedTuple, Self, final, overload
+from typing import TYPE_CHECKING, Final, NamedTuple, Self, final, overload
 
 from rawmux import _cpython
 from rawmux._arrays import ReadyArrays, int_array, pairs, uint32_array
-from rawmux._cpython import (INT_MAX, INT_MS_MAX_S, MS_PER_S, NS_PER_MS,
-                             NS_PER_S, UINT_MAX, retry_current, retry_wait)
-from rawmux._extension import Struct, ffi, lib
+from rawmux._cpython import (INT_MAX, NS_PER_MS, UINT_MAX, retry_current,
+                             retry_wait)
+from rawmux._extension import EpollBase, Struct, compat, ffi, lib
 
 if TYPE_CHECKING:
     from _typeshed import FileDescriptorLike
@@ -77,7 +77,7 @@ _DEFAULT_MAXEVENTS: int = lib.FD_SETSIZE - 1     # CPython's maxevents=-1
 # A larger maxevents is honoured up to this many events per call; the kernel
 # keeps the rest ready for the next call (ep_send_events() stops at the
 # buffer's end), so nothing is lost, and no call can ask for gigabytes.
-MAX_BUFFERED_EVENTS = 65536
+MAX_BUFFERED_EVENTS: Final[int] = compat.MAX_BUFFERED_EVENTS
 
 
 def _epoll_create() -> int:
@@ -132,15 +132,17 @@ class _EventBuffer:
 # ---- the stdlib-compatible epoll --------------------------------------------
 
 @final
-class epoll:
+class epoll(EpollBase):
     """select.epoll(sizehint=-1, flags=0): an edge- and level-triggered I/O
     event notification object, as the stdlib's: made in ``__new__``, and
-    presenting itself under the module's name (``<class 'rawmux.epoll'>``)."""
+    presenting itself under the module's name (``<class 'rawmux.epoll'>``).
+
+    poll() is C (csrc/rawmux_compat.c), as the fd it reads, ``_epfd``; it
+    hands an odd maxevents to ``_poll_exact``, below.
+    """
 
     __module__ = "rawmux"
-    __slots__ = ("_epfd", "_free", "__weakref__")
-    _epfd: int
-    _free: list[_EventBuffer]
+    __slots__ = ("__weakref__",)
 
     if TYPE_CHECKING:           # typeshed's signatures
         @overload
@@ -167,12 +169,9 @@ class epoll:
             # CPython's newPyEpoll_Object() refuses a negative fd with
             # PyErr_SetFromErrno() and errno untouched: 0, "Error".
             raise OSError(0, "Error")
-        self = object.__new__(cls)
+        self: Self = EpollBase.__new__(cls)
         # fromfd(-1) creates a new instance, as CPython's does.
         self._epfd = _epoll_create() if fd == -1 else fd
-        # Event buffers not in use.  A poll() pops one (atomic under the GIL)
-        # so that two threads polling one object never share a buffer.
-        self._free = []
         return self
 
     @classmethod
@@ -238,54 +237,45 @@ class epoll:
         number = _cpython.as_fd(fd)
         _ctl(self._epfd, _DEL, number, 0)
 
-    def poll(self, timeout: float | None = None,
-             maxevents: int = -1) -> list[tuple[int, int]]:
-        """Wait for events; timeout in seconds (None or negative blocks).
-        Returns a list of (fd, events)."""
-        if type(maxevents) is not int or not -1 <= maxevents <= INT_MAX:
-            maxevents = _cpython.index_as_c_int(maxevents)
-        epfd = self._epfd
-        if epfd < 0:
-            raise ValueError(_cpython.CLOSED_EPOLL)
-        if timeout is None:
-            ms, ns = -1, None
-        elif type(timeout) is int and 0 <= timeout <= INT_MS_MAX_S:
-            ms, ns = timeout * MS_PER_S, timeout * NS_PER_S
-        else:
+    if not TYPE_CHECKING:       # the base's poll() is what checkers see
+        def poll(self, timeout=None, maxevents=-1):
+            # The C poll()'s fallback, for a maxevents that is not an int -1
+            # or from 1, called with the two arguments C unpacked.  CPython's
+            # conversions, in its order: maxevents by Argument Clinic, the
+            # closed check, the timeout, then maxevents' value.
+            maxevents = _maxevents(maxevents)
+            if self._epfd < 0:
+                raise ValueError(_cpython.CLOSED_EPOLL)
             ms, ns = _cpython.epoll_timeout_ms(timeout)
-        if maxevents == -1:
-            maxevents = _DEFAULT_MAXEVENTS
-        elif maxevents < 1:
-            raise ValueError(
-                f"maxevents must be greater than 0, got {maxevents}")
-        elif maxevents > MAX_BUFFERED_EVENTS:
-            maxevents = MAX_BUFFERED_EVENTS
-        free = self._free
-        try:
-            buf = free.pop()
-        except IndexError:
-            buf = _EventBuffer(epfd, _DEFAULT_MAXEVENTS)
-        try:
-            if maxevents > buf.capacity:
-                buf = _EventBuffer(epfd, maxevents)
+            buf = _EventBuffer(self._epfd, _bounded_maxevents(maxevents))
             w = buf.waiter
-            # Write the waiter's fields only when they change: comparing
-            # with the mirrors is cheaper than writing a cdata field.
-            if maxevents != buf.maxevents:
-                w.maxevents = buf.maxevents = maxevents
-            if ms != buf.timeout:
-                w.timeout = buf.timeout = ms
+            w.timeout = ms
             n = _waiter_wait(w)
-            if n == 1:          # the common case: no slicing
-                return [(buf.fds[0], buf.events[0])]
-            if n > 0:
-                return list(zip(buf.fds[:n], buf.events[:n]))
-            if n == 0:
-                return []
-            n = retry_wait(_waiter_wait, w, n, ns, NS_PER_MS)
+            if n < 0:
+                n = retry_wait(_waiter_wait, w, n, ns, NS_PER_MS)
             return pairs(buf.fds, buf.events, n)
-        finally:
-            free.append(buf)
+
+        _poll_exact = poll
+        del poll
+
+    # The timeouts poll() does not convert itself (not None, or an int or a
+    # float from 0): (ms, ns or None), or CPython's error.
+    _timeout_ms = staticmethod(_cpython.epoll_timeout_ms)
+
+
+def _maxevents(maxevents: object) -> int:
+    """epoll.poll()'s maxevents other than the int -1: a C int (Argument
+    Clinic), -1 meaning the default."""
+    value = _cpython.index_as_c_int(maxevents)
+    return _DEFAULT_MAXEVENTS if value == -1 else value
+
+
+def _bounded_maxevents(maxevents: int) -> int:
+    """A C int maxevents checked as CPython does, after the timeout, and
+    capped at MAX_BUFFERED_EVENTS."""
+    if maxevents < 1:
+        raise ValueError(f"maxevents must be greater than 0, got {maxevents}")
+    return min(maxevents, MAX_BUFFERED_EVENTS)
 
 
 # ---- the native API ----------------------------------------------------------

@@ -18,6 +18,7 @@ Two things can go wrong, and each says what to run:
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import os
 import sys
@@ -56,19 +57,44 @@ def source_digest() -> int | None:
     return digest
 
 
-try:
-    import _rawmux
-except ModuleNotFoundError as exc:
-    if exc.name != "_rawmux":
-        raise
-    raise ImportError(
-        f"rawmux's C extension (_rawmux) is not built for this Python "
-        f"({sys.executable}); build and install it with:\n    "
-        f"{_install_command(inplace=False)}") from None
-except ImportError as exc:
-    raise ImportError(
-        f"rawmux's C extension cannot be loaded ({exc}); rebuild it "
-        f"with:\n    {_install_command(inplace=False)}") from exc
+def _load(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        raise ImportError(
+            f"rawmux's C extension ({name}) is not built for this Python "
+            f"({sys.executable}); build and install it with:\n    "
+            f"{_install_command(inplace=False)}") from None
+    except ImportError as exc:
+        raise ImportError(
+            f"rawmux's C extension cannot be loaded ({exc}); rebuild it "
+            f"with:\n    {_install_command(inplace=False)}") from exc
+
+
+# The cffi module, and the drop-in's hot calls against the CPython C API
+# (csrc/rawmux_compat.c), both built by the same install from csrc/.
+_rawmux = _load("_rawmux")
+compat: Any = _load("_rawmux_compat")
+
+if TYPE_CHECKING:
+    # What _rawmux_compat's two base types give the compatible objects, as
+    # a type checker should see them (the module has no stub).
+    class PollBase:
+        _masks: dict[int, int]  # fd -> mask, in registration order
+        _dirty: bool            # the masks changed since the last poll()
+
+        def poll(self, timeout: float | None = None, /
+                 ) -> list[tuple[int, int]]: ...
+
+    class EpollBase:
+        _epfd: int              # -1 once closed
+
+        def poll(self, timeout: float | None = None,
+                 maxevents: int = -1) -> list[tuple[int, int]]: ...
+else:
+    PollBase, EpollBase = compat.PollBase, compat.EpollBase
 
 ffi: FFI = _rawmux.ffi
 # cffi builds lib's functions and constants at run time from csrc/*.h: no
@@ -81,9 +107,11 @@ lib: Any = _rawmux.lib
 Struct = Any
 
 _digest = source_digest()
-if _digest is not None and _digest != lib.RAWMUX_SOURCE_DIGEST:
-    _built = os.path.dirname(os.path.abspath(_rawmux.__file__))
-    raise ImportError(
-        f"rawmux's C extension {_rawmux.__file__} was built from other "
-        f"sources than {_CSRC}; rebuild it with:\n    "
-        f"{_install_command(inplace=_built == _ROOT)}")
+for _module, _built_from in ((_rawmux, lib.RAWMUX_SOURCE_DIGEST),
+                             (compat, compat.RAWMUX_SOURCE_DIGEST)):
+    if _digest is not None and _digest != _built_from:
+        _built = os.path.dirname(os.path.abspath(_module.__file__))
+        raise ImportError(
+            f"rawmux's C extension {_module.__file__} was built from other "
+            f"sources than {_CSRC}; rebuild it with:\n    "
+            f"{_install_command(inplace=_built == _ROOT)}")

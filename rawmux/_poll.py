@@ -42,10 +42,9 @@ from array import array
 from typing import TYPE_CHECKING, final
 
 from rawmux import _cpython
-from rawmux._arrays import ReadyArrays, int_array, pairs, uint32_array
-from rawmux._cpython import (INT_MAX, NS_PER_MS, USHRT_MAX, retry_current,
-                             retry_wait)
-from rawmux._extension import Struct, ffi, lib
+from rawmux._arrays import ReadyArrays, int_array, uint32_array
+from rawmux._cpython import INT_MAX, NS_PER_MS, USHRT_MAX, retry_current
+from rawmux._extension import PollBase, Struct, ffi, lib
 
 if TYPE_CHECKING:
     from _typeshed import FileDescriptorLike
@@ -94,7 +93,7 @@ class _Waiter:
 # ---- the stdlib-compatible poll object --------------------------------------
 
 @final
-class poll:
+class poll(PollBase):
     """What ``rawmux.poll()`` returns: the stdlib's ``select.poll`` object.
 
     Like the stdlib's, the type presents itself under the module's name
@@ -102,13 +101,16 @@ class poll:
     function that makes one, and cannot be instantiated directly.  A type
     checker sees the class under that name, as typeshed has the stdlib's,
     so that ``p: rawmux.poll = rawmux.poll()`` checks.
+
+    register(), modify() and unregister() keep a dict fd -> mask, as
+    CPython's object does; poll() is C (csrc/rawmux_compat.c): it rebuilds
+    its pollfd array from the dict when it changed, refuses a second poll()
+    while one runs, from another thread or a signal handler (RuntimeError),
+    and retries after EINTR with the time left.
     """
 
     __module__ = "rawmux"
-    __slots__ = ("_masks", "_dirty", "_idle")
-    _masks: dict[int, int]
-    _dirty: bool
-    _idle: list[_Waiter]
+    __slots__ = ()
 
     if not TYPE_CHECKING:       # typeshed's poll has the default __new__
         def __new__(cls, *args, **kwargs):
@@ -118,16 +120,7 @@ class poll:
 
     @classmethod
     def _create(cls) -> poll:
-        self = object.__new__(cls)
-        self._masks = {}
-        self._dirty = False
-        # The waiter, while no poll() uses it.  CPython refuses a second
-        # poll() while one runs, from another thread or a signal handler
-        # (its poll_running flag): here a poll() takes the waiter and gives
-        # it back, and a second one finds none.  list.pop() is atomic under
-        # the GIL; a test-then-set flag is not (a tracing function runs
-        # between the lines), and a Lock would add a quarter to a poll(0).
-        self._idle = [_Waiter(1)]
+        self: poll = PollBase.__new__(cls)
         return self
 
     def register(self, fd: FileDescriptorLike, eventmask: int = _DEFAULT_MASK,
@@ -152,57 +145,9 @@ class poll:
         del self._masks[_cpython.as_fd(fd)]
         self._dirty = True
 
-    def _rebuild(self) -> _Waiter:
-        # Snapshot first (list() of a dict is atomic under the GIL): another
-        # thread may register meanwhile, and must then mark us dirty again.
-        self._dirty = False
-        items = list(self._masks.items())
-        buf = _Waiter(max(1, len(items)))
-        fds = buf.pollfds
-        for i, (fd, mask) in enumerate(items):
-            fds[i].fd = fd
-            fds[i].events = _as_short(mask)
-        buf.waiter.nfds = len(items)
-        return buf
-
-    if TYPE_CHECKING:           # typeshed's signature: no keywords at all
-        def poll(self, timeout: float | None = None, /
-                 ) -> list[tuple[int, int]]: ...
-
-    def poll(self, timeout: float | None = None, /,  # type: ignore[no-redef]
-             **no_keywords: object) -> list[tuple[int, int]]:
-        """Poll the registered fds; timeout in milliseconds (None or negative
-        blocks).  Returns a list of (fd, revents) for the ready ones."""
-        # **no_keywords only makes a call with keywords fail with CPython's
-        # message.
-        if no_keywords:
-            raise TypeError(f"{type(self).__qualname__}.poll() takes no "
-                            f"keyword arguments")
-        if timeout is None:
-            ms, ns = -1, None
-        elif type(timeout) is int and 0 <= timeout <= INT_MAX:
-            ms, ns = timeout, timeout * NS_PER_MS
-        else:
-            ms, ns = _cpython.poll_timeout_ms(timeout)
-        idle = self._idle
-        try:
-            buf = idle.pop()
-        except IndexError:
-            raise RuntimeError("concurrent poll() invocation") from None
-        try:
-            if self._dirty:
-                buf = self._rebuild()
-            w = buf.waiter
-            if ms != buf.timeout:
-                w.timeout = buf.timeout = ms
-            n = _waiter_wait(w)
-            if n == 1:          # the common case: no slicing
-                return [(buf.ready_fds[0], buf.ready_events[0])]
-            if n < 0:
-                n = retry_wait(_waiter_wait, w, n, ns, NS_PER_MS)
-            return pairs(buf.ready_fds, buf.ready_events, n)
-        finally:
-            idle.append(buf)
+    # The timeouts poll() does not convert itself (not None, or an int or a
+    # float from 0): (ms, ns or None), or CPython's error.
+    _timeout_ms = staticmethod(_cpython.poll_timeout_ms)
 
 
 _poll_type = poll

@@ -37,7 +37,7 @@ What the kernel does with a call: docs/walkthrough.md, "select and pselect".
 from __future__ import annotations
 
 import collections.abc
-import errno as _errno
+import struct
 import time
 from array import array
 from collections.abc import Callable, Iterable, Iterator
@@ -46,9 +46,8 @@ from typing import TYPE_CHECKING, Any, Final, SupportsIndex, cast
 
 from rawmux import _cpython
 from rawmux._arrays import ReadyArrays, int_array, uint32_array
-from rawmux._cpython import (NS_PER_US, PYTIME_MAX_S, US_PER_S, retry_eintr,
-                             retry_wait)
-from rawmux._extension import Struct, ffi, lib
+from rawmux._cpython import NS_PER_US, retry_eintr, retry_wait
+from rawmux._extension import Struct, compat, ffi, lib
 
 if TYPE_CHECKING:
     from _typeshed import FileDescriptorLike
@@ -63,7 +62,6 @@ if TYPE_CHECKING:
 FD_SETSIZE: Final[int] = lib.FD_SETSIZE
 _positions = lib.rawmux_select_positions
 _waiter_wait = lib.rawmux_select_waiter_wait
-_EINVAL = -_errno.EINVAL
 
 
 # ---- the stdlib-compatible select() ---------------------------------------
@@ -86,7 +84,13 @@ def _fds_of(seq: Iterable[FileDescriptorLike], objs: list[Any],
     # and CPython reads whatever is there at each step.
     i = count = 0
     while i < len(seq):
-        obj = seq[i]
+        # A signal handler or another thread can shrink the list between
+        # the test and the read: CPython's seq2set() reads the length and
+        # the item in one step, and just stops.
+        try:
+            obj = seq[i]
+        except IndexError:
+            break
         fd = _cpython.as_fd(obj)
         if fd >= FD_SETSIZE:
             raise ValueError("filedescriptor out of range in select()")
@@ -100,82 +104,60 @@ def _fds_of(seq: Iterable[FileDescriptorLike], objs: list[Any],
 
 
 def _position_buffer() -> tuple[array[int], FFI.CData]:
+    # The answer: the three counts, then the ready positions.
     return int_array(3 + 3 * FD_SETSIZE)
 
 
 # Buffers for select()'s answer.  A call pops one and puts it back: list.pop
-# and list.append are atomic under the GIL, so threads never share one.
+# and list.append are atomic under the GIL, so threads never share one (nor
+# does a select() that a signal handler makes while another reads its
+# answer).
 _free_buffers = [_position_buffer()]
+_head = struct.Struct("3i").unpack_from         # out[0:3]: the three counts
 
 
-def select(rlist: Iterable[_R], wlist: Iterable[_W], xlist: Iterable[_X],
-           timeout: float | None = None, /
-           ) -> tuple[list[_R], list[_W], list[_X]]:
-    """Wait until one or more file descriptors are ready for some kind of I/O.
-
-    The same call as the stdlib's ``select.select``: three sequences of ints
-    or objects with ``fileno()``, a timeout in seconds (None blocks), and
-    three new lists of the caller's objects that are ready.
-    """
-    if timeout is None:
-        timeout_us = -1
-    elif type(timeout) is int and 0 <= timeout <= PYTIME_MAX_S:
-        timeout_us = timeout * US_PER_S
-    else:
-        timeout_us = _cpython.select_timeout_us(timeout)
-    # PEP 475: after EINTR, the call is retried until this deadline.
-    deadline = (time.monotonic_ns() + timeout_us * NS_PER_US
-                if timeout_us > 0 else None)
+def _select_exact(rlist: Iterable[_R], wlist: Iterable[_W],
+                  xlist: Iterable[_X], timeout: float | None = None, /
+                  ) -> tuple[list[_R], list[_W], list[_X]]:
+    """select() for every form the C one (csrc/rawmux_compat.c) hands over:
+    any iterable, objects with a Python fileno(), ints that are not exactly
+    int, odd timeouts, and every error, raised as CPython raises it."""
+    timeout_us = _cpython.select_timeout_us(timeout)
+    objs: list[Any] = []        # the caller's objects: _R, _W and _X
+    fds: list[int] = []
+    nr = _fds_of(rlist, objs, fds)
+    nw = _fds_of(wlist, objs, fds)
+    nx = _fds_of(xlist, objs, fds)
     try:
         buf = _free_buffers.pop()
     except IndexError:
         buf = _position_buffer()
     out, out_ptr = buf
     try:
-        # Fast path: lists or tuples of plain ints, what most loops pass.
-        # The copy is a snapshot, so that the answer maps back to these
-        # objects even if another thread changes the caller's lists
-        # meanwhile; cffi converts it to a C array during the call.  Only
-        # objects of type int exactly may go: cffi would take anything with
-        # __int__ (Decimal(5), Fraction, numpy ints, an object that also
-        # has a fileno()) for a number, where CPython asks fileno() of all
-        # but ints; a bool must warn from 3.13 (_cpython.BOOL_FD_WARNS).
-        # Int subclasses are ints to CPython too, and take the exact path.
-        # Anything else, or a bad fd found in C, sends the call down it.
-        n = _EINVAL
-        objs: list[Any]         # the caller's objects: _R, _W and _X
-        fds: list[Any]
-        if ((type(rlist) is list or type(rlist) is tuple)
-                and (type(wlist) is list or type(wlist) is tuple)
-                and (type(xlist) is list or type(xlist) is tuple)):
-            objs = fds = [*rlist, *wlist, *xlist]
-            for obj in objs:
-                if type(obj) is not int:
-                    break
-            else:
-                nr, nw, nx = len(rlist), len(wlist), len(xlist)
-                try:
-                    n = _positions(objs, len(objs), nr, nw, nx, timeout_us,
-                                   out_ptr)
-                except OverflowError:   # beyond a C int: the exact path
-                    pass
-        if n == _EINVAL:
-            objs, fds = [], []
-            nr = _fds_of(rlist, objs, fds)
-            nw = _fds_of(wlist, objs, fds)
-            nx = _fds_of(xlist, objs, fds)
-            n = _positions(fds, len(fds), nr, nw, nx, timeout_us, out_ptr)
+        # PEP 475: after EINTR, retried until the deadline.
+        deadline = (time.monotonic_ns() + timeout_us * NS_PER_US
+                    if timeout_us > 0 else None)
+        n = _positions(fds, len(fds), nr, nw, nx, timeout_us, out_ptr)
         if n < 0:
-            n = retry_eintr(n, _again(fds, (len(fds), nr, nw, nx), out_ptr),
-                            timeout_us, deadline, NS_PER_US)
-            if n == 0:          # out is not written if the deadline passed
-                return [], [], []
-        nr, nw, nx = out[0], out[1], out[2]
-        return ([objs[out[3]]] if nr == 1 else _pick(objs, out, 3, nr),
-                [] if not nw else _pick(objs, out, 3 + nr, nw),
-                [] if not nx else _pick(objs, out, 3 + nr + nw, nx))
+            # A deadline that passes after EINTR is an empty answer, as
+            # CPython clears its sets then; a retry writes its own.
+            out[0] = out[1] = out[2] = 0
+            retry_eintr(n, _again(fds, (len(fds), nr, nw, nx), out_ptr),
+                        timeout_us, deadline, NS_PER_US)
+        # Even when select(2) counted none: the kernel leaves the bits of
+        # fds beyond its fd table's size as they came, and CPython reports
+        # them ready (csrc/rawmux_compat.c, compat_select()).
+        nr, nw, nx = _head(out)
+        return (_pick(objs, out, 3, nr), _pick(objs, out, 3 + nr, nw),
+                _pick(objs, out, 3 + nr + nw, nx))
     finally:
         _free_buffers.append(buf)
+
+
+if TYPE_CHECKING:
+    select = _select_exact
+else:
+    select = compat.select_calling(_select_exact, "rawmux")
 
 
 def _again(fds: list[Any], counts: tuple[int, int, int, int],

@@ -56,7 +56,7 @@ def test_suite_passes_under_address_sanitizer(tmp_path):
     for part in ("csrc", "rawmux", "tests", ".ci", "benchmarks"):
         shutil.copytree(os.path.join(ROOT, part), tmp_path / part,
                         ignore=shutil.ignore_patterns("*.so", "*.o",
-                                                      "_rawmux.c",
+                                                      "_rawmux.c", "build",
                                                       "__pycache__"))
     for name in ("README.md", "pyproject.toml", "setup.py"):
         shutil.copy(os.path.join(ROOT, name), tmp_path)
@@ -71,6 +71,9 @@ def test_suite_passes_under_address_sanitizer(tmp_path):
          "-p", "no:cacheprovider", *rerun_files()],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    # The scratch build really is instrumented.
-    (so,) = tmp_path.glob("_rawmux*.so")
-    assert b"__asan" in so.read_bytes()
+    # The scratch builds, the cffi module and the C-API one, really are
+    # instrumented.
+    built = sorted(so.name.split(".")[0] for so in tmp_path.glob("_rawmux*.so"))
+    assert built == ["_rawmux", "_rawmux_compat"]
+    for so in tmp_path.glob("_rawmux*.so"):
+        assert b"__asan" in so.read_bytes(), so
