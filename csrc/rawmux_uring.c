@@ -134,7 +134,7 @@ struct rawmux_ring {
     size_t               sqe_map_len;
     /* rawmux_uring_enter()'s arguments and the wait's timeout */
     uint32_t             wait_nr;
-    int                  timeout_ms;    /* negative: no limit */
+    int                  timeout;    /* negative: no limit */
     long long            started_ns;    /* CLOCK_MONOTONIC at the last
                                            enter with a timeout > 0 */
     struct __kernel_timespec ts;
@@ -399,11 +399,11 @@ static int rawmux_uring_enter(struct rawmux_ring *r)
     }
     if (r->wait_nr > 0) {
         flags |= IORING_ENTER_GETEVENTS;
-        if (r->timeout_ms >= 0) {
-            if (r->timeout_ms > 0)
+        if (r->timeout >= 0) {
+            if (r->timeout > 0)
                 r->started_ns = rawmux_monotonic_ns();
-            r->ts.tv_sec = r->timeout_ms / 1000;
-            r->ts.tv_nsec = (long long)(r->timeout_ms % 1000) * 1000000;
+            r->ts.tv_sec = r->timeout / 1000;
+            r->ts.tv_nsec = (long long)(r->timeout % 1000) * 1000000;
             r->arg.sigmask = 0;
             r->arg.sigmask_sz = _NSIG / 8;
             r->arg.pad = 0;
@@ -485,8 +485,10 @@ static int rawmux_uring_probe(int ring_fd, int op)
 }
 
 /* A provided-buffer ring: the ring of struct io_uring_buf the kernel reads
- * buffers from, and the buffers, in two private mappings (page-aligned, as
- * IORING_REGISTER_PBUF_RING requires of the ring). */
+ * buffers from, in a private mapping (page-aligned, as
+ * IORING_REGISTER_PBUF_RING requires), and the buffers, in memory the
+ * caller owns (rawmux/_uring.py: a bytearray, so that a view of a buffer
+ * outlives nothing it points into). */
 struct rawmux_bufring {
     int                  ring_fd;       /* -1 when unregistered */
     uint16_t             bgid;
@@ -496,8 +498,8 @@ struct rawmux_bufring {
     uint16_t             tail;          /* ours; published with release */
     struct io_uring_buf *ring;
     size_t               ring_len;
-    char                *bufs;          /* entries * size bytes */
-    size_t               bufs_len;
+    char                *bufs;          /* entries * size bytes, the
+                                           caller's */
 };
 
 /* The ring's tail overlays bufs[0].resv (struct io_uring_buf_ring). */
@@ -528,8 +530,6 @@ static void rawmux_bufring_exit(struct rawmux_bufring *b)
                                 IORING_UNREGISTER_PBUF_RING, &reg, 1);
     }
     b->ring_fd = -1;
-    if (b->bufs)
-        munmap(b->bufs, b->bufs_len);
     if (b->ring)
         munmap(b->ring, b->ring_len);
     b->bufs = NULL;
@@ -537,7 +537,8 @@ static void rawmux_bufring_exit(struct rawmux_bufring *b)
 }
 
 static int rawmux_bufring_init(struct rawmux_bufring *b, int ring_fd,
-                               uint32_t entries, uint32_t size, uint16_t bgid)
+                               uint32_t entries, uint32_t size, uint16_t bgid,
+                               void *bufs, size_t bufs_len)
 {
     struct io_uring_buf_reg reg;
     uint32_t i;
@@ -547,7 +548,8 @@ static int rawmux_bufring_init(struct rawmux_bufring *b, int ring_fd,
     /* The kernel's limits (io_register_pbuf_ring): a power of two below
      * 65536.  A buffer's length is a __u32, its id a __u16. */
     if (entries < 1 || entries > 32768 || (entries & (entries - 1)) != 0
-            || size < 1 || size > (1U << 30)) {
+            || size < 1 || size > (1U << 30)
+            || bufs == NULL || bufs_len / size < entries) {
         errno = EINVAL;
         return -EINVAL;
     }
@@ -557,18 +559,12 @@ static int rawmux_bufring_init(struct rawmux_bufring *b, int ring_fd,
     b->size = size;
     b->tail = 0;
     b->ring_len = entries * sizeof(struct io_uring_buf);
-    b->bufs_len = (size_t)entries * size;
+    b->bufs = bufs;
     b->ring = mmap(NULL, b->ring_len, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (b->ring == MAP_FAILED) {
         b->ring = NULL;
         return -errno;
-    }
-    b->bufs = mmap(NULL, b->bufs_len, PROT_READ | PROT_WRITE,
-                   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (b->bufs == MAP_FAILED) {
-        b->bufs = NULL;
-        goto fail;
     }
     memset(&reg, 0, sizeof(reg));
     reg.ring_addr = (uint64_t)(uintptr_t)b->ring;

@@ -204,7 +204,7 @@ int rawmux_uring_cancel(struct rawmux_ring *r, uint64_t target,
                         uint64_t user_data);
 
 /* Publish what is queued and make ONE io_uring_enter(2) for it, waiting
- * for r->wait_nr completions (0: none) for at most r->timeout_ms (negative:
+ * for r->wait_nr completions (0: none) for at most r->timeout (negative:
  * no limit).  Returns how many SQEs the kernel consumed; a wait that timed
  * out is not an error (0, or the count submitted).  One argument: cffi
  * calls it without an argument tuple. */
@@ -222,14 +222,18 @@ uint32_t rawmux_uring_ready(struct rawmux_ring *r);
 int rawmux_uring_probe(int ring_fd, int op);
 
 /* A provided-buffer ring (IORING_REGISTER_PBUF_RING, Linux 5.19): entries
- * (a power of two up to 32768) buffers of size bytes each, in one mapping
- * rawmux allocates, registered as group bgid and all handed to the kernel.
+ * (a power of two up to 32768) buffers of size bytes each, cut from bufs
+ * (the caller's memory, at least entries * size bytes long: EINVAL if
+ * bufs_len is shorter), registered as group bgid and all handed to the
+ * kernel.  The ring itself is a page-aligned mapping rawmux makes.
  * *b must be zeroed. */
 int rawmux_bufring_init(struct rawmux_bufring *b, int ring_fd,
-                        uint32_t entries, uint32_t size, uint16_t bgid);
+                        uint32_t entries, uint32_t size, uint16_t bgid,
+                        void *bufs, size_t bufs_len);
 
 /* Give buffer bid back to the kernel: -EINVAL if bid is out of range. */
 int rawmux_bufring_recycle(struct rawmux_bufring *b, uint32_t bid);
 
-/* Unregister (while ring_fd is open) and unmap; harmless twice. */
+/* Unregister (while ring_fd is open) and unmap the ring; harmless twice.
+ * The buffers are the caller's to free, after this. */
 void rawmux_bufring_exit(struct rawmux_bufring *b);
