@@ -433,28 +433,48 @@ static uint32_t rawmux_uring_ready(struct rawmux_ring *r)
     return __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE) - *r->cq_head;
 }
 
-static int rawmux_uring_reap(struct rawmux_ring *r)
+/* Copy completions into the arrays from index i on; returns the new i. */
+static uint32_t rawmux_uring_copy(struct rawmux_ring *r, uint32_t i)
 {
-    uint32_t head, tail, n, i;
+    uint32_t head, tail, n;
     const struct io_uring_cqe *cqe;
 
-    if (r->cq_tail == NULL)
-        return 0;
     head = *r->cq_head;             /* ours: no one else writes it */
     /* Acquire: the CQEs before tail are written before we read them. */
     tail = __atomic_load_n(r->cq_tail, __ATOMIC_ACQUIRE);
     n = tail - head;
-    if (n > r->capacity)
-        n = r->capacity;
-    for (i = 0; i < n; i++) {
-        cqe = &r->cqes[(head + i) & r->cq_mask];
+    if (n > r->capacity - i)
+        n = r->capacity - i;
+    for (; n > 0; n--, i++, head++) {
+        cqe = &r->cqes[head & r->cq_mask];
         r->user_data[i] = cqe->user_data;
         r->res[i] = cqe->res;
         r->cflags[i] = cqe->flags;
     }
     /* Release: our reads of these CQEs happen before the kernel may reuse
      * their slots. */
-    __atomic_store_n(r->cq_head, head + n, __ATOMIC_RELEASE);
+    __atomic_store_n(r->cq_head, head, __ATOMIC_RELEASE);
+    return i;
+}
+
+static int rawmux_uring_reap(struct rawmux_ring *r)
+{
+    uint32_t n;
+
+    if (r->cq_tail == NULL || r->fd < 0)
+        return 0;
+    n = rawmux_uring_copy(r, 0);
+    /* Completions that found the CQ ring full wait in a kernel list
+     * (IORING_FEAT_NODROP), flagged in the SQ ring's flags; only an enter
+     * with GETEVENTS moves them into the ring, now that there is room. */
+    if (n < r->capacity && (__atomic_load_n(r->sq_flags, __ATOMIC_ACQUIRE)
+                            & IORING_SQ_CQ_OVERFLOW)) {
+        r->enters++;
+        if (io_uring_enter((unsigned int)r->fd, 0, 0, IORING_ENTER_GETEVENTS,
+                           NULL, 0) < 0 && errno != EINTR)
+            return -errno;
+        n = rawmux_uring_copy(r, n);
+    }
     return (int)n;
 }
 

@@ -211,7 +211,9 @@ int rawmux_uring_cancel(struct rawmux_ring *r, uint64_t target,
 int rawmux_uring_enter(struct rawmux_ring *r);
 
 /* Copy up to r->capacity completions into r->user_data[], r->res[] and
- * r->flags[], and give their slots back to the kernel.  Returns the count. */
+ * r->cflags[], and give their slots back to the kernel.  Returns the count
+ * (or -errno).  Completions that overflowed the CQ ring are moved in with
+ * one io_uring_enter(2) (counted in r->enters) when there is room. */
 int rawmux_uring_reap(struct rawmux_ring *r);
 
 /* Completions waiting in the ring, not yet reaped. */

@@ -101,6 +101,7 @@ _recv_multishot = lib.rawmux_uring_recv_multishot
 _send = lib.rawmux_uring_send
 _timeout = lib.rawmux_uring_timeout
 _cancel = lib.rawmux_uring_cancel
+_probe_op = lib.rawmux_uring_probe
 _EBUSY: Final = -_errno.EBUSY
 
 
@@ -138,8 +139,7 @@ def _probe() -> str | None:
                     "IORING_FEAT_EXT_ARG (Linux 5.11), which rawmux's "
                     "waits with a timeout use")
         for name in _OPCODES:
-            answer = lib.rawmux_uring_probe(r.fd, getattr(lib,
-                                                          "IORING_OP_" + name))
+            answer = _probe_op(r.fd, getattr(lib, "IORING_OP_" + name))
             if answer < 0:
                 return (f"io_uring unavailable: IORING_REGISTER_PROBE fails "
                         f"with {_errno.errorcode.get(-answer, -answer)} "
@@ -444,8 +444,12 @@ class Ring:
     def reap(self) -> int:
         """Copy up to ``capacity`` completions into ``user_data``, ``res``
         and ``flags`` and free their slots; returns how many (also in
-        ``nready``).  The rest stay for the next reap."""
+        ``nready``).  The rest stay for the next reap.  Completions that
+        overflowed the CQ ring (kept by the kernel, IORING_FEAT_NODROP)
+        cost one io_uring_enter(2) to move in."""
         n: int = _reap(self._ring)
+        if n < 0:
+            raise _cpython.oserror(-n)
         self.nready = n
         pinned = self._pinned
         if pinned:
