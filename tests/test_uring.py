@@ -406,3 +406,20 @@ def test_missing_opcode_is_named(monkeypatch):
         lambda fd, op: 0 if op == lib.IORING_OP_RECV else 1)
     assert _uring._probe.__wrapped__() \
         == "io_uring unavailable: the kernel lacks IORING_OP_RECV"
+
+
+def test_struct_layouts_match_the_kernel_abi():
+    # include/uapi/linux/io_uring.h: the fixed 64-byte SQE and 16-byte CQE
+    # (without SQE128/CQE32), and the fields rawmux writes at their places.
+    ffi = _uring.ffi
+    assert ffi.sizeof("struct io_uring_sqe") == 64
+    assert ffi.sizeof("struct io_uring_cqe") == 16
+    assert [ffi.offsetof("struct io_uring_sqe", f) for f in
+            ("opcode", "flags", "ioprio", "fd", "off", "addr", "len",
+             "poll32_events", "user_data", "buf_group")] \
+        == [0, 1, 2, 4, 8, 16, 24, 28, 32, 40]
+    assert [ffi.offsetof("struct io_uring_cqe", f) for f in
+            ("user_data", "res", "flags")] == [0, 8, 12]
+    assert ffi.sizeof("struct io_uring_buf") == 16
+    assert ffi.sizeof("struct io_uring_getevents_arg") == 24
+    assert lib.IORING_CQE_BUFFER_SHIFT == 16
