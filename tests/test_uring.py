@@ -1,0 +1,425 @@
+"""io_uring: the native Ring against poll(2), and what it promises.
+
+The differential test puts live sockets and pipes in the tour's states
+(rawmux.tour.live_fds) and asks a ring (POLL_ADD, one-shot and multishot)
+and the stdlib's select.poll the same question, fd for fd.  Where io_uring
+is unavailable every test here skips with problem()'s line, except those of
+the unavailable path itself.
+"""
+
+import contextlib
+import errno
+import os
+import select
+import socket
+
+import pytest
+
+from rawmux import _uring, lib, observe, tour
+from rawmux._uring import BufferRing, Ring
+
+PROBLEM = _uring.problem()
+needs_uring = pytest.mark.skipif(PROBLEM is not None, reason=PROBLEM or "")
+
+MORE = _uring.IORING_CQE_F_MORE
+RDHUP = select.POLLRDHUP
+# The masks asked: each bit alone, the usual pairs, everything.
+MASKS = [select.POLLIN, select.POLLOUT, select.POLLPRI,
+         select.POLLIN | select.POLLOUT,
+         select.POLLIN | select.POLLPRI | select.POLLOUT,
+         select.POLLIN | RDHUP,
+         select.POLLIN | select.POLLPRI | select.POLLOUT | RDHUP]
+
+
+@pytest.fixture
+def ring():
+    if PROBLEM is not None:
+        pytest.skip(PROBLEM)
+    with Ring(64) as r:
+        yield r
+
+
+@pytest.fixture
+def states():
+    if PROBLEM is not None:
+        pytest.skip(PROBLEM)
+    with contextlib.ExitStack() as stack:
+        fds = tour.live_fds(stack)
+        # The issue's "shut write": a FIN, the socket still open.
+        a, b = socket.socketpair()
+        stack.enter_context(a)
+        stack.enter_context(b)
+        b.shutdown(socket.SHUT_WR)
+        fds["socket, peer shut write"] = a.fileno()
+        yield fds
+
+
+def poll_answer(fd, mask):
+    p = select.poll()
+    p.register(fd, mask)
+    got = p.poll(0)
+    return got[0][1] if got else 0
+
+
+def reap_all(ring):
+    out = []
+    while n := ring.reap():
+        out += ring.completions()[:n]
+    return out
+
+
+def ring_answers(ring, questions, multishot):
+    """{i: res} for questions [(fd, mask), ...] asked of the ring at once:
+    user_data i, one submit; then the ones still armed are removed."""
+    for i, (fd, mask) in enumerate(questions):
+        ring.poll_add(fd, mask, user_data=i, multishot=multishot)
+    assert ring.submit() == len(questions)
+    answers = {}
+    for ud, res, flags in reap_all(ring):
+        assert ud not in answers, "a second completion without a wake-up"
+        assert bool(flags & MORE) == multishot
+        answers[ud] = res
+    # What did not fire is still armed: remove it (and check it was).
+    pending = [i for i in range(len(questions))
+               if i not in answers or multishot]
+    for i in pending:
+        ring.poll_remove(i, user_data=1000 + i)
+    ring.submit_and_wait(2 * len(pending), timeout_ms=5000)
+    removed = {ud: res for ud, res, _ in reap_all(ring)}
+    for i in pending:
+        assert removed[1000 + i] == 0, (i, removed)
+        assert removed[i] == -errno.ECANCELED
+    return answers
+
+
+@needs_uring
+@pytest.mark.parametrize("multishot", [False, True],
+                         ids=["oneshot", "multishot"])
+def test_readiness_matches_poll_on_live_states(states, multishot):
+    # io_uring/poll.c: io_init_poll_iocb() adds IO_POLL_UNMASK (ERR, HUP,
+    # NVAL, RDHUP) to what is asked: the ring answers as poll(2) asked for
+    # mask | POLLRDHUP.  With RDHUP in the mask, the two are asked the same.
+    questions = [(fd, mask) for fd in states.values() for mask in MASKS]
+    with Ring(len(questions)) as ring:      # one batch
+        answers = ring_answers(ring, questions, multishot)
+    names = {fd: name for name, fd in states.items()}
+    mismatches = []
+    for i, (fd, mask) in enumerate(questions):
+        expected = poll_answer(fd, mask | RDHUP)
+        got = answers.get(i, 0)
+        if got != expected:
+            mismatches.append((names[fd], hex(mask), hex(got), hex(expected)))
+        if mask & RDHUP:
+            assert got == poll_answer(fd, mask)
+    assert not mismatches
+    # The states differ from each other: the comparison is not vacuous.
+    assert len({answers.get(i, 0) for i in range(len(questions))}) >= 5
+
+
+@needs_uring
+def test_rdhup_is_reported_unasked(ring, states):
+    # The one difference from poll(2), as the kernel's source says.
+    fd = states["socket, peer shut write"]
+    assert poll_answer(fd, select.POLLIN) == select.POLLIN
+    got = ring_answers(ring, [(fd, select.POLLIN)], multishot=False)
+    assert got == {0: select.POLLIN | RDHUP}
+
+
+@needs_uring
+def test_multishot_poll_fires_again_on_each_wakeup(ring, res):
+    a, b = res.socketpair()
+    ring.poll_add(a.fileno(), select.POLLIN, user_data=7, multishot=True)
+    ring.submit()
+    assert ring.reap() == 0                 # nothing to read yet
+    for k in range(3):
+        b.send(b"x")
+        ring.submit_and_wait(1, timeout_ms=5000)
+        assert ring.reap() == 1
+        assert (ring.user_data[0], ring.res[0]) == (7, select.POLLIN)
+        assert ring.flags[0] & MORE         # still armed
+    # A one-shot poll on the same fd fires once, and not again.
+    ring.poll_add(a.fileno(), select.POLLIN, user_data=8)
+    ring.submit()
+    got = reap_all(ring)
+    assert got == [(8, select.POLLIN, 0)]
+    ring.poll_remove(7, user_data=9)
+    ring.submit_and_wait(2, timeout_ms=5000)
+    assert sorted(reap_all(ring)) == [(7, -errno.ECANCELED, 0), (9, 0, 0)]
+
+
+@needs_uring
+def test_batching_one_enter_for_many(ring):
+    n = 20
+    for i in range(n):
+        ring.nop(user_data=i)
+    assert ring.queued() == n
+    before = ring.enters
+    counter = None
+    if observe.problem() is None:
+        with contextlib.suppress(observe.Unavailable, ValueError, OSError):
+            counter = observe.Counter(["syscalls:sys_enter_io_uring_enter"],
+                                      pid=os.getpid(), inherit=False)
+    if counter is not None:
+        with counter:
+            submitted = ring.submit()
+        # The kernel's own count of io_uring_enter(2) calls.
+        assert counter.read()["syscalls:sys_enter_io_uring_enter"] == 1
+    else:
+        submitted = ring.submit()
+    assert submitted == n
+    assert ring.enters == before + 1
+    assert ring.queued() == 0
+    assert sorted(ud for ud, _, _ in reap_all(ring)) == list(range(n))
+    # Nothing queued: no system call at all.
+    assert ring.submit() == 0
+    assert ring.enters == before + 1
+
+
+@needs_uring
+def test_full_submission_ring_is_submitted_not_lost(res):
+    with Ring(4, capacity=64) as ring:
+        for i in range(10):
+            ring.nop(user_data=i)
+        assert ring.enters == 2             # two full batches went in
+        assert ring.submit() == 2
+        assert ring.cq_entries == 8         # two completions overflowed
+        assert sorted(ud for ud, _, _ in reap_all(ring)) == list(range(10))
+        assert ring.enters == 4             # one to move them in
+
+
+@needs_uring
+def test_reap_is_bounded_by_capacity():
+    with Ring(8, capacity=3) as ring:
+        for i in range(8):
+            ring.nop(user_data=100 + i)
+        ring.submit_and_wait(8, timeout_ms=5000)
+        assert ring.ready() == 8
+        counts, seen = [], []
+        while n := ring.reap():
+            counts.append(n)
+            seen += list(ring.user_data[:n])
+        assert counts == [3, 3, 2]
+        assert seen == list(range(100, 108))     # in completion order
+        assert len(ring.user_data) == 3
+
+
+@needs_uring
+def test_recv_multishot_delivers_the_bytes_sent(ring, res):
+    a, b = res.socketpair()
+    buffers = BufferRing(ring, entries=8, size=256, group=3)
+    payload = os.urandom(5000)               # many buffers, recycled
+    ring.recv_multishot(a.fileno(), group=3, user_data=1)
+    ring.submit()
+    b.setblocking(False)
+    received = bytearray()
+    sent = 0
+    while len(received) < len(payload):
+        if sent < len(payload):
+            sent += b.send(payload[sent:sent + 1000])
+        ring.submit_and_wait(1, timeout_ms=5000)
+        n = ring.reap()
+        assert n, "no completion within 5 s"
+        for i in range(n):
+            assert ring.user_data[i] == 1 and ring.res[i] > 0
+            assert ring.flags[i] & MORE
+            bid = buffers.claim(ring.flags[i])
+            received += buffers.view(bid, ring.res[i])
+            buffers.recycle(bid)
+    assert bytes(received) == payload
+    # The peer's FIN ends the request: res 0, no IORING_CQE_F_MORE.
+    b.shutdown(socket.SHUT_WR)
+    ring.submit_and_wait(1, timeout_ms=5000)
+    assert reap_all(ring) == [(1, 0, 0)]
+
+
+@needs_uring
+def test_buffer_ring_refuses_what_is_not_the_process_s(ring):
+    buffers = BufferRing(ring, entries=4, size=16, group=0)
+    with pytest.raises(ValueError):
+        buffers.view(0, 1)                   # still the kernel's
+    with pytest.raises(ValueError):
+        buffers.recycle(0)
+    with pytest.raises(ValueError):
+        buffers.claim(0)                     # flags naming no buffer
+    with pytest.raises(ValueError):
+        BufferRing(ring, entries=3)          # not a power of two
+    with pytest.raises(ValueError):
+        BufferRing(ring, entries=4, group=0)  # taken
+    bid = buffers.claim(_uring.IORING_CQE_F_BUFFER
+                        | 2 << _uring.IORING_CQE_BUFFER_SHIFT)
+    assert bid == 2
+    with pytest.raises(ValueError):
+        buffers.view(bid, 17)                # beyond the buffer
+    assert len(buffers.view(bid, 16)) == 16
+    buffers.recycle(bid)
+
+
+@needs_uring
+def test_bufring_c_refuses_short_memory(ring):
+    b = _uring.ffi.new("struct rawmux_bufring *")
+    mem = _uring.ffi.new("char[100]")
+    assert lib.rawmux_bufring_init(b, ring.fileno(), 4, 32, 9, mem, 100) \
+        == -errno.EINVAL
+    assert lib.rawmux_bufring_recycle(b, 0) == -errno.EBADF
+
+
+@needs_uring
+def test_send_and_accept_multishot(ring, res):
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        ring.accept_multishot(listener.fileno(), user_data=5)
+        ring.submit()
+        clients = [socket.create_connection(listener.getsockname(),
+                                            timeout=5) for _ in range(2)]
+        try:
+            ring.submit_and_wait(2, timeout_ms=5000)
+            got = reap_all(ring)
+            assert [(ud, bool(fl & MORE)) for ud, _, fl in got] \
+                == [(5, True)] * 2
+            fds = [r for _, r, _ in got]
+            try:
+                peers = {os.fstat(fd).st_ino for fd in fds}
+                assert len(peers) == 2
+                ring.send(fds[0], b"hello", user_data=6)
+                ring.submit_and_wait(1, timeout_ms=5000)
+                assert reap_all(ring) == [(6, 5, 0)]
+                assert ring._pinned == {}        # released at its CQE
+                data = b"".join(c.recv(5, socket.MSG_DONTWAIT)
+                                for c in clients
+                                if select.select([c], [], [], 0)[0])
+                assert data == b"hello"
+            finally:
+                for fd in fds:
+                    os.close(fd)
+        finally:
+            for c in clients:
+                c.close()
+
+
+@needs_uring
+def test_send_holds_one_request_per_user_data(ring, res):
+    a, _ = res.socketpair()
+    ring.send(a.fileno(), b"x", user_data=1)
+    with pytest.raises(ValueError):
+        ring.send(a.fileno(), b"y", user_data=1)
+    ring.submit_and_wait(1, timeout_ms=5000)
+    assert reap_all(ring) == [(1, 1, 0)]
+
+
+@needs_uring
+def test_cancel(ring, res):
+    a, _ = res.socketpair()
+    ring.poll_add(a.fileno(), select.POLLIN, user_data=1)
+    ring.submit()
+    ring.cancel(1, user_data=2)
+    ring.cancel(12345, user_data=3)          # no such request
+    ring.submit_and_wait(3, timeout_ms=5000)
+    assert sorted(reap_all(ring)) == [(1, -errno.ECANCELED, 0), (2, 0, 0),
+                                      (3, -errno.ENOENT, 0)]
+
+
+@needs_uring
+def test_timeout(ring):
+    # By time: -ETIME.
+    ring.timeout(1, user_data=1)
+    ring.submit_and_wait(1, timeout_ms=5000)
+    assert reap_all(ring) == [(1, -errno.ETIME, 0)]
+    # By count: completes (res 0) once one other completion has come,
+    # long before its hour.
+    ring.timeout(3_600_000, user_data=2, count=1)
+    ring.nop(user_data=3)
+    ring.submit_and_wait(2, timeout_ms=5000)
+    assert sorted(reap_all(ring)) == [(2, 0, 0), (3, 0, 0)]
+    assert ring._pinned == {}
+
+
+@needs_uring
+def test_wait_timeout_returns_empty(ring):
+    assert ring.submit_and_wait(1, timeout_ms=1) == 0
+    assert ring.reap() == 0
+
+
+@needs_uring
+def test_closed_ring(res):
+    ring = Ring(4)
+    fd = ring.fileno()
+    ring.close()
+    ring.close()
+    assert ring.closed
+    with pytest.raises(ValueError):
+        ring.fileno()
+    with pytest.raises(ValueError):
+        ring.nop(user_data=1)
+    with pytest.raises(OSError) as e:
+        os.fstat(fd)
+    assert e.value.errno == errno.EBADF
+
+
+@needs_uring
+def test_bad_arguments_raise_before_c(ring):
+    with pytest.raises(ValueError):
+        Ring(0)
+    with pytest.raises(ValueError):
+        Ring(4, capacity=0)
+    with pytest.raises(OverflowError):
+        ring.nop(user_data=-1)
+    with pytest.raises(ValueError):
+        ring.timeout(-1, user_data=1)
+    with pytest.raises(ValueError):
+        ring.recv_multishot(0, group=77, user_data=1)   # no such group
+    assert ring.queued() == 0
+
+
+# ---- where io_uring is unavailable ------------------------------------------
+
+def test_disabled_by_environment(monkeypatch):
+    monkeypatch.setenv(_uring.DISABLE_VARIABLE, "1")
+    why = _uring.problem()
+    assert why == "io_uring disabled by RAWMUX_NO_IO_URING=1"
+    with pytest.raises(_uring.Unavailable) as e:
+        Ring()
+    assert e.value.errno == errno.ENOSYS
+    assert e.value.strerror == why
+
+
+@pytest.mark.parametrize("err, words", [
+    (errno.ENOSYS, "ENOSYS"), (errno.EPERM, "EPERM"),
+    (errno.ENOMEM, "ENOMEM")])
+def test_setup_refused_says_why(monkeypatch, err, words):
+    monkeypatch.setattr(_uring, "_init", lambda r, n, f: -err)
+    why = _uring._probe.__wrapped__()
+    assert why.startswith("io_uring unavailable: ")
+    assert words in why and "\n" not in why
+
+
+def test_io_uring_disabled_sysctl_is_named(monkeypatch, tmp_path):
+    path = tmp_path / "io_uring_disabled"
+    path.write_text("2\n")
+    monkeypatch.setattr(_uring, "DISABLED_PATH", str(path))
+    why = _uring._setup_refused(errno.EPERM)
+    assert "kernel.io_uring_disabled is 2" in why
+
+
+@needs_uring
+def test_missing_opcode_is_named(monkeypatch):
+    monkeypatch.setattr(
+        _uring, "_probe_op",
+        lambda fd, op: 0 if op == lib.IORING_OP_RECV else 1)
+    assert _uring._probe.__wrapped__() \
+        == "io_uring unavailable: the kernel lacks IORING_OP_RECV"
+
+
+def test_struct_layouts_match_the_kernel_abi():
+    # include/uapi/linux/io_uring.h: the fixed 64-byte SQE and 16-byte CQE
+    # (without SQE128/CQE32), and the fields rawmux writes at their places.
+    ffi = _uring.ffi
+    assert ffi.sizeof("struct io_uring_sqe") == 64
+    assert ffi.sizeof("struct io_uring_cqe") == 16
+    assert [ffi.offsetof("struct io_uring_sqe", f) for f in
+            ("opcode", "flags", "ioprio", "fd", "off", "addr", "len",
+             "poll32_events", "user_data", "buf_group")] \
+        == [0, 1, 2, 4, 8, 16, 24, 28, 32, 40]
+    assert [ffi.offsetof("struct io_uring_cqe", f) for f in
+            ("user_data", "res", "flags")] == [0, 8, 12]
+    assert ffi.sizeof("struct io_uring_buf") == 16
+    assert ffi.sizeof("struct io_uring_getevents_arg") == 24
+    assert lib.IORING_CQE_BUFFER_SHIFT == 16
