@@ -25,8 +25,8 @@ import pytest
 import rawmux.harness
 from rawmux.echo import Config, backend_class
 
-from echoing import (BACKENDS, READINESS, connect, echo_server, echoed_among,
-                     echoes, fd_limit)
+from echoing import (BACKENDS, READINESS, URING, connect, echo_server,
+                     echoed_among, echoes, fd_limit)
 
 def served_within(address, seconds):
     """Whether some new connection is echoed within ``seconds`` (retrying:
@@ -377,7 +377,7 @@ def never_reading_client(address, size=4 << 20):
     return sock
 
 
-@pytest.mark.parametrize("backend", READINESS)
+@pytest.mark.parametrize("backend", READINESS + [URING])
 def test_a_second_sigterm_ends_the_grace_period(backend):
     with echo_server(backend, "-v", "--grace", "30") as server:
         hog = never_reading_client(server.address)
