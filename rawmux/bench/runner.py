@@ -116,7 +116,9 @@ def run(cases, contenders, rounds=3, warmup=0.5, seconds=2.0,
     their order each round.  Returns the list of raw results."""
     cpus = cpu_pair()
     total = rounds * len(cases) * len(contenders)
-    results = []
+    results: list[dict] = []
+    if not contenders:             # all skipped here: nothing to build
+        return results
     with tempfile.TemporaryDirectory() as tmp:
         built = build(tmp)
         if "c-uring-floor" in contenders:
@@ -208,7 +210,8 @@ GOALS = [("rawmux-uring", "c-floor", 1.0),
 
 def goals(results, contenders):
     """The report's lines for GOALS: PASS or MISS from the medians of
-    GOAL_CASE, or why a goal was not measured.  Nothing when the run has
+    GOAL_CASE, or why a goal was not measured (``contenders``: those the
+    run was asked for, skipped ones included).  Nothing when the run has
     no GOAL_CASE and none of the goals' contenders (a run about something
     else)."""
     label = GOAL_CASE.label()
@@ -225,9 +228,10 @@ def goals(results, contenders):
             m = med.get((label, n))
             if n not in CONTENDERS:
                 missing.append(f"{n} is not in this rawmux yet")
+            elif why_not(n) is not None:
+                missing.append(f"{n} skipped: {why_not(n)}")
             elif n not in contenders:
-                missing.append(f"{n} " + (
-                    f"skipped: {why_not(n)}" if why_not(n) else "not run"))
+                missing.append(f"{n} not run (--contenders)")
             elif m is None:
                 missing.append(f"{n} not run on {label} (--conns 64 "
                                f"--sizes 1024 --modes pingpong)")
@@ -413,7 +417,7 @@ def main(args, progress=None):
               if n in contenders]
     if legend:
         print("\n" + "; ".join(legend) + " (benchmarks/c/)")
-    for line in goals(results, contenders):
+    for line in goals(results, names):
         print(line)
     if args.json is not None:
         write_text(args.json, json.dumps(results, indent=1) + "\n")
