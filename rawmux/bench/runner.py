@@ -228,16 +228,18 @@ def goals(results, contenders):
             m = med.get((label, n))
             if n not in CONTENDERS:
                 missing.append(f"{n} is not in this rawmux yet")
+            elif m is not None and "cpu_us_per_msg" in m:
+                continue
+            elif m is not None:
+                missing.append(f"{n} " + (f"skipped: {m['skipped']}"
+                                          if "skipped" in m else "failed"))
             elif why_not(n) is not None:
                 missing.append(f"{n} skipped: {why_not(n)}")
             elif n not in contenders:
                 missing.append(f"{n} not run (--contenders)")
-            elif m is None:
+            else:
                 missing.append(f"{n} not run on {label} (--conns 64 "
                                f"--sizes 1024 --modes pingpong)")
-            elif "cpu_us_per_msg" not in m:
-                missing.append(f"{n} " + (f"skipped: {m['skipped']}"
-                                          if "skipped" in m else "failed"))
         if missing:
             lines.append(f"{what} not measured: {'; '.join(missing)}")
             continue
