@@ -132,20 +132,23 @@ def _events():
 
 
 @contextlib.contextmanager
-def _counted(events, into):
-    """Count ``events`` in this thread only (threads it makes later are
-    left out: inherit off) into ``into["counts"]``; ``into["baseline"]``:
-    what the same counters see around an empty block (their own ioctls)."""
-    if not events:
+def _counted(counter, into):
+    """Count with ``counter`` (this thread's, made once: closing a
+    tracepoint counter takes the kernel tens of milliseconds) into
+    ``into["counts"]``; ``into["baseline"]``: what it sees around an
+    empty block (its own ioctls and reads)."""
+    if counter is None:
         into["counts"] = into["baseline"] = None
         yield
         return
-    tid = threading.get_native_id()
-    with observe.Counter(events, pid=tid, inherit=False) as empty:
-        pass
-    into["baseline"] = empty.read()
-    with observe.Counter(events, pid=tid, inherit=False) as counter:
-        yield
+    counter.reset()
+    counter.start()
+    counter.stop()
+    into["baseline"] = counter.read()
+    counter.reset()
+    counter.start()
+    yield
+    counter.stop()
     into["counts"] = counter.read()
 
 
@@ -223,7 +226,7 @@ def _sq_threads():
     return [n for n in names if n.startswith("iou-sqp")]
 
 
-def _submissions(k, setup_flags, events):
+def _submissions(k, setup_flags, counter):
     """K NOPs, each followed by Ring.submit(); then their completions,
     read from the CQ ring with no system call where SQPOLL lets it."""
     out = {"error": None, "enters": None, "completed": 0, "counts": None,
@@ -250,7 +253,7 @@ def _submissions(k, setup_flags, events):
         out["sq_thread"] = bool(_sq_threads())
         start = ring.enters
         done = 0
-        with _counted(events, out):
+        with _counted(counter, out):
             for i in range(k):
                 ring.nop(i)
                 ring.submit()
@@ -373,7 +376,7 @@ def _uring_loop(stack, rsock, k, size, out):
     return loop
 
 
-def _receive(loop, k, size, events):
+def _receive(loop, k, size, counter):
     out = {"error": None, "received": 0, "intact": 0, "waits": 0,
            "recvs": 0, "counts": None, "baseline": None}
     rsock, wsock = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -383,7 +386,7 @@ def _receive(loop, k, size, events):
         sender = _Sender(wsock, k, size)
         sender.start()
         try:
-            with _counted(events, out):
+            with _counted(counter, out):
                 sender.go.set()
                 run()
         finally:
@@ -399,6 +402,17 @@ def measure(options, progress):
     uring_problem = _uring.problem()
     tracepoint_problem = observe.problem()
     events = _events() if tracepoint_problem is None else []
+    with contextlib.ExitStack() as stack:
+        # This thread only (inherit off): the sender threads made later
+        # are left out.
+        counter = stack.enter_context(contextlib.closing(observe.Counter(
+            events, pid=threading.get_native_id(), inherit=False))) \
+            if events else None
+        return _measure(options, progress, uring_problem,
+                        tracepoint_problem, counter)
+
+
+def _measure(options, progress, uring_problem, tracepoint_problem, counter):
     k, size = options.messages, options.size
     data = {"uring_problem": uring_problem,
             "tracepoint_problem": tracepoint_problem,
@@ -411,18 +425,18 @@ def measure(options, progress):
         b.send(b"x")
         data["epoll_sharing"] = _probe_sharing(ep.fileno(), [a.fileno()])
     progress(1, steps, "epoll's memory")
-    data["loops"]["epoll"] = _receive(_epoll_loop, k, size, events)
+    data["loops"]["epoll"] = _receive(_epoll_loop, k, size, counter)
     progress(2, steps, "epoll loop")
     if uring_problem:
         return data
     data["ring_sharing"] = _ring_sharing()
     progress(3, steps, "the ring's memory")
     data["sqpoll"] = {
-        "plain": _submissions(options.submissions, 0, events),
+        "plain": _submissions(options.submissions, 0, counter),
         "sqpoll": _submissions(options.submissions,
-                               _uring.IORING_SETUP_SQPOLL, events)}
+                               _uring.IORING_SETUP_SQPOLL, counter)}
     progress(4, steps, "SQPOLL")
-    data["loops"]["uring"] = _receive(_uring_loop, k, size, events)
+    data["loops"]["uring"] = _receive(_uring_loop, k, size, counter)
     progress(5, steps, "ring loop")
     return data
 
@@ -471,7 +485,7 @@ def judge(d):
     figures = {"per_message": per, "verdicts": verdicts,
                "sqpoll_enters": {"plain": None, "sqpoll": None}}
     epoll_text = (
-        f"epoll: mmap(epfd) "
+        "epoll: mmap(epfd) "
         + (f"fails with {sharing['mmap_error']}" if sharing["mmap_errno"]
            is not None else "succeeds")
         + f", and its loop made {per['epoll']['recvs']:.2f} recv calls per "
