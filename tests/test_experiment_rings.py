@@ -214,7 +214,8 @@ def test_judge_without_tracepoints_uses_the_loops_counts():
 
 def test_judge_says_not_tested_without_io_uring():
     def unavailable(d):
-        d["uring_problem"] = "io_uring unavailable: kernel.io_uring_disabled is 2"
+        d["uring_problem"] = ("io_uring unavailable: "
+                              "kernel.io_uring_disabled is 2")
         d["ring_sharing"] = d["sqpoll"] = None
         del d["loops"]["uring"]
     got = synthetic(unavailable)

@@ -83,6 +83,7 @@ import socket
 import struct
 import threading
 import time
+from typing import Any
 
 from rawmux import Epoll, _uring, ffi, lib, observe
 from rawmux.experiments.options import Options, integer
@@ -205,7 +206,7 @@ def _ring_sharing():
             view = mmap.mmap(fd, r.cq_map_len, flags=mmap.MAP_SHARED,
                              prot=mmap.PROT_READ, offset=offset)
         except OSError as exc:
-            out["remap_error"] = errno.errorcode.get(exc.errno, str(exc))
+            out["remap_error"] = errno.errorcode.get(exc.errno or 0, str(exc))
             return out
         with view:
             (out["tail_before"],) = struct.unpack_from("I", view, tail_at)
@@ -229,12 +230,14 @@ def _sq_threads():
 def _submissions(k, setup_flags, counter):
     """K NOPs, each followed by Ring.submit(); then their completions,
     read from the CQ ring with no system call where SQPOLL lets it."""
-    out = {"error": None, "enters": None, "completed": 0, "counts": None,
-           "baseline": None, "sq_thread": False}
+    out: dict[str, Any] = {"error": None, "enters": None, "completed": 0,
+                           "counts": None, "baseline": None,
+                           "sq_thread": False}
     try:
         ring = _uring.Ring(k, capacity=k, setup_flags=setup_flags)
     except OSError as exc:
-        out["error"] = f"{errno.errorcode.get(exc.errno, exc.errno)}: {exc}"
+        name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        out["error"] = f"{name}: {exc}"
         return out
     with ring:
         # One NOP first, uncounted: an SQPOLL thread starts asleep
@@ -619,9 +622,9 @@ def present(d, judgement):
             f"{uring.get('rearms', 0)} times; the kernel copies each message"
             f" into a buffer as it arrives and the CQE names it: the "
             f"process read it in place.  epoll loop: the copy is made by "
-            f"the process's recv(2), into a {d['loops']['epoll']['buffer_mapping']}"
-            f" buffer.  One copy per message either way; who asks for it "
-            f"differs.")
+            f"the process's recv(2), into a "
+            f"{d['loops']['epoll']['buffer_mapping']} buffer.  One copy "
+            f"per message either way; who asks for it differs.")
     return Table(["claim", "mechanism", "evidence", "holds"], rows, notes)
 
 

@@ -24,13 +24,20 @@ for more events than the largest r) and one PollArray per r; (5) the same
 loop around a trivial C call (the floor).  Then the largest r's epoll fd is
 probed: mmap(2) of it, /proc/self/maps searched for it, and one epoll_wait
 into a patterned array of ours, which must be overwritten in exactly the
-first r slots, with the ready fds.
+first r slots, with the ready fds.  io_uring, where ``_uring.problem()``
+allows: for each N, (6) a wait on a ring holding a multishot POLL_ADD per
+idle fd, armed once and kept (the epoll-like pattern: the ready fd is
+armed one-shot, completing during the submit), and (7) a wait that arms
+every fd one-shot, reaps, and removes the idle ones (the poll-like
+pattern); (8) N multishot POLL_ADDs in one submit, against (3).
 
 Confirmed when select's and poll's cost at their largest N is at least 5x
 that at the smallest (less when N spans under 20x; select judged only over
 a 10x span), epoll's varies at most 2x over N, the ADDs are repaid at the
 largest N, epoll's wait at the largest r costs at least 3x that at the
-smallest, and the probe finds no mapping and the events in our array.
+smallest, and the probe finds no mapping and the events in our array;
+and, where io_uring was measured, its kept polls vary at most 2x over N
+while its re-armed ones grow as select's and poll's must.
 
 ``Result.data`` (ns; per-size dicts keyed by N, ready-series dicts by r):
 
@@ -39,7 +46,9 @@ smallest, and the probe finds no mapping and the events in our array.
   ``ready_counts_left_out``, ``ready_watched`` (W), ``select_nfds``
   ({N: highest watched fd + 1}, where select was measured), ``samples``
   (every batch: {"wait": {mech: {N: [ns]}}, "churn": same, "add": {N: [ns
-  per ADD]}, "ready": {"epoll"|"poll": {r: [ns]}}, "floor": [ns]}),
+  per ADD]}, "uring_arm": {N: [ns per POLL_ADD]}, "ready": {"epoll"|"poll":
+  {r: [ns]}}, "floor": [ns]}; "wait" also holds "uring" and "uring-rearm",
+  empty where io_uring is unavailable), ``uring_problem`` (None or why),
   ``sharing`` ({"epoll_file", "mmap_errno" (None if mmap worked),
   "mmap_error", "eventpoll_mappings" (/proc/self/maps pathnames naming the
   epoll file), "mappings", "buffer": {"address", "mapping" (the pathname
@@ -52,7 +61,11 @@ smallest, and the probe finds no mapping and the events in our array.
   ``floor_ns``, ``epoll_spread`` (max / min epoll ratio), ``growth_needed``
   ({mech: ratio needed}, for the mechanisms judged), ``ready_ns``,
   ``ready_ratio`` (to the smallest r), ``ns_per_event`` (the chord's slope
-  from the smallest r), ``ready_growth_needed``.
+  from the smallest r), ``ready_growth_needed``; ``uring_wait_ns``,
+  ``uring_ratio``, ``uring_slope_ns_per_fd`` ({"uring"|"uring-rearm": {N:
+  ...}}), ``uring_arm_ns_per_fd``, ``uring_spread``,
+  ``uring_growth_needed`` (where measured), ``uring_confirmed`` (True,
+  False, or None: not measured).
 """
 
 from __future__ import annotations
@@ -238,10 +251,13 @@ class _RingWatch:
     def __init__(self, ready, idle):
         self.ready, self.idle = ready, idle
         entries = 1 << (len(ready) + len(idle) + 1).bit_length()
-        self.kept = self.rearm = None
+        self.kept = _uring.Ring(entries)
         try:
-            self.kept = _uring.Ring(entries)
             self.rearm = _uring.Ring(entries)
+        except BaseException:
+            self.kept.close()
+            raise
+        try:
             for fd in idle:
                 self.kept.poll_add(fd, _POLLIN, fd | self.KEPT,
                                    multishot=True)
@@ -298,9 +314,8 @@ class _RingWatch:
         self._remove(self.rearm, fds)
 
     def close(self):
-        for ring in (self.kept, self.rearm):
-            if ring is not None:
-                ring.close()
+        self.kept.close()
+        self.rearm.close()
 
 
 # ---- the timed loops --------------------------------------------------------
