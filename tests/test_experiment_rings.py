@@ -32,6 +32,7 @@ def test_epoll_shares_nothing_and_its_loop_recvs_each_message(result):
     assert d["epoll_sharing"]["eventpoll_mappings"] == []
     loop = d["loops"]["epoll"]
     assert loop["received"] == loop["intact"] == d["messages"] == 300
+    assert loop["sender_exit"] == 0
     # The loop's own count and the kernel's agree: a recv per message,
     # plus one EAGAIN per wake-up.
     assert loop["recvs"] == d["messages"] + loop["waits"]
@@ -89,6 +90,7 @@ def test_the_ring_loop_finds_the_bytes_with_no_recv_call(result):
     d = result.data
     loop = d["loops"]["uring"]
     assert loop["received"] == loop["intact"] == d["messages"]
+    assert loop["sender_exit"] == 0
     assert loop["buffer_perms"].endswith("p")        # the process's memory
     if loop["counts"] is not None:
         net = rings._net(loop["counts"], loop["baseline"])

@@ -31,7 +31,7 @@ IORING_SETUP_SQPOLL, and their completions awaited by reading the CQ tail
 (SQPOLL) -- counting io_uring_enter(2) calls twice: ``Ring.enters`` and the
 kernel's ``syscalls:sys_enter_io_uring_enter`` tracepoint on this thread
 (rawmux.observe), with ``raw_syscalls:sys_enter`` for every system call.
-(b) A sender thread (not counted) writes ``messages`` numbered messages of
+(b) A sender process (not counted) writes ``messages`` numbered messages of
 ``size`` bytes into an AF_UNIX SOCK_SEQPACKET socket pair (boundaries
 kept), as fast as the receiver lets it.  The receiver is first an epoll
 loop (epoll_wait, then recv into one buffer until EAGAIN), then a ring (one
@@ -65,7 +65,8 @@ the epoll half is still measured and shown).
   ({tracepoint: count} or None), "baseline" (the same counters around an
   empty block), "sq_thread" (an iou-sqp thread was listed)}});
 - ``messages``, ``size``, ``loops`` ({"epoll"|"uring": {"error", "received",
-  "intact" (messages whose bytes were right where found), "waits", "recvs"
+  "intact" (messages whose bytes were right where found), "sender_exit"
+  (the sender's exit code: 0), "waits", "recvs"
   (the loop's own counts), "rearms" (uring), "counts", "baseline",
   "buffer_mapping" / "buffer_perms" (where the data was found)}});
 - judged: ``per_message`` ({loop: {"syscalls", "recvs", "waits"}}),
@@ -282,23 +283,36 @@ def _message(i, size):
     return i.to_bytes(4, "little") * (size // 4) + b"\xa5" * (size % 4)
 
 
-class _Sender(threading.Thread):
-    """Writes ``count`` numbered messages once ``go`` is set; a thread made
-    before the receiver's counters open, so its calls are not counted."""
-
-    def __init__(self, sock, count, size):
-        super().__init__(daemon=True)
-        self.sock, self.count, self.size = sock, count, size
-        self.go = threading.Event()
-        self.error = None
-
-    def run(self):
-        self.go.wait(_WAIT_MS / 1000)
+def _start_sender(sock, count, size):
+    """A child process that writes ``count`` numbered messages into
+    ``sock`` once a byte arrives on the pipe whose write end is returned
+    with its pid.  A process, not a thread: it neither shares the GIL
+    (whose hand-offs would add futex calls to the receiver's count) nor
+    is counted."""
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:                        # the child: os calls only, then exit
+        code = 1
         try:
-            for i in range(self.count):
-                self.sock.sendall(_message(i, self.size))
-        except OSError as exc:          # the receiver gave up and closed
-            self.error = exc
+            os.close(go_w)
+            if os.read(go_r, 1):
+                for i in range(count):
+                    sock.sendall(_message(i, size))
+                code = 0
+        except BaseException:
+            pass
+        finally:
+            os._exit(code)
+    os.close(go_r)
+    return pid, go_w
+
+
+def _reap_child(pid):
+    """The sender's exit code.  Bounded: it has sent everything, or its
+    send fails once the receiver shut down, or its read of the go pipe
+    returns 0 once the pipe is closed."""
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status)
 
 
 def _mapping_of(address):
@@ -386,16 +400,16 @@ def _receive(loop, k, size, counter):
     with rsock, wsock, contextlib.ExitStack() as stack:
         rsock.setblocking(False)
         run = loop(stack, rsock, k, size, out)
-        sender = _Sender(wsock, k, size)
-        sender.start()
+        pid, go = _start_sender(wsock, k, size)
         try:
             with _counted(counter, out):
-                sender.go.set()
+                os.write(go, b"g")      # one write(2), counted with the rest
                 run()
         finally:
-            # Closing wakes a sender blocked on a full socket.
+            os.close(go)
+            # Shutting down wakes a sender blocked on a full socket.
             rsock.shutdown(socket.SHUT_RDWR)
-            sender.join(_WAIT_MS / 1000)
+            out["sender_exit"] = _reap_child(pid)
     return out
 
 
@@ -406,8 +420,8 @@ def measure(options, progress):
     tracepoint_problem = observe.problem()
     events = _events() if tracepoint_problem is None else []
     with contextlib.ExitStack() as stack:
-        # This thread only (inherit off): the sender threads made later
-        # are left out.
+        # This thread only (inherit off): the sender processes forked
+        # later are left out.
         counter = stack.enter_context(contextlib.closing(observe.Counter(
             events, pid=threading.get_native_id(), inherit=False))) \
             if events else None
@@ -583,7 +597,7 @@ def present(d, judgement):
             "receiving thread (raw_syscalls:sys_enter, syscalls:sys_enter_"
             "recvfrom/recvmsg/read, epoll_wait/epoll_pwait, io_uring_enter),"
             " less what the counters cost around an empty block; the "
-            "sender is another thread, not counted.  waits: epoll_wait or "
+            "sender is a child process, not counted.  waits: epoll_wait or "
             "io_uring_enter.")
     if d["sqpoll"] is not None:
         rows_sq = []
