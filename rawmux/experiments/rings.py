@@ -28,9 +28,11 @@ with no read by anyone.  epoll's side is ``scaling``'s probe, reused.
 Then ``submissions`` NOPs are queued and submitted one by one
 (``Ring.submit()`` after each, as a loop would), without and with
 IORING_SETUP_SQPOLL, and their completions awaited by reading the CQ tail
-(SQPOLL) -- counting io_uring_enter(2) calls twice: ``Ring.enters`` and the
-kernel's ``syscalls:sys_enter_io_uring_enter`` tracepoint on this thread
-(rawmux.observe), with ``raw_syscalls:sys_enter`` for every system call.
+(SQPOLL; first one uncounted NOP, whose submit wakes the SQPOLL thread,
+which starts asleep) -- counting io_uring_enter(2) calls twice:
+``Ring.enters`` and the kernel's ``syscalls:sys_enter_io_uring_enter``
+tracepoint on this thread (rawmux.observe), with ``raw_syscalls:sys_enter``
+for every system call.
 (b) A sender process (not counted) writes ``messages`` numbered messages of
 ``size`` bytes into an AF_UNIX SOCK_SEQPACKET socket pair (boundaries
 kept), as fast as the receiver lets it.  The receiver is first an epoll
@@ -63,7 +65,8 @@ the epoll half is still measured and shown).
 - ``submissions`` (K) and ``sqpoll`` ({"plain"|"sqpoll": {"error" (setup
   failure or None), "enters" (Ring.enters), "completed", "counts"
   ({tracepoint: count} or None), "baseline" (the same counters around an
-  empty block), "sq_thread" (an iou-sqp thread was listed)}});
+  empty block), "warmup_enters" (the uncounted NOP's), "sq_thread" (an
+  iou-sqp thread was listed)}});
 - ``messages``, ``size``, ``loops`` ({"epoll"|"uring": {"error", "received",
   "intact" (messages whose bytes were right where found), "sender_exit"
   (the sender's exit code: 0), "waits", "recvs"
