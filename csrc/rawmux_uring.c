@@ -33,15 +33,23 @@
  * them (a release store of the tail it owns), and a reader must not read
  * entries before it has seen the index (an acquire load of the other
  * side's tail).  Symmetrically, the consumer's head is stored with release
- * after it is done reading, so the producer, loading it with acquire, never
- * overwrites an entry still being read.  On x86 these compile to plain
- * moves plus a compiler barrier; on arm64 to ldar/stlr.  Without them the
- * compiler alone may reorder the SQE's stores after the tail's, and the
- * kernel would read a half-written SQE.  (The kernel's side: the comment
- * above struct io_rings in io_uring/io_uring.c; liburing's barrier.h.)
- * With IORING_SETUP_SQPOLL a kernel thread consumes the SQ: after
- * publishing the tail, a full fence before reading IORING_SQ_NEED_WAKEUP,
- * so that the thread cannot go to sleep unseen (io_uring(7)).
+ * after it is done reading, so that the producer, which reads that head
+ * before it writes into the slots it frees, never overwrites an entry still
+ * being read.  The kernel's halves: it stores the CQ tail and the SQ head
+ * with smp_store_release (io_commit_cqring, io_commit_sqring) and loads
+ * the SQ tail with smp_load_acquire (io_sqring_entries); it reads the CQ
+ * head with a plain READ_ONCE, ordered before its CQE stores by a control
+ * dependency (io_cqe_cache_refill), which our release store pairs with.
+ * On x86 these compile to plain moves plus a compiler barrier; on arm64 to
+ * ldar/stlr.  Without them the compiler alone may reorder the SQE's stores
+ * after the tail's, and the kernel would read a half-written SQE.  (The
+ * kernel's own statement of the rules: the comment at the top of
+ * io_uring/io_uring.c, and the field comments of struct io_rings in
+ * include/linux/io_uring_types.h; liburing's barrier.h.)  With
+ * IORING_SETUP_SQPOLL a kernel thread consumes the SQ: after publishing the
+ * tail, a full fence before reading IORING_SQ_NEED_WAKEUP, so that the
+ * thread cannot go to sleep unseen (io_sq_thread sets the flag, then
+ * smp_mb__after_atomic, then looks at the SQ tail once more).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
