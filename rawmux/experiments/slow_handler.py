@@ -522,7 +522,7 @@ def measure(options, progress):
     measured = []
     with tempfile.TemporaryDirectory() as tmp:
         built = harness.build(tmp)
-        for r in range(options.rounds):
+        for r in range(options.rounds if configs else 0):
             shift = r % len(configs)
             for server, burn in configs[shift:] + configs[:shift]:
                 progress(done, total, f"{server} {burn} round {r + 1}")
