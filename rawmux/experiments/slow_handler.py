@@ -8,10 +8,13 @@ connection, a slow handler holds up only its own thread.  Why, and what
 CPython's GIL changes: docs/walkthrough.md, "Why the costs differ"
 (slow-handler).
 
-Method: two small servers that differ only in how they wait -- ``epoll``
+Method: small servers that differ only in how they wait -- ``epoll``
 (one thread, one ``rawmux.Epoll``, level-triggered, non-blocking sockets,
 one message per connection per wakeup) and ``threads`` (a thread per
-connection, blocking sockets) -- share one handler, ``_respond()``: a
+connection, blocking sockets), and on io_uring ``uring-poll`` (one-shot
+POLL_ADD re-armed per message) and ``uring`` (multishot RECV into a
+buffer ring, SEND from the completion; both skipped where io_uring is
+unavailable) -- share one handler, ``_respond()``: a
 64-byte message whose first byte is 0xFF is the slow kind (the C load
 generator's stream, 7j mod 251, never holds 0xFF), and the handler spends
 ``--burn-ms`` on it, spinning on CPU time (``cpu``: holds the GIL) or in
@@ -298,7 +301,10 @@ def _serve_uring(listener, burn, seconds):
     flight per connection; a turn's SENDs and the wait are one
     io_uring_enter.  The kernel keeps receiving while the handler burns,
     but no SEND reaches it and no completion is reaped until the burn
-    ends: the fast connections wait as on the epoll loop."""
+    ends: the fast connections wait as on the epoll loop.  Unlike the
+    readiness loops it cannot take one message per wakeup: a completion
+    brings whatever arrived, both slow messages in flight at times, and
+    the handler burns for each."""
     conns: dict[int, _RingConn] = {}
     serials = iter(range(1, _SERIAL))
     with Ring(256) as ring:

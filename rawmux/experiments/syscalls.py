@@ -33,7 +33,12 @@ count in turn, the servers in a rotated order each round; medians.
 
 Verdict, at one connection: select waits once a message, select's receive
 (wait + recvfrom) is 2 calls, a blocking receive 1, each within TOLERANCE;
-NOT TESTED unless select and blocking were both counted there.
+NOT TESTED unless select and blocking were both counted there.  Beside it,
+the issue's goal for io_uring: ``uring`` at most GOAL_CALLS calls a
+message at GOAL_CONNS connections (io_uring_enter counts as the wait: one
+call submits a turn's SENDs and waits for the next completions).  The io_uring
+backends are skipped, with ``rawmux._uring.problem()``'s line, where
+io_uring is unavailable.
 
 ``Result.data``: ``options`` (as run); ``method`` ("tracepoints",
 "strace" or None: who counted); ``tracepoint_problem`` (observe.problem()'s
@@ -43,11 +48,14 @@ asked only where tracepoints could not); ``messages`` (asked for); ``size``
 conns, messages (echoed), ``baseline`` and ``counted`` ({syscall: calls}
 without and with them; from tracepoints, NAMED and "other"), and, from
 tracepoints, ``tasks`` (how many of the server's tasks the counter
-opened on: those it had once it listened); ``latency_runs``, one per (round, backend, conns): backend, conns,
+opened on: those it had once it listened) and ``tasks_after`` ({kind:
+count} of its tasks after the run, e.g. io_uring's "iou-wrk" workers,
+counted through inherit); ``skipped`` ({backend: why not here}); ``latency_runs``, one per (round, backend, conns): backend, conns,
 round, placement, p50_us, p99_us, max_us, msgs_per_s, cpu_us_per_msg;
 ``placement`` (of the latency runs, or None).  Judged: ``counts``, one per
 trace: backend, conns, messages, ``per_message`` ({syscall: calls}),
-``total`` and ``wait`` (calls a message, all and the waits); ``latency``,
+``total`` and ``wait`` (calls a message, all and the waits); ``goal``
+(backend, conns, total, met; None where not counted); ``latency``,
 one per (backend, conns): rounds and the medians of the metrics above.
 """
 
