@@ -119,6 +119,7 @@ struct io_uring_getevents_arg {
 #define IORING_ENTER_GETEVENTS ...
 #define IORING_ENTER_SQ_WAKEUP ...
 #define IORING_ENTER_EXT_ARG ...
+#define IORING_ENTER_SQ_WAIT ...
 
 #define IORING_SQ_NEED_WAKEUP ...
 #define IORING_SQ_CQ_OVERFLOW ...
@@ -209,6 +210,12 @@ int rawmux_uring_cancel(struct rawmux_ring *r, uint64_t target,
  * out is not an error (0, or the count submitted).  One argument: cffi
  * calls it without an argument tuple. */
 int rawmux_uring_enter(struct rawmux_ring *r);
+
+/* The submission ring is full: make room with one io_uring_enter(2).
+ * Without SQPOLL it submits what is queued; with SQPOLL it waits for the
+ * kernel thread to consume SQEs (IORING_ENTER_SQ_WAIT), waking it if it
+ * sleeps.  0 or -errno. */
+int rawmux_uring_sq_wait(struct rawmux_ring *r);
 
 /* Copy up to r->capacity completions into r->user_data[], r->res[] and
  * r->cflags[], and give their slots back to the kernel.  Returns the count

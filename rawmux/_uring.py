@@ -92,6 +92,7 @@ _MSG_NOSIGNAL: Final = socket.MSG_NOSIGNAL
 _init = lib.rawmux_uring_init
 _exit = lib.rawmux_uring_exit
 _enter = lib.rawmux_uring_enter
+_sq_wait = lib.rawmux_uring_sq_wait
 _reap = lib.rawmux_uring_reap
 _nop = lib.rawmux_uring_nop
 _poll_add = lib.rawmux_uring_poll_add
@@ -197,8 +198,9 @@ class Ring:
                 ring.user_data[i], ring.res[i], ring.flags[i]
 
     ``res`` is the operation's result or -errno (a POLL_ADD's: the ready
-    poll(2) bits).  A full submission ring is submitted on the spot, so a
-    method never fails for lack of room.
+    poll(2) bits).  A full submission ring is submitted on the spot (with
+    IORING_SETUP_SQPOLL: waited on until the kernel thread makes room), so
+    a method never fails for lack of room.
     """
 
     __slots__ = ("_ring", "_keep", "user_data", "res", "flags", "capacity",
@@ -314,11 +316,24 @@ class Ring:
 
     def _full(self, prep: Any, *args: Any) -> None:
         """The submission ring was full (or the ring closed): submit what
-        is queued and queue again."""
-        if self._ring.fd < 0:
+        is queued and queue again.  With SQPOLL a submit only publishes the
+        tail (the kernel thread consumes the SQEs when it gets to them), so
+        the ring may still be full: wait for room, one io_uring_enter with
+        IORING_ENTER_SQ_WAIT each time, until the request fits."""
+        r = self._ring
+        if r.fd < 0:
             raise ValueError("I/O operation on closed ring")
-        self.submit()
-        err = prep(self._ring, *args)
+        if r.flags & IORING_SETUP_SQPOLL:
+            while True:
+                err = _sq_wait(r)
+                if err:
+                    raise _cpython.oserror(-err)
+                err = prep(r, *args)
+                if err != _EBUSY:
+                    break           # (signal handlers run between turns)
+        else:
+            self.submit()
+            err = prep(r, *args)
         if err:
             raise _cpython.oserror(-err)
 
