@@ -73,7 +73,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Ring", "BufferRing", "problem", "DISABLE_VARIABLE",
            "IORING_CQE_F_MORE", "IORING_CQE_F_BUFFER",
-           "IORING_CQE_BUFFER_SHIFT", "IORING_SETUP_SQPOLL"]
+           "IORING_CQE_BUFFER_SHIFT", "IORING_SETUP_SQPOLL",
+           "IORING_SETUP_SINGLE_ISSUER", "IORING_SETUP_DEFER_TASKRUN"]
 
 DISABLE_VARIABLE: Final = "RAWMUX_NO_IO_URING"
 DISABLED_PATH: Final = "/proc/sys/kernel/io_uring_disabled"
@@ -82,6 +83,12 @@ IORING_CQE_F_MORE: Final[int] = lib.IORING_CQE_F_MORE
 IORING_CQE_F_BUFFER: Final[int] = lib.IORING_CQE_F_BUFFER
 IORING_CQE_BUFFER_SHIFT: Final[int] = lib.IORING_CQE_BUFFER_SHIFT
 IORING_SETUP_SQPOLL: Final[int] = lib.IORING_SETUP_SQPOLL
+# One thread submits (6.0), and completions' task work runs only when it
+# enters to wait (6.1): no interrupting the process for every packet.  With
+# DEFER_TASKRUN a multishot request's completions reach the CQ ring only
+# inside an io_uring_enter with GETEVENTS (submit_and_wait).
+IORING_SETUP_SINGLE_ISSUER: Final[int] = lib.IORING_SETUP_SINGLE_ISSUER
+IORING_SETUP_DEFER_TASKRUN: Final[int] = lib.IORING_SETUP_DEFER_TASKRUN
 
 # The opcodes rawmux's helpers queue: problem() asks the kernel for each.
 _OPCODES: Final = ("NOP", "POLL_ADD", "POLL_REMOVE", "TIMEOUT", "ACCEPT",
