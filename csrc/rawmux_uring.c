@@ -434,6 +434,36 @@ static int rawmux_uring_enter(struct rawmux_ring *r)
     return n;
 }
 
+/* The submission ring is full.  Without SQPOLL, submitting frees it (the
+ * kernel consumes the SQEs inside the call).  With SQPOLL the kernel thread
+ * consumes them when it gets to it, so a submit that finds the thread
+ * awake returns at once with the ring still full: IORING_ENTER_SQ_WAIT
+ * sleeps until the thread has made room (io_uring/sqpoll.c:
+ * io_sqpoll_wait_sq(), woken from __io_sq_thread() after it submits),
+ * waking the thread first if it sleeps.  One system call; the caller tries
+ * its SQE again, and calls this again if the published head lags. */
+static int rawmux_uring_sq_wait(struct rawmux_ring *r)
+{
+    uint32_t flags = IORING_ENTER_SQ_WAIT;
+
+    if (r->fd < 0) {
+        errno = EBADF;
+        return -EBADF;
+    }
+    if (!(r->flags & IORING_SETUP_SQPOLL)) {
+        r->wait_nr = 0;
+        return rawmux_uring_enter(r);
+    }
+    __atomic_store_n(r->sq_tail, r->sqe_tail, __ATOMIC_RELEASE);
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);    /* see the top of the file */
+    if (__atomic_load_n(r->sq_flags, __ATOMIC_RELAXED) & IORING_SQ_NEED_WAKEUP)
+        flags |= IORING_ENTER_SQ_WAKEUP;
+    r->enters++;
+    if (io_uring_enter((unsigned int)r->fd, 0, 0, flags, NULL, 0) < 0)
+        return errno == EINTR ? 0 : -errno;
+    return 0;
+}
+
 static uint32_t rawmux_uring_ready(struct rawmux_ring *r)
 {
     if (r->cq_tail == NULL)

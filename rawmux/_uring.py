@@ -73,7 +73,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Ring", "BufferRing", "problem", "DISABLE_VARIABLE",
            "IORING_CQE_F_MORE", "IORING_CQE_F_BUFFER",
-           "IORING_CQE_BUFFER_SHIFT", "IORING_SETUP_SQPOLL"]
+           "IORING_CQE_BUFFER_SHIFT", "IORING_SETUP_SQPOLL",
+           "IORING_SETUP_SINGLE_ISSUER", "IORING_SETUP_DEFER_TASKRUN"]
 
 DISABLE_VARIABLE: Final = "RAWMUX_NO_IO_URING"
 DISABLED_PATH: Final = "/proc/sys/kernel/io_uring_disabled"
@@ -82,6 +83,12 @@ IORING_CQE_F_MORE: Final[int] = lib.IORING_CQE_F_MORE
 IORING_CQE_F_BUFFER: Final[int] = lib.IORING_CQE_F_BUFFER
 IORING_CQE_BUFFER_SHIFT: Final[int] = lib.IORING_CQE_BUFFER_SHIFT
 IORING_SETUP_SQPOLL: Final[int] = lib.IORING_SETUP_SQPOLL
+# One thread submits (6.0), and completions' task work runs only when it
+# enters to wait (6.1): no interrupting the process for every packet.  With
+# DEFER_TASKRUN a multishot request's completions reach the CQ ring only
+# inside an io_uring_enter with GETEVENTS (submit_and_wait).
+IORING_SETUP_SINGLE_ISSUER: Final[int] = lib.IORING_SETUP_SINGLE_ISSUER
+IORING_SETUP_DEFER_TASKRUN: Final[int] = lib.IORING_SETUP_DEFER_TASKRUN
 
 # The opcodes rawmux's helpers queue: problem() asks the kernel for each.
 _OPCODES: Final = ("NOP", "POLL_ADD", "POLL_REMOVE", "TIMEOUT", "ACCEPT",
@@ -92,6 +99,7 @@ _MSG_NOSIGNAL: Final = socket.MSG_NOSIGNAL
 _init = lib.rawmux_uring_init
 _exit = lib.rawmux_uring_exit
 _enter = lib.rawmux_uring_enter
+_sq_wait = lib.rawmux_uring_sq_wait
 _reap = lib.rawmux_uring_reap
 _nop = lib.rawmux_uring_nop
 _poll_add = lib.rawmux_uring_poll_add
@@ -197,8 +205,9 @@ class Ring:
                 ring.user_data[i], ring.res[i], ring.flags[i]
 
     ``res`` is the operation's result or -errno (a POLL_ADD's: the ready
-    poll(2) bits).  A full submission ring is submitted on the spot, so a
-    method never fails for lack of room.
+    poll(2) bits).  A full submission ring is submitted on the spot (with
+    IORING_SETUP_SQPOLL: waited on until the kernel thread makes room), so
+    a method never fails for lack of room.
     """
 
     __slots__ = ("_ring", "_keep", "user_data", "res", "flags", "capacity",
@@ -314,11 +323,24 @@ class Ring:
 
     def _full(self, prep: Any, *args: Any) -> None:
         """The submission ring was full (or the ring closed): submit what
-        is queued and queue again."""
-        if self._ring.fd < 0:
+        is queued and queue again.  With SQPOLL a submit only publishes the
+        tail (the kernel thread consumes the SQEs when it gets to them), so
+        the ring may still be full: wait for room, one io_uring_enter with
+        IORING_ENTER_SQ_WAIT each time, until the request fits."""
+        r = self._ring
+        if r.fd < 0:
             raise ValueError("I/O operation on closed ring")
-        self.submit()
-        err = prep(self._ring, *args)
+        if r.flags & IORING_SETUP_SQPOLL:
+            while True:
+                err = _sq_wait(r)
+                if err:
+                    raise _cpython.oserror(-err)
+                err = prep(r, *args)
+                if err != _EBUSY:
+                    break           # (signal handlers run between turns)
+        else:
+            self.submit()
+            err = prep(r, *args)
         if err:
             raise _cpython.oserror(-err)
 

@@ -14,6 +14,7 @@ import resource
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -220,6 +221,84 @@ def test_idle_server_with_a_tiny_idle_timeout_does_not_spin(backend):
     finally:
         timer.cancel()
     assert 1 <= len(waits) <= 100, (len(waits), waits[:5])
+
+
+# ---- a paused connection's hang-up neither spins the loop nor leaks ---------
+
+def paused_connection(server):
+    """A client that sends and never reads, until the server stops reading
+    it (backpressure).  Returns (client, conn)."""
+    client = connect(server.listener.getsockname())
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    server.on_acceptable()
+    (conn,) = server.conns.values()
+    client.setblocking(False)
+    chunk = b"p" * (64 << 10)
+    for _ in range(2000):           # bounded: 4 MiB buffer_cap-bound turns
+        if not conn.reading:
+            return client, conn
+        with contextlib.suppress(BlockingIOError):
+            client.send(chunk)
+        server._run_once(0.01)
+    raise AssertionError("the server never paused the reading")
+
+
+@pytest.mark.parametrize("backend", [
+    p for p in READINESS if p.values[0] in ("epoll", "uring-poll")])
+@pytest.mark.parametrize("how", ["reset", "shut-write"])
+def test_a_hang_up_while_reading_is_paused_neither_spins_nor_leaks(
+        backend, how):
+    """In-process.  While a connection's reading is paused the server
+    watches it for output only, but io_uring (like epoll) reports hang-ups
+    and errors whatever the mask: the loop must act on a reset (close the
+    connection at once) and must not be woken again and again by a FIN it
+    cannot act on.  Counted: the events the mechanism reports for the fd
+    over TURNS waits -- a level-triggered report of the hang-up would be
+    one per wait."""
+    server = backend_class(backend)(Config(port=0, buffer_cap=64 << 10,
+                                           idle_timeout=60),
+                                    out=io.StringIO())
+    client = None
+    try:
+        client, conn = paused_connection(server)
+        fd = conn.fd
+        events = []
+        wait = server.mech.wait
+
+        def counting(timeout):
+            n = wait(timeout)
+            native = server.mech.native
+            events.extend(native.ready_events[i] for i in range(n)
+                          if native.ready_fds[i] == fd)
+            return n
+        server.mech.wait = counting
+        if how == "reset":
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                              struct.pack("ii", 1, 0))
+            client.close()
+            client = None
+        else:
+            client.shutdown(socket.SHUT_WR)
+        turns = 10
+        for _ in range(turns):
+            server._run_once(0.02)
+            if not server.conns:
+                break
+        if how == "reset":
+            assert not server.conns, "a reset connection was kept"
+            assert server.stats.resets == 1 and server.stats.closed == 1
+            assert len(events) <= 2, events
+        else:
+            # The FIN's wake-up, and io_uring's one more look at a hang-up
+            # (io_uring/poll.c io_poll_check_events): a few, not per turn.
+            assert len(events) <= 3 < turns, events
+            # Not leaked either: the idle sweep closes it.
+            server._sweep(server.now + 61)
+            assert not server.conns and server.stats.closed == 1
+    finally:
+        server.close()
+        if client is not None:
+            client.close()
 
 
 def test_a_tiny_idle_timeout_still_closes_idle_connections():
