@@ -109,7 +109,8 @@ def uring_missing(include_dirs=()):
     rawmux_uring.c followed by one line per name of _uring_needs(): the
     compiler reports each line it cannot compile, and those lines name what
     is missing."""
-    from setuptools import Distribution  # noqa: F401  (the distutils shim)
+    # setuptools first: its distutils shim, which 3.12 needs.
+    importlib.import_module("setuptools")
     from distutils.ccompiler import new_compiler
     from distutils.sysconfig import customize_compiler
 

@@ -81,7 +81,8 @@ __all__ = ["Ring", "BufferRing", "problem", "DISABLE_VARIABLE",
 # '' when the extension was built with the uring family; otherwise what the
 # system's <linux/io_uring.h> lacked at build time (csrc/build.py probes it
 # and leaves the family out, so that the rest of rawmux still builds).
-_MISSING: str = ffi.string(_lib.rawmux_uring_missing()).decode()
+_missing: Any = ffi.string(_lib.rawmux_uring_missing())
+_MISSING: str = _missing.decode()
 
 
 class _Absent:
