@@ -123,7 +123,6 @@ struct rawmux_ring {
     uint32_t            *sq_tail;       /* we write */
     uint32_t             sq_mask;
     uint32_t            *sq_flags;      /* IORING_SQ_NEED_WAKEUP, ... */
-    uint32_t            *sq_dropped;
     struct io_uring_sqe *sqes;
     uint32_t             sqe_tail;      /* SQEs handed out: published at
                                            the next enter */
@@ -172,6 +171,19 @@ static void rawmux_uring_exit(struct rawmux_ring *r)
     r->fd = -1;
 }
 
+/* The setup flags rawmux's code is written for.  Others change the ABI
+ * this file assumes -- SQE128 (128-byte SQEs), CQE32 (32-byte CQEs),
+ * NO_SQARRAY (no SQ index array), NO_MMAP, REGISTERED_FD_ONLY (no fd to
+ * map) -- or need what rawmux does not do: IOPOLL (completions polled,
+ * block devices only), CQSIZE (p.cq_entries, not passed), ATTACH_WQ
+ * (p.wq_fd).  A flag added to the kernel later is refused too, rather
+ * than trusted. */
+#define RAWMUX_URING_SETUP_FLAGS                                        \
+    (IORING_SETUP_SQPOLL | IORING_SETUP_SQ_AFF | IORING_SETUP_CLAMP     \
+     | IORING_SETUP_SUBMIT_ALL | IORING_SETUP_COOP_TASKRUN              \
+     | IORING_SETUP_TASKRUN_FLAG | IORING_SETUP_SINGLE_ISSUER           \
+     | IORING_SETUP_DEFER_TASKRUN)
+
 static int rawmux_uring_init(struct rawmux_ring *r, uint32_t entries,
                              uint32_t flags)
 {
@@ -181,7 +193,8 @@ static int rawmux_uring_init(struct rawmux_ring *r, uint32_t entries,
     int err;
 
     r->fd = -1;
-    if (entries < 1 || entries > 32768) {
+    if (entries < 1 || entries > 32768
+            || (flags & ~(uint32_t)RAWMUX_URING_SETUP_FLAGS) != 0) {
         errno = EINVAL;
         return -EINVAL;
     }
@@ -232,7 +245,6 @@ static int rawmux_uring_init(struct rawmux_ring *r, uint32_t entries,
     r->sq_tail = (uint32_t *)(sq + p.sq_off.tail);
     r->sq_mask = *(uint32_t *)(sq + p.sq_off.ring_mask);
     r->sq_flags = (uint32_t *)(sq + p.sq_off.flags);
-    r->sq_dropped = (uint32_t *)(sq + p.sq_off.dropped);
     r->cq_head = (uint32_t *)(cq + p.cq_off.head);
     r->cq_tail = (uint32_t *)(cq + p.cq_off.tail);
     r->cq_mask = *(uint32_t *)(cq + p.cq_off.ring_mask);
@@ -248,8 +260,6 @@ static int rawmux_uring_init(struct rawmux_ring *r, uint32_t entries,
 
 fail:
     err = errno;
-    if (r->cq_map == MAP_FAILED)
-        r->cq_map = NULL;
     rawmux_uring_exit(r);
     errno = err;
     return -err;
@@ -401,7 +411,7 @@ static int rawmux_uring_enter(struct rawmux_ring *r)
                 & IORING_SQ_NEED_WAKEUP)
             flags |= IORING_ENTER_SQ_WAKEUP;
         else if (r->wait_nr == 0)
-            return (int)to_submit;
+            return (int)to_submit;      /* queued, not yet consumed */
     } else if (to_submit == 0 && r->wait_nr == 0) {
         return 0;                       /* nothing to do: no system call */
     }
@@ -414,7 +424,6 @@ static int rawmux_uring_enter(struct rawmux_ring *r)
             r->ts.tv_nsec = (long long)(r->timeout % 1000) * 1000000;
             r->arg.sigmask = 0;
             r->arg.sigmask_sz = _NSIG / 8;
-            r->arg.pad = 0;
             r->arg.ts = (uint64_t)(uintptr_t)&r->ts;
             flags |= IORING_ENTER_EXT_ARG;
             arg = &r->arg;

@@ -107,6 +107,8 @@ struct io_uring_getevents_arg {
 #define IORING_SETUP_SQPOLL ...
 #define IORING_SETUP_CQSIZE ...
 #define IORING_SETUP_CLAMP ...
+#define IORING_SETUP_SQ_AFF ...
+#define IORING_SETUP_TASKRUN_FLAG ...
 #define IORING_SETUP_SUBMIT_ALL ...
 #define IORING_SETUP_COOP_TASKRUN ...
 #define IORING_SETUP_SINGLE_ISSUER ...
@@ -178,7 +180,10 @@ int io_uring_register(unsigned int fd, unsigned int opcode, void *arg,
 
 /* io_uring_setup(2) with flags, then mmap(2) of the rings and the SQE
  * array into *r (one mapping for both rings with IORING_FEAT_SINGLE_MMAP).
- * *r must be zeroed; entries from 1 to 32768 (EINVAL otherwise). */
+ * *r must be zeroed; entries from 1 to 32768, and flags among SQPOLL,
+ * SQ_AFF, CLAMP, SUBMIT_ALL, COOP_TASKRUN, TASKRUN_FLAG, SINGLE_ISSUER and
+ * DEFER_TASKRUN, the ones whose ring layout and protocol rawmux's helpers
+ * follow (EINVAL otherwise, before any system call). */
 int rawmux_uring_init(struct rawmux_ring *r, uint32_t entries, uint32_t flags);
 
 /* munmap(2) the rings and close(2) the fd; harmless twice. */
@@ -208,8 +213,11 @@ int rawmux_uring_cancel(struct rawmux_ring *r, uint64_t target,
 
 /* Publish what is queued and make ONE io_uring_enter(2) for it, waiting
  * for r->wait_nr completions (0: none) for at most r->timeout (negative:
- * no limit).  Returns how many SQEs the kernel consumed; a wait that timed
- * out is not an error (0, or the count submitted).  One argument: cffi
+ * no limit).  Returns how many SQEs the kernel consumed -- with
+ * IORING_SETUP_SQPOLL, how many were queued when the tail was published
+ * (the kernel thread consumes them on its own time, so they may not have
+ * been taken yet); a wait that timed out is not an error (0, or the count
+ * submitted).  One argument: cffi
  * calls it without an argument tuple. */
 int rawmux_uring_enter(struct rawmux_ring *r);
 

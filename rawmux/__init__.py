@@ -69,12 +69,15 @@ EPOLL_CTL_MOD: Final[int] = lib.EPOLL_CTL_MOD
 EPOLL_CTL_DEL: Final[int] = lib.EPOLL_CTL_DEL
 
 # io_uring (not in the stdlib module): what a Ring's user reads in a
-# completion's flags, and the setup flag the rings experiment uses.
-IORING_CQE_F_MORE: Final[int] = lib.IORING_CQE_F_MORE
-IORING_CQE_F_BUFFER: Final[int] = lib.IORING_CQE_F_BUFFER
-IORING_CQE_F_SOCK_NONEMPTY: Final[int] = lib.IORING_CQE_F_SOCK_NONEMPTY
-IORING_CQE_BUFFER_SHIFT: Final[int] = lib.IORING_CQE_BUFFER_SHIFT
-IORING_SETUP_SQPOLL: Final[int] = lib.IORING_SETUP_SQPOLL
+# completion's flags, and the setup flag the rings experiment uses.  0 when
+# rawmux was built without io_uring (csrc/build.py; _uring.problem() says).
+IORING_CQE_F_MORE: Final[int] = getattr(lib, "IORING_CQE_F_MORE", 0)
+IORING_CQE_F_BUFFER: Final[int] = getattr(lib, "IORING_CQE_F_BUFFER", 0)
+IORING_CQE_F_SOCK_NONEMPTY: Final[int] = getattr(
+    lib, "IORING_CQE_F_SOCK_NONEMPTY", 0)
+IORING_CQE_BUFFER_SHIFT: Final[int] = getattr(
+    lib, "IORING_CQE_BUFFER_SHIFT", 0)
+IORING_SETUP_SQPOLL: Final[int] = getattr(lib, "IORING_SETUP_SQPOLL", 0)
 
 # Spelled out: type checkers read __all__ to know what the package exports.
 __all__ = [

@@ -61,12 +61,14 @@ import errno as _errno
 import functools
 import os
 import socket
+import time
 from array import array
 from typing import TYPE_CHECKING, Any, Final, Self
 
 from rawmux import _cpython
 from rawmux._cpython import NS_PER_MS, retry_wait
-from rawmux._extension import Struct, ffi, lib
+from rawmux._extension import Struct, ffi
+from rawmux._extension import lib as _lib
 
 if TYPE_CHECKING:
     from typing_extensions import Buffer
@@ -75,6 +77,33 @@ __all__ = ["Ring", "BufferRing", "problem", "DISABLE_VARIABLE",
            "IORING_CQE_F_MORE", "IORING_CQE_F_BUFFER",
            "IORING_CQE_BUFFER_SHIFT", "IORING_SETUP_SQPOLL",
            "IORING_SETUP_SINGLE_ISSUER", "IORING_SETUP_DEFER_TASKRUN"]
+
+# '' when the extension was built with the uring family; otherwise what the
+# system's <linux/io_uring.h> lacked at build time (csrc/build.py probes it
+# and leaves the family out, so that the rest of rawmux still builds).
+_missing: Any = ffi.string(_lib.rawmux_uring_missing())
+_MISSING: str = _missing.decode()
+
+
+class _Absent:
+    """The extension seen from here when it was built without io_uring:
+    its names, and for the uring family's (never called: ``Ring()`` raises
+    ``Unavailable`` first) 0 for a constant and a helper failing with
+    -ENOSYS, so that this module and those importing it still load."""
+
+    def __init__(self, real: Any) -> None:
+        self._real = real
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return getattr(self._real, name)
+        except AttributeError:
+            if name.startswith("rawmux_"):
+                return lambda *args: -_errno.ENOSYS
+            return 0
+
+
+lib: Any = _Absent(_lib) if _MISSING else _lib
 
 DISABLE_VARIABLE: Final = "RAWMUX_NO_IO_URING"
 DISABLED_PATH: Final = "/proc/sys/kernel/io_uring_disabled"
@@ -111,6 +140,14 @@ _timeout = lib.rawmux_uring_timeout
 _cancel = lib.rawmux_uring_cancel
 _probe_op = lib.rawmux_uring_probe
 _EBUSY: Final = -_errno.EBUSY
+# How long close() waits for pinned requests' cancellations, and where the
+# memory of those it gave up on stays alive (see Ring.close).
+_SETTLE_MS: Final = 1000
+_ORPHANS: list[object] = []
+
+
+def _monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
 
 
 # ---- is io_uring usable here? -----------------------------------------------
@@ -174,6 +211,8 @@ def problem() -> str | None:
     probes again)."""
     if os.environ.get(DISABLE_VARIABLE) == "1":
         return f"io_uring disabled by {DISABLE_VARIABLE}=1"
+    if _MISSING:
+        return f"rawmux was built without io_uring: {_MISSING}"
     return _probe()
 
 
@@ -297,18 +336,52 @@ class Ring:
         return (r.sqe_tail - r.sq_head[0]) & 0xFFFFFFFF
 
     def close(self) -> None:
-        """Unregister the buffer rings, then unmap the rings and close the
-        fd.  Closing the fd cancels what is in flight (io_uring/io_uring.c:
-        io_ring_ctx_wait_and_kill()); buffer rings go first, so that the
-        kernel no longer picks their memory before it is unmapped.
-        Closing twice is harmless."""
+        """Cancel the requests holding memory, unregister the buffer rings,
+        then unmap the rings and close the fd.  Closing twice is harmless.
+
+        Closing the fd cancels what is in flight, but asynchronously
+        (io_uring/io_uring.c: io_ring_ctx_wait_and_kill() queues
+        io_ring_exit_work()): a SEND still pending may read its buffer
+        after close() returns.  So the requests that hold Python memory (a
+        SEND's buffer, a TIMEOUT's timespec) are cancelled first and their
+        completions reaped, for at most ``_SETTLE_MS``; any still
+        unreaped then (a cancel refused, a ring owned by another thread:
+        SINGLE_ISSUER) keep their memory for the life of the process, in
+        ``_ORPHANS`` -- a small leak rather than the kernel reading freed
+        memory.  Buffer rings go before the fd, so that the kernel no
+        longer picks their memory before it is unmapped."""
         r = getattr(self, "_ring", None)
         if r is None or r.fd < 0:
             return
+        if self._pinned:
+            try:
+                self._settle()
+            except (OSError, ValueError):
+                pass                    # what is left goes to _ORPHANS
+            if self._pinned:
+                _ORPHANS.extend(self._pinned.values())
         for b in list(self._buffer_rings.values()):
             b.close()
         _exit(r)
         self._pinned.clear()
+
+    def _settle(self) -> None:
+        """ASYNC_CANCEL every pinned request and reap until none is left
+        or _SETTLE_MS have passed.  The cancels' own user_data is one no
+        pinned request has, so that their completions release nothing."""
+        pinned = self._pinned
+        own = _U64_MAX
+        while own in pinned:
+            own -= 1
+        for target in list(pinned):
+            self.cancel(target, own)
+        deadline = _monotonic_ms() + _SETTLE_MS
+        while pinned:
+            left = deadline - _monotonic_ms()
+            if left <= 0:
+                break
+            self.submit_and_wait(1, left)
+            self.reap()
 
     def __del__(self) -> None:
         self.close()
@@ -352,8 +425,17 @@ class Ring:
                              f"request in flight holding memory")
         self._pinned[user_data] = obj
 
+    def _unpinned(self, user_data: int) -> None:
+        """Refuse a user_data a request holding memory has: its completion
+        would release that memory while the kernel may still read it (a
+        completion is matched to its pin by user_data alone)."""
+        if user_data in self._pinned:
+            raise ValueError(f"user_data {user_data} names a request in "
+                             f"flight holding memory")
+
     def nop(self, user_data: int) -> None:
         """IORING_OP_NOP: completes at once with res 0."""
+        self._unpinned(user_data)
         if _nop(self._ring, user_data):
             self._full(_nop, user_data)
 
@@ -362,6 +444,7 @@ class Ring:
         """IORING_OP_POLL_ADD: complete (res = ready poll(2) bits) when fd
         has one of mask's events, or at once if it has one now; multishot:
         once per wake-up, with IORING_CQE_F_MORE while it stays armed."""
+        self._unpinned(user_data)
         if _poll_add(self._ring, fd, mask, user_data, multishot):
             self._full(_poll_add, fd, mask, user_data, multishot)
 
@@ -369,6 +452,7 @@ class Ring:
         """IORING_OP_POLL_REMOVE of the poll request whose user_data is
         target: it completes with -ECANCELED, this one with 0 (-ENOENT if
         there is none)."""
+        self._unpinned(user_data)
         if _poll_remove(self._ring, target, user_data):
             self._full(_poll_remove, target, user_data)
 
@@ -377,6 +461,7 @@ class Ring:
         """IORING_OP_ACCEPT with IORING_ACCEPT_MULTISHOT (5.19): one CQE
         per connection, res the new fd (made with flags: SOCK_CLOEXEC,
         SOCK_NONBLOCK, which have O_'s values)."""
+        self._unpinned(user_data)
         if _accept(self._ring, fd, flags, user_data, 1):
             self._full(_accept, fd, flags, user_data, 1)
 
@@ -385,6 +470,7 @@ class Ring:
         group ``group`` (a ``BufferRing`` of this ring): one CQE per
         arrival, res the byte count (0: the peer shut down), the buffer in
         flags."""
+        self._unpinned(user_data)
         if group not in self._buffer_rings:
             raise ValueError(f"no buffer ring {group!r} on this ring")
         if _recv_multishot(self._ring, fd, group, user_data):
@@ -425,6 +511,7 @@ class Ring:
         """IORING_OP_ASYNC_CANCEL of the request whose user_data is target:
         it completes with -ECANCELED; this one with 0, -ENOENT (none) or
         -EALREADY (running)."""
+        self._unpinned(user_data)
         if _cancel(self._ring, target, user_data):
             self._full(_cancel, target, user_data)
 

@@ -485,6 +485,15 @@ class IoUringSelector(_Selector):
 
     ``entries`` is the submission ring's size: more fds than that to arm
     at once take one more io_uring_enter per ``entries``.
+
+    An fd closed while registered: if it was closed before its POLL_ADD
+    was armed, the request fails with -EBADF and the fd is reported ready
+    for what it was registered for, as poll(2)'s POLLNVAL makes
+    PollSelector do.  If it was closed while armed, nothing is reported
+    (PollSelector would report POLLNVAL): the armed request holds its own
+    reference to the file, so the close() does not even close the socket
+    (the peer sees no FIN) until ``unregister`` removes the request.
+    Unregister before closing, as the selectors documentation asks.
     """
 
     _native_cls = Ring

@@ -486,3 +486,143 @@ def test_sqpoll_full_submission_ring_waits_for_room_loses_nothing():
             got += [ud for ud, _, _ in reap_all(ring)]
         assert sorted(got) == list(range(n))
         assert ring.queued() == 0
+
+
+# ---- review 16: setup flags, built without io_uring, pins at close -------
+
+# The kernel's values of the flags that change the ring's layout
+# (<linux/io_uring.h>); spelled here because the cdef, rightly, does not
+# declare what rawmux refuses.  Older headers lack some: the kernel's ABI
+# is fixed, so the numbers hold whatever the header.
+SQE128, CQE32, NO_SQARRAY = 1 << 10, 1 << 11, 1 << 16
+
+
+@needs_uring
+@pytest.mark.parametrize("flag", [SQE128, CQE32, NO_SQARRAY,
+                                  lib.IORING_SETUP_IOPOLL,
+                                  lib.IORING_SETUP_CQSIZE, 1 << 31])
+def test_setup_flags_outside_the_layout_rawmux_follows_are_refused(flag):
+    """Before the fix these reached io_uring_setup(2), and the helpers,
+    assuming 64-byte SQEs, 16-byte CQEs and an SQ index array, wrote and
+    read the wrong memory."""
+    with pytest.raises(OSError) as e:
+        Ring(8, setup_flags=flag)
+    assert e.value.errno == errno.EINVAL
+
+
+@needs_uring
+def test_setup_flags_rawmux_follows_are_accepted():
+    for flag in (lib.IORING_SETUP_CLAMP, lib.IORING_SETUP_SUBMIT_ALL,
+                 lib.IORING_SETUP_COOP_TASKRUN
+                 | lib.IORING_SETUP_TASKRUN_FLAG,
+                 lib.IORING_SETUP_SINGLE_ISSUER
+                 | lib.IORING_SETUP_DEFER_TASKRUN):
+        with Ring(8, setup_flags=flag) as r:
+            r.nop(7)
+            assert r.submit_and_wait(1, 1000) == 1
+            assert r.reap() == 1 and r.completions() == [(7, 0, 0)]
+
+
+class _WithoutUring:
+    """The extension as csrc/build.py leaves it when <linux/io_uring.h>
+    lacks what rawmux needs: no uring name, and rawmux_uring_missing()
+    saying why."""
+
+    def __init__(self, real, why):
+        self._real, self._why = real, why
+
+    def __getattr__(self, name):
+        if name == "rawmux_uring_missing":
+            return lambda: _uring.ffi.new("char[]", self._why)
+        if "uring" in name or "bufring" in name or name.startswith(
+                ("IORING_", "IOSQE_", "IO_URING_")):
+            raise AttributeError(name)
+        return getattr(self._real, name)
+
+
+def test_built_without_io_uring_says_why(monkeypatch):
+    """_uring loads from an extension without the uring family, and every
+    io_uring part says why in one line."""
+    import importlib.util
+
+    from rawmux import _extension
+    monkeypatch.delenv(_uring.DISABLE_VARIABLE, raising=False)
+    fake = _WithoutUring(_extension.lib,
+                         b"<linux/io_uring.h> lacks IORING_RECV_MULTISHOT")
+    monkeypatch.setattr(_extension, "lib", fake)
+    spec = importlib.util.spec_from_file_location("_uring_without",
+                                                  _uring.__file__)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    why = ("rawmux was built without io_uring: <linux/io_uring.h> lacks "
+           "IORING_RECV_MULTISHOT")
+    assert module.problem() == why
+    with pytest.raises(module.Unavailable, match="built without"):
+        module.Ring()
+
+
+@needs_uring
+def test_build_probe_names_what_the_header_lacks(tmp_path):
+    """csrc/build.py's probe, against the system header with two names
+    taken away (a header that #include_next's the real one)."""
+    import importlib.util
+    import shutil
+    if shutil.which("cc") is None and shutil.which("gcc") is None:
+        pytest.skip("no C compiler")
+    csrc = os.path.join(os.path.dirname(os.path.dirname(__file__)), "csrc")
+    if not os.path.exists(os.path.join(csrc, "build.py")):
+        pytest.skip("no csrc/ beside the tests")
+    spec = importlib.util.spec_from_file_location(
+        "rawmux_build", os.path.join(csrc, "build.py"))
+    build = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(build)     # probes the real header: builds
+    assert build.URING_MISSING == ""
+    (tmp_path / "linux").mkdir()
+    (tmp_path / "linux" / "io_uring.h").write_text(
+        "#include_next <linux/io_uring.h>\n"
+        "#undef IORING_RECV_MULTISHOT\n#undef IORING_SETUP_DEFER_TASKRUN\n")
+    missing = build.uring_missing([str(tmp_path)])
+    assert missing.startswith("<linux/io_uring.h> lacks ")
+    assert set(missing.split("lacks ")[1].split(", ")) == {
+        "IORING_RECV_MULTISHOT", "IORING_SETUP_DEFER_TASKRUN"}
+
+
+@needs_uring
+def test_pinned_user_data_is_refused_by_every_queue_method(ring, res):
+    """Before the fix a NOP (or cancel, ...) with an in-flight SEND's
+    user_data released the SEND's buffer at its completion."""
+    a, b = res.socketpair()
+    a.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            a.send(b"x" * 65536)        # fill: the SEND stays pending
+    ring.send(a.fileno(), b"held", 5)
+    ring.submit()
+    for queue in (lambda: ring.nop(5), lambda: ring.cancel(99, 5),
+                  lambda: ring.poll_add(a.fileno(), select.POLLIN, 5),
+                  lambda: ring.poll_remove(99, 5),
+                  lambda: ring.timeout(10, 5)):
+        with pytest.raises(ValueError, match="user_data 5"):
+            queue()
+    assert ring.queued() == 0 and 5 in ring._pinned
+
+
+@needs_uring
+def test_close_cancels_and_reaps_pinned_requests_first(res):
+    """A SEND pending at close() is cancelled and its completion reaped
+    before its buffer is let go: nothing is left to _ORPHANS."""
+    a, b = res.socketpair()
+    a.setblocking(False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            a.send(b"x" * 65536)
+    orphans = len(_uring._ORPHANS)
+    ring = Ring(8)
+    ring.send(a.fileno(), bytearray(b"late" * 1000), 1)
+    ring.timeout(60_000, 2)
+    ring.submit()
+    assert ring.reap() == 0 and len(ring._pinned) == 2
+    enters = ring.enters
+    ring.close()
+    assert ring.enters > enters         # the cancels went in, and waits
+    assert len(_uring._ORPHANS) == orphans

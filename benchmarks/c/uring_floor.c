@@ -179,12 +179,17 @@ static int enter(int wait)
 {
     struct __kernel_timespec ts = { .tv_sec = 1 };
     struct io_uring_getevents_arg arg = { .ts = (uint64_t)(uintptr_t)&ts };
-    uint32_t submit = ring.sqe_tail - *ring.sq_tail;
+    uint32_t submit;
     int n;
 
     /* Release: the SQEs' contents are visible before the tail that
      * publishes them. */
     __atomic_store_n(ring.sq_tail, ring.sqe_tail, __ATOMIC_RELEASE);
+    /* Everything the kernel has not consumed, as rawmux_uring_enter does:
+     * not only what was published since the last call, or SQEs left by a
+     * partial or interrupted submit would never be counted again, and
+     * get_sqe()'s wait for room would spin on a full ring. */
+    submit = ring.sqe_tail - __atomic_load_n(ring.sq_head, __ATOMIC_ACQUIRE);
     if (!wait && submit == 0)
         return 0;
     n = sys_enter(submit, wait ? 1 : 0,

@@ -116,7 +116,10 @@ class UringPollMechanism(Mechanism):
         # armed request and is dropped.
         self._armed: dict[int, tuple[int, int]] = {}
         self._generation = 0
-        self._rearm: list[int] = []     # fds whose multishot poll ended
+        # (fd, user_data) of multishot polls that ended: armed again at the
+        # next wait, unless the fd was forgotten or re-armed since (its
+        # number may name another socket by then).
+        self._rearm: list[tuple[int, int]] = []
 
     def _arm(self, fd: int, mask: int) -> None:
         self._generation += 1
@@ -145,9 +148,16 @@ class UringPollMechanism(Mechanism):
 
     def wait(self, timeout: float) -> int:
         ring, armed = self.ring, self._armed
-        for fd in self._rearm:          # multishot polls that ended
-            if fd in armed and not ring.ready():
-                self._arm(fd, armed[fd][1])
+        # Every ended poll is armed again, whatever is waiting in the CQ
+        # ring: the list is cleared, so one skipped is a connection never
+        # read again (a multishot poll ends when the CQ ring is full).  Only
+        # while the fd is still armed with that very request: after
+        # forget() (and a close whose number came back) a re-arm would put
+        # a second POLL_ADD on another socket, which nothing removes.
+        for fd, u in self._rearm:
+            current = armed.get(fd)
+            if current is not None and current[0] == u:
+                self._arm(fd, current[1])
         self._rearm.clear()
         if not ring.ready():
             ring.submit_and_wait(1, ceil(timeout * 1000))    # milliseconds
@@ -166,7 +176,7 @@ class UringPollMechanism(Mechanism):
                 continue                # removed, or a POLL_REMOVE's own
             r = res[i]
             if not flags[i] & _F_MORE:
-                self._rearm.append(fd)  # ended (e.g. -ENOMEM): arm again
+                self._rearm.append((fd, u))     # ended: arm again
             if r <= 0:
                 continue
             j = seen.get(fd)

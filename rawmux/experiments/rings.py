@@ -545,7 +545,11 @@ def judge(d):
           f"{sqpoll if sq['error'] is None else 'n/a (' + sq['error'] + ')'}"
           f" with SQPOLL; {uring['intact']} of {k} messages were in the "
           f"buffer ring's memory at their completion with "
-          f"{per['uring']['recvs']:.2f} recv calls per message "
+          f"{per['uring']['recvs']:.2f} recv calls per message"
+          + ("" if per["uring"].get("counted_by") == "kernel" else
+             " (not counted by the kernel: without tracepoints this is the"
+             " loop's own tally, 0 by construction: it calls no recv)")
+          + " "
           f"({per['uring']['syscalls']:.2f} system calls). " + epoll_text)
     return Judgement(confirmed, verdict, figures)
 
