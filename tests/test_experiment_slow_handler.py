@@ -79,10 +79,15 @@ def test_threads_shield_fast_connections_from_a_blocking_handler(result):
     burn_ms = result.data["burn_ms"]
     alone, slowed = row(result, "threads", "-"), row(result, "threads",
                                                      "sleep")
-    loop = row(result, "epoll", "sleep")
+    loop_alone, loop = row(result, "epoll", "-"), row(result, "epoll", "sleep")
     assert (slowed["p50_ms"] - alone["p50_ms"]
             <= slow_handler.THREADS_DELAY * burn_ms)
-    assert slowed["p50_ms"] < 0.5 * loop["p50_ms"]
+    # Shielding is about what the slow handler adds: the threads' median
+    # moves by under half what the loop's does.  (Their medians themselves
+    # are not compared so: the threaded server's, a few ms of GIL hand-offs
+    # under load, can reach half the loop's burn-bound one.)
+    assert (slowed["p50_ms"] - alone["p50_ms"]
+            < 0.5 * (loop["p50_ms"] - loop_alone["p50_ms"]))
     # The slow handler really ran, most of the time.
     assert slowed["slow_busy_pct"] >= 50
     assert result.confirmed and "CONFIRMED" in result.report()
