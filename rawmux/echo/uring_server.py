@@ -241,12 +241,10 @@ def send_error(sock: socket.socket) -> int:
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             return err
-        if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO,
-                           1)[0] == _TCP_CLOSE:
-            return errno.ECONNRESET
-    except OSError as exc:
-        return exc.errno or errno.EIO
-    return errno.EIO
+        state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+    except OSError:                 # closed, or not TCP: nothing known
+        return errno.EIO
+    return errno.ECONNRESET if state == _TCP_CLOSE else errno.EIO
 
 
 class _Conn:
