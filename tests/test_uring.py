@@ -591,3 +591,71 @@ def test_send_cut_by_a_reset_reports_the_part_sent(ring):
             assert send_error(server) == errno.ECONNRESET
             # A socket that was not reset: the unknown case.
             assert send_error(listener) == errno.EIO
+
+
+@needs_uring
+def test_uring_server_counts_a_reset_mid_send_as_a_reset():
+    """In-process.  A client sends and never reads, so the server's SEND
+    stalls part-way; then it resets.  The SEND completes with the part
+    sent (not -ECONNRESET): the server must still count a reset, not an
+    error with a "short send" warning."""
+    import io
+
+    from rawmux.echo.server import Config
+    from rawmux.echo.uring_server import UringServer
+    server = UringServer(Config(port=0, idle_timeout=60), out=io.StringIO())
+    client = None
+    short = []
+    on_sent = server.on_sent
+
+    def recording(conn, res):
+        short.append((res, conn.inflight))
+        on_sent(conn, res)
+    server.on_sent = recording
+    try:
+        server._accept()
+        client = socket.create_connection(server.listener.getsockname(),
+                                           timeout=5)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        for _ in range(100):
+            if server.conns:
+                break
+            server._run_once(0.05)
+        (conn,) = server.conns.values()
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        client.setblocking(False)
+        for _ in range(400):            # a SEND stalls, 64 KiB wait
+            with contextlib.suppress(BlockingIOError):
+                client.send(b"r" * 8192)
+            server._run_once(0.01)
+            if conn.sending and len(conn.out) >= 65536:
+                break
+        assert conn.sending and len(conn.out) >= 65536, len(conn.out)
+        # The client reads a little at a time: the first SEND ends, the
+        # 64 KiB one starts and stalls part-way -- known when the client
+        # has more than the completed SENDs carried.
+        got = 0
+        for _ in range(400):
+            with contextlib.suppress(BlockingIOError):
+                got += len(client.recv(4096))
+            server._run_once(0.01)
+            if conn.sending and conn.inflight >= 65536 \
+                    and got > server.stats.bytes_out:
+                break
+        assert conn.inflight >= 65536 and got > server.stats.bytes_out
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                          struct.pack("ii", 1, 0))
+        client.close()
+        client = None
+        for _ in range(100):
+            if not server.conns:
+                break
+            server._run_once(0.05)
+        assert not server.conns, "the reset connection was kept"
+        # The case at hand: the SEND reported a part, not an error.
+        assert any(0 < res < inflight for res, inflight in short), short
+        assert server.stats.resets == 1 and server.stats.errors == 0
+    finally:
+        if client is not None:
+            client.close()
+        server.close()
