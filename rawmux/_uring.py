@@ -522,7 +522,14 @@ class BufferRing:
 
     The buffers are one bytearray, ``entries * size`` bytes, which the
     kernel writes into with no recv by the process; a view keeps it alive.
-    The ring of buffer descriptors is a page-aligned mapping made in C."""
+    The ring of buffer descriptors is a page-aligned mapping made in C.
+
+    claim/view/recycle keep an account of which buffers the process holds
+    and refuse the kernel's.  A loop that keeps its own account can skip
+    it: the id from the CQE's flags, ``memory``, ``Ring.send_buffer`` and
+    ``recycle_many`` -- C still checks every id and length against the
+    ring's memory, so a mistake may send stale bytes but never reads or
+    writes outside it."""
 
     __slots__ = ("_b", "_ring", "group", "entries", "size", "_with_kernel",
                  "_memory", "_memory_ptr")

@@ -21,7 +21,10 @@ ready fd completes at once.
   kernel picks a buffer when data arrives and copies the data into it; the
   completion says which buffer and how much, with no recv by the process;
 * the echo is a SEND of that very buffer, queued from the recv's
-  completion; the buffer goes back to the ring when the send completes.
+  completion and named by its id (``Ring.send_buffer``: C computes the
+  address inside the ring's memory, so nothing is exported or pinned); the
+  buffer goes back to the ring when the send completes, with the others
+  freed in the same turn, in one call (``BufferRing.recycle_many``).
   Data arriving while a send is in flight is copied into the connection's
   ``out`` and its buffer given back at once (a slow reader must not hold
   the ring's buffers), then sent as one SEND when the first completes:
@@ -37,6 +40,9 @@ The rules of the other backends, and how each is kept here:
   that holds output is cancelled the same way until the total halves.
 * Half-close: a RECV completion of 0 bytes is the peer's FIN: flush, then
   shutdown(SHUT_WR) and close.  ECONNRESET/EPIPE close the connection.
+  A SEND that fails after part of it left reports the part, not the error
+  (io_uring/net.c io_send()): ``send_error()`` asks the socket what it
+  was, so that a reset mid-send is counted as a reset.
 * A completion names its request by ``user_data``: the kind of request, the
   connection's serial number (never reused, unlike fd numbers) and, for a
   SEND, the ring buffer it sends.  A completion for a connection already
