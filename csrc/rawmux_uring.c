@@ -668,3 +668,65 @@ static int rawmux_bufring_recycle(struct rawmux_bufring *b, uint32_t bid)
     __atomic_store_n(rawmux_bufring_tailp(b), b->tail, __ATOMIC_RELEASE);
     return 0;
 }
+
+/* ---- sending from a buffer ring, giving buffers back in bulk -------------
+ * The echo of a multishot RECV is a SEND of the very buffer the kernel
+ * filled.  Naming it by (buffer ring, bid, len) rather than by address lets
+ * C compute the address inside the ring's own memory, after checking that
+ * it is inside: Python hands over three small integers, with no buffer
+ * object to export and nothing to keep alive until the completion (the
+ * memory is the buffer ring's; the caller must not recycle bid before the
+ * SEND completes, or the kernel may write the next RECV into it). */
+static int rawmux_uring_send_buf(struct rawmux_ring *r,
+                                 struct rawmux_bufring *b, int fd,
+                                 uint32_t bid, uint32_t len, int msg_flags,
+                                 uint64_t user_data)
+{
+    struct io_uring_sqe *sqe;
+
+    if (b->ring == NULL || b->bufs == NULL) {
+        errno = EBADF;
+        return -EBADF;
+    }
+    /* Within the buffer: bid one of the ring's, len at most its size. */
+    if (bid >= b->entries || len > b->size) {
+        errno = EINVAL;
+        return -EINVAL;
+    }
+    sqe = rawmux_uring_sqe(r, IORING_OP_SEND, fd, user_data);
+    if (sqe == NULL)
+        return -errno;
+    sqe->addr = (uint64_t)(uintptr_t)(b->bufs + (size_t)bid * b->size);
+    sqe->len = len;
+    sqe->poll32_events = (uint32_t)msg_flags;      /* msg_flags */
+    return 0;
+}
+
+/* Give n buffers back at once: one release store of the tail for all.
+ * Every id is checked before any is given back (-EINVAL, none given, if
+ * one is out of range); n above the ring's size is refused as well, since
+ * the ring holds no more than that. */
+static int rawmux_bufring_recycle_many(struct rawmux_bufring *b,
+                                       const uint16_t *bids, uint32_t n)
+{
+    uint32_t i;
+
+    if (b->ring == NULL) {
+        errno = EBADF;
+        return -EBADF;
+    }
+    if (n > b->entries) {
+        errno = EINVAL;
+        return -EINVAL;
+    }
+    for (i = 0; i < n; i++) {
+        if (bids[i] >= b->entries) {
+            errno = EINVAL;
+            return -EINVAL;
+        }
+    }
+    for (i = 0; i < n; i++)
+        rawmux_bufring_put(b, bids[i]);
+    __atomic_store_n(rawmux_bufring_tailp(b), b->tail, __ATOMIC_RELEASE);
+    return 0;
+}

@@ -256,3 +256,16 @@ int rawmux_bufring_recycle(struct rawmux_bufring *b, uint32_t bid);
 /* Unregister (while ring_fd is open) and unmap the ring; harmless twice.
  * The buffers are the caller's to free, after this. */
 void rawmux_bufring_exit(struct rawmux_bufring *b);
+
+/* IORING_OP_SEND of the first len bytes of buffer bid of buffer ring b,
+ * its address computed in C: -EINVAL unless bid < entries and len <= size,
+ * -EBADF if b is unregistered, else as the other queuing helpers.  Nothing
+ * to keep alive; bid must not be recycled before the SEND completes. */
+int rawmux_uring_send_buf(struct rawmux_ring *r, struct rawmux_bufring *b,
+                          int fd, uint32_t bid, uint32_t len, int msg_flags,
+                          uint64_t user_data);
+
+/* Give the n buffers bids[0..n) back with one publication of the tail:
+ * -EINVAL (none given back) if one is out of range or n > entries. */
+int rawmux_bufring_recycle_many(struct rawmux_bufring *b,
+                                const uint16_t *bids, uint32_t n);

@@ -136,6 +136,8 @@ _poll_remove = lib.rawmux_uring_poll_remove
 _accept = lib.rawmux_uring_accept
 _recv_multishot = lib.rawmux_uring_recv_multishot
 _send = lib.rawmux_uring_send
+_send_buf = lib.rawmux_uring_send_buf
+_recycle_many = lib.rawmux_bufring_recycle_many
 _timeout = lib.rawmux_uring_timeout
 _cancel = lib.rawmux_uring_cancel
 _probe_op = lib.rawmux_uring_probe
@@ -491,6 +493,30 @@ class Ring:
             del self._pinned[user_data]
             raise
 
+    def send_buffer(self, fd: int, buffers: BufferRing, bid: int, n: int,
+                    user_data: int, msg_flags: int = _MSG_NOSIGNAL) -> None:
+        """IORING_OP_SEND of the first n bytes of buffer bid of ``buffers``
+        (a BufferRing of this ring): the echo of a RECV, from the memory
+        the kernel wrote it into.  C computes the address after checking
+        bid and n against the ring (ValueError otherwise), so nothing is
+        exported or kept alive; the caller must not give bid back before
+        this SEND completes, or the next RECV may overwrite it.  No
+        ownership check (unlike ``BufferRing.view``): for loops that keep
+        their own account of the buffers they hold."""
+        if buffers._ring is not self:
+            raise ValueError("buffer ring of another ring")
+        err = _send_buf(self._ring, buffers._b, fd, bid, n, msg_flags,
+                        user_data)
+        if err:
+            if err == -_errno.EINVAL:
+                raise ValueError(f"bad buffer {bid!r} or length {n!r} for "
+                                 f"{buffers.entries} buffers of "
+                                 f"{buffers.size} bytes")
+            if err != _EBUSY and self._ring.fd >= 0:
+                raise _cpython.oserror(-err)    # the buffer ring closed
+            self._full(_send_buf, buffers._b, fd, bid, n, msg_flags,
+                       user_data)
+
     def timeout(self, ms: int, user_data: int, count: int = 0) -> None:
         """IORING_OP_TIMEOUT: completes with -ETIME after ms milliseconds,
         or with 0 once ``count`` other completions have come (0: never)."""
@@ -583,7 +609,14 @@ class BufferRing:
 
     The buffers are one bytearray, ``entries * size`` bytes, which the
     kernel writes into with no recv by the process; a view keeps it alive.
-    The ring of buffer descriptors is a page-aligned mapping made in C."""
+    The ring of buffer descriptors is a page-aligned mapping made in C.
+
+    claim/view/recycle keep an account of which buffers the process holds
+    and refuse the kernel's.  A loop that keeps its own account can skip
+    it: the id from the CQE's flags, ``memory``, ``Ring.send_buffer`` and
+    ``recycle_many`` -- C still checks every id and length against the
+    ring's memory, so a mistake may send stale bytes but never reads or
+    writes outside it."""
 
     __slots__ = ("_b", "_ring", "group", "entries", "size", "_with_kernel",
                  "_memory", "_memory_ptr")
@@ -658,6 +691,25 @@ class BufferRing:
         if err:
             raise _cpython.oserror(-err)
         self._with_kernel[bid] = 1
+
+    def recycle_many(self, bids: list[int]) -> None:
+        """Give every buffer in bids back to the kernel at once, one
+        publication of the ring's tail for all (a loop gives back what one
+        turn freed before it waits).  C checks every id before giving any
+        back (ValueError if one is out of range); unlike ``recycle`` there
+        is no ownership check: for loops that keep their own account (take
+        the id from the CQE's flags, ``Ring.send_buffer``, ``memory``)."""
+        err = _recycle_many(self._b, bids, len(bids))
+        if err:
+            if err == -_errno.EINVAL:
+                raise ValueError(f"bad buffer id in {bids!r}")
+            raise _cpython.oserror(-err)
+
+    @property
+    def memory(self) -> memoryview:
+        """All the buffers, ``entries * size`` bytes: buffer bid is at
+        ``bid * size``.  Not a copy; what the kernel writes shows here."""
+        return memoryview(self._memory)
 
     def close(self) -> None:
         """Unregister: the kernel no longer picks these buffers.  Views

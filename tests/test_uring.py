@@ -12,6 +12,7 @@ import errno
 import os
 import select
 import socket
+import struct
 import time
 
 import pytest
@@ -626,3 +627,175 @@ def test_close_cancels_and_reaps_pinned_requests_first(res):
     ring.close()
     assert ring.enters > enters         # the cancels went in, and waits
     assert len(_uring._ORPHANS) == orphans
+
+
+# ---- sending from a buffer ring, bulk returns (the uring server's path) ----
+
+@needs_uring
+def test_send_buffer_echoes_the_ring_buffer_it_names(ring, res):
+    """A RECV's buffer sent back by (bid, length): the peer gets exactly
+    what it sent, nothing is pinned, and the buffers come back in bulk."""
+    a, b = res.socketpair()
+    buffers = BufferRing(ring, entries=4, size=64, group=1)
+    payload = os.urandom(200)            # more than all four buffers hold
+    ring.recv_multishot(a.fileno(), group=1, user_data=1)
+    ring.submit()
+    b.setblocking(False)
+    echoed = bytearray()
+    sent = 0
+    while len(echoed) < len(payload):
+        if sent < len(payload):
+            sent += b.send(payload[sent:sent + 50])
+        ring.submit_and_wait(1, timeout_ms=5000)
+        n = ring.reap()
+        assert n, "no completion within 5 s"
+        done = []
+        for ud, r, fl in ring.completions():
+            if ud == 1:
+                assert r > 0 and fl & MORE
+                bid = fl >> _uring.IORING_CQE_BUFFER_SHIFT
+                start = bid * buffers.size
+                assert buffers.memory[start:start + r] in payload
+                ring.send_buffer(a.fileno(), buffers, bid, r,
+                                 user_data=100 + bid)
+            else:
+                assert ud >= 100 and r > 0, (ud, r)
+                done.append(ud - 100)
+        assert ring._pinned == {}        # nothing to keep alive
+        if done:
+            buffers.recycle_many(done)
+        ring.submit()
+        with contextlib.suppress(BlockingIOError):
+            while chunk := b.recv(4096):
+                echoed += chunk
+    assert bytes(echoed) == payload
+
+
+@needs_uring
+def test_send_buffer_and_recycle_many_stay_inside_the_ring(ring):
+    buffers = BufferRing(ring, entries=4, size=16, group=2)
+    tail = buffers._b.tail
+    for bid, n in [(4, 1), (0, 17), (-1, 1), (0, -1)]:
+        with pytest.raises((ValueError, OverflowError)):
+            ring.send_buffer(-1, buffers, bid, n, user_data=1)
+    assert ring.queued() == 0            # nothing queued by a refusal
+    with Ring(4) as other:
+        with pytest.raises(ValueError):
+            other.send_buffer(-1, buffers, 0, 1, user_data=1)
+    for bids in ([0, 4], [70000], [0] * 5):
+        with pytest.raises((ValueError, OverflowError)):
+            buffers.recycle_many(bids)
+        assert buffers._b.tail == tail   # checked before any is given
+    buffers.recycle_many([])
+    # In range: queued; on a bad fd the kernel answers -EBADF.
+    ring.send_buffer(-1, buffers, 3, 16, user_data=7)
+    ring.submit_and_wait(1, timeout_ms=5000)
+    assert reap_all(ring) == [(7, -errno.EBADF, 0)]
+    buffers.recycle_many([3, 1])
+    assert buffers._b.tail == (tail + 2) & 0xFFFF
+    # Unregistered: C says so, Python raises.
+    buffers.close()
+    assert lib.rawmux_uring_send_buf(ring._ring, buffers._b, -1, 0, 1, 0,
+                                     1) == -errno.EBADF
+    assert lib.rawmux_bufring_recycle_many(buffers._b, [0], 1) \
+        == -errno.EBADF
+    with pytest.raises(OSError):
+        buffers.recycle_many([0])
+
+
+@needs_uring
+def test_send_cut_by_a_reset_reports_the_part_sent(ring):
+    """io_uring/net.c io_send(): a SEND that fails after part of it left
+    completes with the part's length, not -errno; the uring server's
+    send_error() then finds the reset on the socket."""
+    from rawmux.echo.uring_server import send_error
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        client = socket.create_connection(listener.getsockname(), timeout=5)
+        server, _ = listener.accept()
+        with client, server:
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            server.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+            data = bytes(4 << 20)        # far more than the buffers hold
+            ring.send(server.fileno(), data, user_data=9,
+                      msg_flags=socket.MSG_NOSIGNAL | socket.MSG_WAITALL)
+            # The submit makes the first attempt: it fills the buffers (a
+            # part left) and waits for room.
+            assert ring.submit() == 1
+            assert ring.ready() == 0
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                              struct.pack("ii", 1, 0))
+            client.close()               # unread data, linger 0: RST
+            ring.submit_and_wait(1, timeout_ms=5000)
+            [(ud, r, _)] = reap_all(ring)
+            assert ud == 9 and 0 < r < len(data), r
+            assert send_error(server) == errno.ECONNRESET
+            # A socket that was not reset: the unknown case.
+            assert send_error(listener) == errno.EIO
+
+
+@needs_uring
+def test_uring_server_counts_a_reset_mid_send_as_a_reset():
+    """In-process.  A client sends and never reads, so the server's SEND
+    stalls part-way; then it resets.  The SEND completes with the part
+    sent (not -ECONNRESET): the server must still count a reset, not an
+    error with a "short send" warning."""
+    import io
+
+    from rawmux.echo.server import Config
+    from rawmux.echo.uring_server import UringServer
+    server = UringServer(Config(port=0, idle_timeout=60), out=io.StringIO())
+    client = None
+    short = []
+    on_sent = server.on_sent
+
+    def recording(conn, res):
+        short.append((res, conn.inflight))
+        on_sent(conn, res)
+    server.on_sent = recording
+    try:
+        server._accept()
+        client = socket.create_connection(server.listener.getsockname(),
+                                           timeout=5)
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        for _ in range(100):
+            if server.conns:
+                break
+            server._run_once(0.05)
+        (conn,) = server.conns.values()
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        client.setblocking(False)
+        for _ in range(400):            # a SEND stalls, 64 KiB wait
+            with contextlib.suppress(BlockingIOError):
+                client.send(b"r" * 8192)
+            server._run_once(0.01)
+            if conn.sending and len(conn.out) >= 65536:
+                break
+        assert conn.sending and len(conn.out) >= 65536, len(conn.out)
+        # The client reads a little at a time: the first SEND ends, the
+        # 64 KiB one starts and stalls part-way -- known when the client
+        # has more than the completed SENDs carried.
+        got = 0
+        for _ in range(400):
+            with contextlib.suppress(BlockingIOError):
+                got += len(client.recv(4096))
+            server._run_once(0.01)
+            if conn.sending and conn.inflight >= 65536 \
+                    and got > server.stats.bytes_out:
+                break
+        assert conn.inflight >= 65536 and got > server.stats.bytes_out
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                          struct.pack("ii", 1, 0))
+        client.close()
+        client = None
+        for _ in range(100):
+            if not server.conns:
+                break
+            server._run_once(0.05)
+        assert not server.conns, "the reset connection was kept"
+        # The case at hand: the SEND reported a part, not an error.
+        assert any(0 < res < inflight for res, inflight in short), short
+        assert server.stats.resets == 1 and server.stats.errors == 0
+    finally:
+        if client is not None:
+            client.close()
+        server.close()

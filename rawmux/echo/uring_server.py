@@ -21,7 +21,10 @@ ready fd completes at once.
   kernel picks a buffer when data arrives and copies the data into it; the
   completion says which buffer and how much, with no recv by the process;
 * the echo is a SEND of that very buffer, queued from the recv's
-  completion; the buffer goes back to the ring when the send completes.
+  completion and named by its id (``Ring.send_buffer``: C computes the
+  address inside the ring's memory, so nothing is exported or pinned); the
+  buffer goes back to the ring when the send completes, with the others
+  freed in the same turn, in one call (``BufferRing.recycle_many``).
   Data arriving while a send is in flight is copied into the connection's
   ``out`` and its buffer given back at once (a slow reader must not hold
   the ring's buffers), then sent as one SEND when the first completes:
@@ -37,6 +40,9 @@ The rules of the other backends, and how each is kept here:
   that holds output is cancelled the same way until the total halves.
 * Half-close: a RECV completion of 0 bytes is the peer's FIN: flush, then
   shutdown(SHUT_WR) and close.  ECONNRESET/EPIPE close the connection.
+  A SEND that fails after part of it left reports the part, not the error
+  (io_uring/net.c io_send()): ``send_error()`` asks the socket what it
+  was, so that a reset mid-send is counted as a reset.
 * A completion names its request by ``user_data``: the kind of request, the
   connection's serial number (never reused, unlike fd numbers) and, for a
   SEND, the ring buffer it sends.  A completion for a connection already
@@ -70,7 +76,8 @@ from typing import Any, TextIO
 
 from rawmux._arrays import ReadyArrays
 from rawmux._extension import lib
-from rawmux._uring import (IORING_CQE_F_MORE, IORING_SETUP_DEFER_TASKRUN,
+from rawmux._uring import (IORING_CQE_BUFFER_SHIFT, IORING_CQE_F_MORE,
+                           IORING_SETUP_DEFER_TASKRUN,
                            IORING_SETUP_SINGLE_ISSUER, BufferRing, Ring)
 from rawmux.echo.server import (SWEEP_MIN, EchoServer, Config, Mechanism,
                                 ReadinessServer)
@@ -204,6 +211,12 @@ class UringPollServer(ReadinessServer):
 _ACCEPT, _RECV, _SEND, _WAKE, _LISTEN, _CANCEL = range(1, 7)
 _BID_SHIFT, _CID_SHIFT = 4, 20
 _KIND_MASK, _BID_MASK = 0xF, 0xFFFF
+_BUF_SHIFT = IORING_CQE_BUFFER_SHIFT
+# MSG_WAITALL: io_uring sends all of it, waiting for room as long as it
+# takes (io_uring/net.c io_net_retry()), not a short count.  A plain int:
+# or-ing socket's MsgFlag enums costs more than the rest of a send.
+_SEND_FLAGS = int(socket.MSG_NOSIGNAL | socket.MSG_WAITALL)
+_TCP_CLOSE = 7          # include/net/tcp_states.h
 
 # The provided-buffer ring: 4 MiB.  The kernel takes its buffers in turn,
 # so under load all of them become resident; a connection holds at most one
@@ -232,6 +245,22 @@ def _fast_ring(entries: int, capacity: int) -> Ring:
             if exc.errno != errno.EINVAL:
                 raise
     return Ring(entries, capacity=capacity, setup_flags=modes[-1])
+
+
+def send_error(sock: socket.socket) -> int:
+    """The error that ended a SEND after part of it left, whose completion
+    gave the count sent instead (see on_sent).  The socket's pending error
+    if it has one (SO_ERROR); else, a TCP socket in state CLOSE was reset
+    (the RST's ECONNRESET was consumed by the failed send itself:
+    sk_stream_error() -> sock_error()); else EIO: unknown."""
+    try:
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if err:
+            return err
+        state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+    except OSError:                 # closed, or not TCP: nothing known
+        return errno.EIO
+    return errno.ECONNRESET if state == _TCP_CLOSE else errno.EIO
 
 
 class _Conn:
@@ -286,6 +315,9 @@ class UringServer(EchoServer):
         self._listen_polled = False     # a POLL_ADD waits on the listener
         self._starved: list[_Conn] = []     # RECV ended for lack of buffers
         self._lent = 0                  # ring buffers the process holds
+        # Buffers freed this turn, given back in one call before the wait.
+        self._returns: list[int] = []
+        self._memory = self.buffers.memory
         self._cap = config.buffer_cap
         self._low_water = config.buffer_cap // 4
         self._pending = 0
@@ -318,10 +350,21 @@ class UringServer(EchoServer):
             signal.set_wakeup_fd(old_wakeup)
 
     def _run_once(self, timeout: float) -> None:
-        """Submit what the last turn queued and wait, in one
-        io_uring_enter; then handle every completion."""
+        """Give back the buffers the last turn freed, submit what it queued
+        and wait, in one io_uring_enter; then handle every completion.
+
+        The steady state of an echo -- a RECV's data sent back from its own
+        buffer, a SEND that left whole -- is handled inline, with no method
+        call but the send's: that is the per-message cost of the server.
+        Everything else (the first or last of something, an error, output
+        waiting, backpressure, shutdown) goes to on_recv/on_sent."""
         ring = self.ring
         assert ring is not None
+        returns = self._returns
+        if returns:
+            self.buffers.recycle_many(returns)
+            self._lent -= len(returns)
+            returns.clear()
         if self._starved and self._lent < BUFFERS:
             self._feed_starved()
         if ring.ready():
@@ -329,36 +372,72 @@ class UringServer(EchoServer):
         else:
             ring.submit_and_wait(1, ceil(timeout * 1000))
         n = ring.reap()
-        self.now = time.monotonic()
+        self.now = now = time.monotonic()
         uds, results, flags = ring.user_data, ring.res, ring.flags
         conns = self.conns
+        stats = self.stats
+        buffers = self.buffers
+        send_buffer = ring.send_buffer
+        stopping = self.stopping
+        cap = self._cap
         for i in range(n):
-            ud, res, fl = uds[i], results[i], flags[i]
+            ud = uds[i]
             kind = ud & _KIND_MASK
             if kind == _RECV:
+                res, fl = results[i], flags[i]
                 conn = conns.get(ud >> _CID_SHIFT)
                 if conn is None:            # closed: only the buffer back
                     if res > 0:
-                        self._recycle(self._claim(fl))
+                        self._lent += 1
+                        returns.append(fl >> _BUF_SHIFT)
+                elif res > 0 and fl & _F_MORE and not conn.sending \
+                        and not stopping:
+                    # Echo it from its own buffer (conn.out is empty when
+                    # no SEND is in flight: it is sent when one ends).
+                    bid = fl >> _BUF_SHIFT
+                    self._lent += 1
+                    self._sends += 1
+                    conn.sending = True
+                    conn.inflight = res
+                    conn.send_ud = sud = (ud & ~_KIND_MASK
+                                          | (bid + 1) << _BID_SHIFT | _SEND)
+                    send_buffer(conn.fd, buffers, bid, res, sud, _SEND_FLAGS)
+                    stats.bytes_in += res
+                    conn.last_active = now
+                    self._pending += res
+                    if not conn.reading or res >= cap \
+                            or self._pending > self._budget:
+                        self._update(conn)
                 else:
                     self.on_recv(conn, res, fl)
             elif kind == _SEND:
+                res = results[i]
                 bid = (ud >> _BID_SHIFT & _BID_MASK) - 1
                 if bid >= 0:
-                    self._recycle(bid)
+                    returns.append(bid)
                 self._sends -= 1
                 conn = conns.get(ud >> _CID_SHIFT)
-                if conn is not None:
+                if conn is None:
+                    if res > 0:         # cancelled after some of it left
+                        stats.bytes_out += res
+                elif res == conn.inflight and conn.reading \
+                        and not conn.out and not conn.eof and not stopping \
+                        and not self._held:
+                    # All of it left, and nothing else to do.
+                    conn.sending = False
+                    conn.inflight = 0
+                    self._pending -= res
+                    stats.bytes_out += res
+                    conn.last_active = now
+                else:
                     self.on_sent(conn, res)
-                elif res > 0:           # cancelled after some of it left
-                    self.stats.bytes_out += res
             elif kind == _ACCEPT:
-                self.on_accept(res, fl)
+                self.on_accept(results[i], flags[i])
             elif kind == _WAKE:
-                self.on_wakeup(fl)
+                self.on_wakeup(flags[i])
             elif kind == _LISTEN:
                 self._listen_polled = False
-                if res > 0 and not self.stopping:
+                if results[i] > 0 and not self.stopping:
                     self.paused = False
                     self._accept()
             # _CANCEL: the cancel's own completion says nothing we need.
@@ -509,12 +588,13 @@ class UringServer(EchoServer):
                                  conn.cid << _CID_SHIFT | _RECV)
 
     def _claim(self, flags: int) -> int:
+        """The buffer a RECV completion filled, now the process's."""
         self._lent += 1
-        return self.buffers.claim(flags)
+        return flags >> _BUF_SHIFT
 
     def _recycle(self, bid: int) -> None:
-        self._lent -= 1
-        self.buffers.recycle(bid)
+        """Given back with the others before the next wait."""
+        self._returns.append(bid)
 
     def _feed_starved(self) -> None:
         """RECVs that ended with -ENOBUFS: armed again, buffers having come
@@ -557,24 +637,34 @@ class UringServer(EchoServer):
         if conn.sending:
             # Copy, and give the buffer back now: a slow reader must not
             # hold the ring's buffers.
-            conn.out += self.buffers.view(bid, res)
+            start = bid * BUFFER_SIZE
+            conn.out += self._memory[start:start + res]
             self._recycle(bid)
         else:
-            self._send(conn, self.buffers.view(bid, res), bid)
+            self._send_buffer(conn, bid, res)
         self._pending += res
         self._update(conn)
 
-    def _send(self, conn: _Conn, data: Any, bid: int = -1) -> None:
+    def _send_buffer(self, conn: _Conn, bid: int, n: int) -> None:
+        """Send n bytes from ring buffer bid, given back when it is sent
+        (_run_once inlines this)."""
+        assert self.ring is not None
+        conn.sending = True
+        self._sends += 1
+        conn.inflight = n
+        conn.send_ud = ud = (conn.cid << _CID_SHIFT
+                             | (bid + 1) << _BID_SHIFT | _SEND)
+        self.ring.send_buffer(conn.fd, self.buffers, bid, n, ud, _SEND_FLAGS)
+
+    def _send(self, conn: _Conn, data: bytearray) -> None:
+        """Send what came while a SEND was in flight (the Ring keeps data
+        alive until its completion)."""
         assert self.ring is not None
         conn.sending = True
         self._sends += 1
         conn.inflight = len(data)
-        conn.send_ud = ud = (conn.cid << _CID_SHIFT
-                             | (bid + 1) << _BID_SHIFT | _SEND)
-        # MSG_WAITALL: io_uring sends all of it, waiting for room as long
-        # as it takes (io_uring/net.c io_net_retry()), not a short count.
-        self.ring.send(conn.fd, data, ud,
-                       socket.MSG_NOSIGNAL | socket.MSG_WAITALL)
+        conn.send_ud = ud = conn.cid << _CID_SHIFT | _SEND
+        self.ring.send(conn.fd, data, ud, _SEND_FLAGS)
 
     def on_sent(self, conn: _Conn, res: int) -> None:
         conn.sending = False
@@ -583,12 +673,18 @@ class UringServer(EchoServer):
             self._pending -= sent
             self._failed(conn, -res)
             return
-        if res < sent:                  # short: the rest is lost with the
-            self._pending -= sent       # buffer; count what left only
+        if res < sent:
+            # A SEND with MSG_WAITALL is short only when it failed after
+            # part of it left: the kernel then reports the part, not the
+            # error (io_uring/net.c io_send(): "else if (sr->done_io) ret =
+            # sr->done_io").  Count what left and ask the socket why.
+            self._pending -= sent
             self.stats.bytes_out += res
-            log.warning("%s: fd %d: short send (%d of %d)", self.name,
-                        conn.fd, res, sent)
-            self._failed(conn, errno.EIO)
+            err = send_error(conn.sock)
+            if err == errno.EIO:
+                log.warning("%s: fd %d: short send (%d of %d)", self.name,
+                            conn.fd, res, sent)
+            self._failed(conn, err)
             return
         self._pending -= sent
         self.stats.bytes_out += sent
