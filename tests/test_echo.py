@@ -121,7 +121,7 @@ def test_slow_reader_and_fast_streamer(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_client_that_never_reads_costs_bounded_memory(backend):
-    with echo_server(backend, "--idle-timeout", "1") as server:
+    with echo_server(backend, "--idle-timeout", "0.5") as server:
         round_trip(server.address, b"warm up" * 1000)
         rss_before = server.rss()
         hog = connect(server.address, timeout=30)
@@ -158,7 +158,7 @@ def test_client_that_never_reads_costs_bounded_memory(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_reset_half_close_and_silent_clients(backend):
-    with echo_server(backend, "--idle-timeout", "1") as server:
+    with echo_server(backend, "--idle-timeout", "0.5") as server:
         silent = connect(server.address)
         # RST in the middle of a transfer.
         rst = connect(server.address)
