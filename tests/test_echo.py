@@ -152,7 +152,11 @@ def test_client_that_never_reads_costs_bounded_memory(backend):
         out = server.stop()
     assert outcome["result"] != "sent everything", outcome
     assert outcome["sent"] < 50 << 20
-    assert peak - rss_before < 16 << 20, (peak, rss_before)
+    # Under AddressSanitizer (tests/test_sanitizer.py) freed memory waits
+    # in ASan's quarantine before reuse, so RSS is no measure of what the
+    # server holds: the uring server's churn grew it by ~50 MiB there.
+    if not os.environ.get("RAWMUX_UNDER_ASAN"):
+        assert peak - rss_before < 16 << 20, (peak, rss_before)
     assert "idle timeouts 1," in out, out
 
 
