@@ -44,13 +44,15 @@ Environment switches:
 import importlib.util
 import os
 import re
+import subprocess
+import tempfile
 
 from cffi import FFI
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Order matters: later headers use the types the earlier ones declare.
-FAMILIES = ["types", "select", "poll", "epoll", "perf"]
+FAMILIES = ["types", "select", "poll", "epoll", "perf", "uring"]
 HEADERS = [f"rawmux_{name}.h" for name in FAMILIES]
 SOURCES = [f"rawmux_{name}.c" for name in FAMILIES if name != "types"]
 COMPAT_SOURCE = "rawmux_compat.c"
@@ -74,6 +76,74 @@ def _cdef(family):
         cdef += "\n" + "\n".join(_OWN_STRUCT.findall(
             _read(f"rawmux_{family}.c")))
     return cdef
+
+
+# ---- does the system's <linux/io_uring.h> have what rawmux needs? ----------
+#
+# The uring family needs Linux 6.1's uapi header (IORING_RECV_MULTISHOT and
+# struct io_uring_buf_reg are 6.0, IORING_SETUP_DEFER_TASKRUN 6.1).  With an
+# older header the family is left out of the build, so that the rest of the
+# extension still builds; rawmux_uring_missing() says what the header
+# lacked and rawmux._uring.problem() repeats it.
+
+def _uring_needs():
+    """What the uring family takes from the header, one C expression per
+    name: every constant and every named struct member of rawmux_uring.h's
+    cdef (the things cffi fills in), read from the file itself."""
+    header = _read("rawmux_uring.h")
+    needs = {name: f"(unsigned long long)({name})" for name in
+             re.findall(r"^#define (\w+) \.\.\.$", header, re.M)}
+    for struct, body in re.findall(r"^struct (\w+) \{\n(.*?)^\};",
+                                   header, re.M | re.S):
+        for field in re.findall(r"^\s+[\w ]+?\b(\w+);", body, re.M):
+            needs[f"struct {struct}.{field}"] = \
+                f"offsetof(struct {struct}, {field})"
+    return needs
+
+
+def uring_missing(include_dirs=()):
+    """'' when <linux/io_uring.h> (found through include_dirs first) has
+    everything the uring family uses; otherwise what it lacks, in words.
+
+    One syntax-only compile, with the compiler setuptools uses, of
+    rawmux_uring.c followed by one line per name of _uring_needs(): the
+    compiler reports each line it cannot compile, and those lines name what
+    is missing."""
+    # setuptools first: its distutils shim, which 3.12 needs.
+    importlib.import_module("setuptools")
+    from distutils.ccompiler import new_compiler
+    from distutils.sysconfig import customize_compiler
+
+    cc = new_compiler()
+    customize_compiler(cc)
+    needs = _uring_needs()
+    lines = ['#include "rawmux_uring.c"', "#include <stddef.h>",
+             "void rawmux_uring_probe_needs(unsigned long long *out);",
+             "void rawmux_uring_probe_needs(unsigned long long *out) {"]
+    first = len(lines) + 1
+    lines += [f"    *out++ = {expr};" for expr in needs.values()]
+    lines.append("}")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = os.path.join(tmp, "probe.c")
+        with open(src, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        args = [f"-I{d}" for d in include_dirs] + [f"-I{HERE}"]
+        try:
+            done = subprocess.run(cc.compiler_so + args
+                                  + ["-fsyntax-only", src],
+                                  capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"the probe compile failed to run ({e})"
+    if done.returncode == 0:
+        return ""
+    bad = {int(n) for n in re.findall(r"probe\.c:(\d+):\d+: error",
+                                      done.stderr)}
+    names = [name for i, name in enumerate(needs, first) if i in bad]
+    if names:
+        return "<linux/io_uring.h> lacks " + ", ".join(names)
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    return ("csrc/rawmux_uring.c does not compile against "
+            "<linux/io_uring.h>: " + (errors[0] if errors else "?"))
 
 
 def _compile_args():
@@ -100,6 +170,10 @@ def _compile_args():
     return args, link
 
 
+def _c_string(text):
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def _source_digest():
     spec = importlib.util.spec_from_file_location(
         "rawmux_csrc_digest", os.path.join(HERE, "digest.py"))
@@ -108,9 +182,15 @@ def _source_digest():
     return module.digest(HERE)
 
 
+URING_MISSING = uring_missing()
+if URING_MISSING:
+    print(f"rawmux: building without io_uring: {URING_MISSING}")
+BUILT = [name for name in FAMILIES if name != "uring" or not URING_MISSING]
+
 ffibuilder = FFI()
-ffibuilder.cdef("\n".join(_cdef(family) for family in FAMILIES)
-                + "\n#define RAWMUX_SOURCE_DIGEST ...\n")
+ffibuilder.cdef("\n".join(_cdef(family) for family in BUILT)
+                + "\n#define RAWMUX_SOURCE_DIGEST ...\n"
+                + "const char *rawmux_uring_missing(void);\n")
 
 _compile, _link = _compile_args()
 ffibuilder.set_source(
@@ -119,8 +199,12 @@ ffibuilder.set_source(
     # a source changed, and a switch of RAWMUX_SANITIZE must rebuild too.
     f"/* compiled with: {' '.join(_compile)} */\n"
     f"#define RAWMUX_SOURCE_DIGEST {_source_digest():#x}ULL\n"
-    + "\n".join(f'#include "{c}"' for c in SOURCES)
-    + "\n#include <limits.h>  /* PIPE_BUF */\n#include <signal.h>\n",
+    + "\n".join(f'#include "rawmux_{name}.c"' for name in BUILT
+                if name != "types")
+    + "\n#include <limits.h>  /* PIPE_BUF */\n#include <signal.h>\n"
+    # '' when the uring family is built; else why not (rawmux._uring).
+    + "static const char *rawmux_uring_missing(void)\n"
+    + f"{{ return {_c_string(URING_MISSING)}; }}\n",
     include_dirs=[os.path.relpath(HERE)],
     depends=[os.path.relpath(os.path.join(HERE, f)) for f in DEPENDS],
     extra_compile_args=_compile,

@@ -14,7 +14,8 @@ Three layers, each usable on its own:
 
 * The native API -- ``FdSet``/``Select``, ``PollArray``, ``Epoll``: interest
   sets kept in C memory, waits that allocate nothing and hand back only the
-  ready fds.
+  ready fds; and ``Ring``/``BufferRing`` (rawmux/_uring.py), io_uring's
+  shared rings, where ``rawmux._uring.problem()`` says io_uring works.
 
 The package is typed (PEP 561): the drop-in carries typeshed's types for the
 stdlib ``select`` module, so code checked against one checks against the
@@ -29,6 +30,7 @@ from rawmux._extension import ffi, lib
 from rawmux._select import FD_SETSIZE, FdSet, Select, select
 from rawmux._poll import PollArray, poll
 from rawmux._epoll import Epoll, epoll
+from rawmux._uring import BufferRing, Ring
 
 error = OSError
 PIPE_BUF: Final[int] = lib.PIPE_BUF
@@ -66,6 +68,17 @@ EPOLL_CTL_ADD: Final[int] = lib.EPOLL_CTL_ADD      # these three neither
 EPOLL_CTL_MOD: Final[int] = lib.EPOLL_CTL_MOD
 EPOLL_CTL_DEL: Final[int] = lib.EPOLL_CTL_DEL
 
+# io_uring (not in the stdlib module): what a Ring's user reads in a
+# completion's flags, and the setup flag the rings experiment uses.  0 when
+# rawmux was built without io_uring (csrc/build.py; _uring.problem() says).
+IORING_CQE_F_MORE: Final[int] = getattr(lib, "IORING_CQE_F_MORE", 0)
+IORING_CQE_F_BUFFER: Final[int] = getattr(lib, "IORING_CQE_F_BUFFER", 0)
+IORING_CQE_F_SOCK_NONEMPTY: Final[int] = getattr(
+    lib, "IORING_CQE_F_SOCK_NONEMPTY", 0)
+IORING_CQE_BUFFER_SHIFT: Final[int] = getattr(
+    lib, "IORING_CQE_BUFFER_SHIFT", 0)
+IORING_SETUP_SQPOLL: Final[int] = getattr(lib, "IORING_SETUP_SQPOLL", 0)
+
 # Spelled out: type checkers read __all__ to know what the package exports.
 __all__ = [
     "__version__", "ffi", "lib", "select", "poll", "epoll", "error",
@@ -76,5 +89,7 @@ __all__ = [
     "EPOLLRDBAND", "EPOLLWRNORM", "EPOLLWRBAND", "EPOLLMSG", "EPOLLERR",
     "EPOLLHUP", "EPOLLRDHUP", "EPOLLEXCLUSIVE", "EPOLLWAKEUP", "EPOLLONESHOT",
     "EPOLLET", "EPOLL_CLOEXEC", "EPOLL_CTL_ADD", "EPOLL_CTL_MOD",
-    "EPOLL_CTL_DEL",
+    "EPOLL_CTL_DEL", "Ring", "BufferRing", "IORING_CQE_F_MORE",
+    "IORING_CQE_F_BUFFER", "IORING_CQE_F_SOCK_NONEMPTY",
+    "IORING_CQE_BUFFER_SHIFT", "IORING_SETUP_SQPOLL",
 ]

@@ -1,7 +1,7 @@
 """``selectors`` backends on rawmux's native API, for event loops and asyncio.
 
-``SelectSelector``, ``PollSelector``, ``EpollSelector`` and ``DefaultSelector``
-(epoll) are drop-in replacements for the stdlib ``selectors`` classes: they
+``SelectSelector``, ``PollSelector``, ``EpollSelector``, ``IoUringSelector``
+and ``DefaultSelector`` (epoll) are drop-in replacements for the stdlib ``selectors`` classes: they
 subclass ``selectors.BaseSelector``, return the stdlib's ``SelectorKey``, and
 keep its semantics (register/unregister/modify/select/close/get_key/get_map,
 context manager, what each raises).  CPython's own test suite for selectors
@@ -9,8 +9,9 @@ runs against them (tests/test_selectors.py).
 
 They differ in what sits underneath: not the stdlib ``select`` module but the
 native objects -- an FdSet pair in C memory for select(2), a growing pollfd
-array for poll(2), an epoll fd with a preallocated event buffer -- so a
-``select()`` call allocates nothing in C and Python walks only the ready fds.
+array for poll(2), an epoll fd with a preallocated event buffer, an io_uring
+with one-shot POLL_ADD requests -- so a ``select()`` call allocates nothing
+in C and Python walks only the ready fds.
 
 ``EpollSelector.register`` and ``modify`` take one extra, keyword-only
 argument for experiments: ``epoll_flags``, OR-ed into the kernel mask
@@ -34,7 +35,9 @@ from __future__ import annotations
 
 import asyncio
 import collections.abc
+import errno
 import math
+import time
 from collections.abc import Callable, Iterator, Mapping
 from selectors import EVENT_READ, EVENT_WRITE, BaseSelector, SelectorKey
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -44,12 +47,14 @@ from rawmux._epoll import Epoll
 from rawmux._poll import PollArray
 from rawmux._extension import lib
 from rawmux._select import FD_SETSIZE, Select
+from rawmux._uring import IORING_CQE_F_MORE, Ring
 
 if TYPE_CHECKING:
     from _typeshed import FileDescriptorLike
 
 __all__ = ["EVENT_READ", "EVENT_WRITE", "SelectorKey", "SelectSelector",
-           "PollSelector", "EpollSelector", "DefaultSelector",
+           "PollSelector", "EpollSelector", "IoUringSelector",
+           "DefaultSelector",
            "new_event_loop", "loop_factory", "EventLoopPolicy"]
 
 _INT_MAX = 2**31 - 1
@@ -122,14 +127,16 @@ class _Selector(BaseSelector):
     ``select()``.
     """
 
-    _native_cls: ClassVar[type[Select] | type[PollArray] | type[Epoll]]
-    _native: Select | PollArray | Epoll
+    _native_cls: ClassVar[type[Select] | type[PollArray] | type[Epoll]
+                          | type[Ring]]
+    _native: Select | PollArray | Epoll | Ring
 
     def __init__(self) -> None:
         self._fd_to_key: dict[int, SelectorKey] = {}
         self._map: _SelectorMapping | None = _SelectorMapping(self)
-        self._native = self._native_cls()
-        self._wait = self._native.wait
+        native = self._native = self._native_cls()
+        assert not isinstance(native, Ring)     # IoUringSelector's own
+        self._wait = native.wait
 
     def _add(self, fd: int, events: int) -> None:
         raise NotImplementedError
@@ -452,10 +459,184 @@ class EpollSelector(_PollLikeSelector):
         self._native.unregister(fd)
 
 
+_RDHUP: int = lib.POLLRDHUP
+_ECANCELED = -errno.ECANCELED
+
+
+class IoUringSelector(_Selector):
+    """io_uring(7) readiness through the native ``Ring``: one POLL_ADD per
+    fd, re-armed after it fires.
+
+    A one-shot POLL_ADD checks the file when it is armed (vfs_poll(), as
+    poll(2) does) and completes at once if it is ready, so re-arming every
+    fd that fired, at the start of the next ``select()``, gives poll's
+    level-triggered answers; the arming of all of them and the wait are one
+    io_uring_enter(2).  ``modify`` queues a POLL_REMOVE of the armed
+    request and arms the new mask at the next ``select()``; ``unregister``
+    submits its POLL_REMOVE at once, since the armed request holds a
+    reference to the file and would keep a closed socket from closing.
+
+    io_uring always listens for POLLRDHUP (io_uring/poll.c,
+    IO_POLL_UNMASK), which poll(2) reports only when asked: it is masked
+    off here.  A peer that shut its writing side would then make a one-shot
+    request fire at once on every arming with nothing to report (a socket
+    waited on for writing only, its send buffer full): such an fd is armed
+    multishot instead, which fires on wake-ups only, until it reports.
+
+    ``entries`` is the submission ring's size: more fds than that to arm
+    at once take one more io_uring_enter per ``entries``.
+
+    An fd closed while registered: if it was closed before its POLL_ADD
+    was armed, the request fails with -EBADF and the fd is reported ready
+    for what it was registered for, as poll(2)'s POLLNVAL makes
+    PollSelector do.  If it was closed while armed, nothing is reported
+    (PollSelector would report POLLNVAL): the armed request holds its own
+    reference to the file, so the close() does not even close the socket
+    (the peer sees no FIN) until ``unregister`` removes the request.
+    Unregister before closing, as the selectors documentation asks.
+    """
+
+    _native_cls = Ring
+    _native: Ring
+
+    def __init__(self, entries: int = 256) -> None:
+        self._fd_to_key: dict[int, SelectorKey] = {}
+        self._map: _SelectorMapping | None = _SelectorMapping(self)
+        self._native = self._native_cls(entries)
+        self._armed: dict[int, int] = {}    # fd -> user_data of its request
+        self._to_arm: dict[int, None] = {}  # fds to arm, in order
+        self._multishot: set[int] = set()   # fds to arm multishot
+        self._seq = 0
+
+    def fileno(self) -> int:
+        return self._native.fileno()
+
+    def _arm(self, fd: int) -> None:
+        # user_data: a sequence number over the fd, so that a completion
+        # of a request removed since (-ECANCELED, or one that fired before
+        # its removal) is told from the current one.
+        self._seq = seq = (self._seq + 1) & 0xFFFFFFFF
+        ud = seq << 32 | fd
+        events = self._fd_to_key[fd].events
+        mask = ((lib.POLLIN if events & EVENT_READ else 0)
+                | (lib.POLLOUT if events & EVENT_WRITE else 0))
+        self._native.poll_add(fd, mask, ud, fd in self._multishot)
+        self._armed[fd] = ud
+
+    def _disarm(self, fd: int) -> bool:
+        """Queue the removal of fd's armed request; True if there was one."""
+        self._to_arm.pop(fd, None)
+        self._multishot.discard(fd)
+        ud = self._armed.pop(fd, None)
+        if ud is None:
+            return False
+        self._native.poll_remove(ud, 0)     # its own CQE: user_data 0
+        return True
+
+    def _add(self, fd: int, events: int) -> None:
+        self._native.fileno()               # ValueError if closed
+        self._to_arm[fd] = None
+
+    def _change(self, fd: int, events: int) -> None:
+        # The key's new events are in place only after this returns: they
+        # are read when the fd is armed, at the next select().
+        self._disarm(fd)
+        self._to_arm[fd] = None
+
+    def _remove(self, fd: int) -> None:
+        if self._disarm(fd):
+            self._native.submit()
+
+    def close(self) -> None:
+        super().close()
+        self._armed.clear()
+        self._to_arm.clear()
+        self._native.close()
+
+    def select(self, timeout: float | None = None
+               ) -> list[tuple[SelectorKey, int]]:
+        if timeout is None:
+            ms = -1
+        elif timeout <= 0:
+            ms = 0
+        else:
+            ms = _cpython.poll_timeout_ms(math.ceil(timeout * 1e3))[0]
+        ring = self._native
+        if ring.closed:
+            raise ValueError("I/O operation on closed selector")
+        deadline = time.monotonic_ns() + ms * 1_000_000 if ms > 0 else 0
+        wait_ms = ms
+        while True:
+            if self._to_arm:
+                arm = self._arm
+                for fd in self._to_arm:
+                    arm(fd)
+                self._to_arm.clear()
+            if ms == 0:
+                ring.submit()
+            else:
+                ring.submit_and_wait(1, wait_ms)
+            ready = self._collect()
+            if ready or ms == 0:
+                return ready
+            # Woken with nothing to report (a completion without news, a
+            # signal after the submission): wait for what is left.
+            if ms > 0:
+                left = deadline - time.monotonic_ns()
+                if left <= 0:
+                    return []
+                wait_ms = -(-left // 1_000_000)
+
+    def _collect(self) -> list[tuple[SelectorKey, int]]:
+        ring = self._native
+        ready = []
+        armed, key_of = self._armed, self._fd_to_key.get
+        while n := ring.reap():
+            uds, results, flags = ring.user_data, ring.res, ring.flags
+            for i in range(n):
+                ud = uds[i]
+                fd = ud & 0xFFFFFFFF
+                if armed.get(fd) != ud:
+                    continue        # a removal's, or a removed request's
+                key = key_of(fd)
+                if key is None:     # pragma: no cover - disarmed with it
+                    continue
+                res = results[i]
+                multishot = fd in self._multishot
+                if not multishot or not flags[i] & IORING_CQE_F_MORE:
+                    del armed[fd]   # the request is over
+                if res < 0:
+                    if res == _ECANCELED:
+                        self._to_arm[fd] = None
+                        continue
+                    # A closed fd (-EBADF): as poll(2)'s POLLNVAL, both.
+                    events = key.events
+                else:
+                    ev = res & ~_RDHUP
+                    events = ((_EVENT_WRITE if ev & _NOT_IN else 0)
+                              | (_EVENT_READ if ev & _NOT_OUT else 0)) \
+                        & key.events
+                if events:
+                    if multishot:
+                        self._multishot.discard(fd)
+                        if fd in armed:
+                            del armed[fd]
+                            ring.poll_remove(ud, 0)
+                    self._to_arm[fd] = None
+                    ready.append((key, events))
+                elif fd not in armed:
+                    # Nothing asked for is ready, and a one-shot request
+                    # would fire again at once: wait for a wake-up.
+                    self._multishot.add(fd)
+                    self._to_arm[fd] = None
+        return ready
+
+
 DefaultSelector = EpollSelector
 
 _BACKENDS: dict[str, Callable[[], _Selector]] = {
-    "select": SelectSelector, "poll": PollSelector, "epoll": EpollSelector}
+    "select": SelectSelector, "poll": PollSelector, "epoll": EpollSelector,
+    "uring": IoUringSelector}
 
 
 def _selector_class(backend: str) -> Callable[[], _Selector]:
@@ -468,7 +649,9 @@ def _selector_class(backend: str) -> Callable[[], _Selector]:
 
 def new_event_loop(backend: str = "epoll") -> asyncio.SelectorEventLoop:
     """A new asyncio event loop running on a rawmux selector
-    ("select", "poll" or "epoll")."""
+    ("select", "poll", "epoll" or "uring"; the last raises
+    ``rawmux._uring.Unavailable`` where ``rawmux._uring.problem()`` says
+    io_uring is)."""
     return asyncio.SelectorEventLoop(_selector_class(backend)())
 
 

@@ -9,10 +9,23 @@ import socket
 
 import pytest
 
+import rawmux.echo
 import rawmux.harness
 
-BACKENDS = ["select", "poll", "epoll", "epoll-et", "threads"]
-READINESS = ["select", "poll", "epoll", "epoll-et"]
+
+def _param(backend):
+    """backend, skipped with the reason where this machine cannot run it
+    (io_uring forbidden or missing)."""
+    why = rawmux.echo.unavailable(backend)
+    return pytest.param(backend, marks=pytest.mark.skipif(
+        why is not None, reason=why or ""), id=backend)
+
+
+BACKENDS = [_param(b) for b in rawmux.echo.BACKENDS]
+# Those on the shared readiness loop (ReadinessServer and a Mechanism).
+READINESS = [_param(b) for b in rawmux.echo.BACKENDS
+             if b not in ("threads", "uring")]
+URING = _param("uring")         # the completion loop, its own
 SUMMARY = re.compile(r"rawmux echo \(([\w-]+)\): (\d+) connections accepted, "
                      r"(\d+) closed, (\d+) bytes in, (\d+) bytes out; resets "
                      r"(\d+), idle timeouts (\d+), refused (\d+)")

@@ -22,8 +22,8 @@ import time
 
 import pytest
 
-from echoing import (BACKENDS, SUMMARY, connect, echo_server, echoed_among,
-                     fd_limit, summary_of)
+from echoing import (BACKENDS, SUMMARY, URING, connect, echo_server,
+                     echoed_among, fd_limit, summary_of)
 
 # Subprocesses run from here: "-m" puts the cwd first on sys.path, and the
 # source tree's rawmux/ has no compiled extension (the installed one has).
@@ -121,7 +121,7 @@ def test_slow_reader_and_fast_streamer(backend):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_client_that_never_reads_costs_bounded_memory(backend):
-    with echo_server(backend, "--idle-timeout", "1") as server:
+    with echo_server(backend, "--idle-timeout", "0.5") as server:
         round_trip(server.address, b"warm up" * 1000)
         rss_before = server.rss()
         hog = connect(server.address, timeout=30)
@@ -152,13 +152,17 @@ def test_client_that_never_reads_costs_bounded_memory(backend):
         out = server.stop()
     assert outcome["result"] != "sent everything", outcome
     assert outcome["sent"] < 50 << 20
-    assert peak - rss_before < 16 << 20, (peak, rss_before)
+    # Under AddressSanitizer (tests/test_sanitizer.py) freed memory waits
+    # in ASan's quarantine before reuse, so RSS is no measure of what the
+    # server holds: the uring server's churn grew it by ~50 MiB there.
+    if not os.environ.get("RAWMUX_UNDER_ASAN"):
+        assert peak - rss_before < 16 << 20, (peak, rss_before)
     assert "idle timeouts 1," in out, out
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_reset_half_close_and_silent_clients(backend):
-    with echo_server(backend, "--idle-timeout", "1") as server:
+    with echo_server(backend, "--idle-timeout", "0.5") as server:
         silent = connect(server.address)
         # RST in the middle of a transfer.
         rst = connect(server.address)
@@ -188,10 +192,12 @@ def test_out_of_fds_neither_crashes_nor_spins(backend):
             clients.append(connect(server.address, timeout=5))
         served = len(echoed_among(clients, b"hi"))
         assert 10 < served < 80
-        # Saturated: pending connections, no fds.  The CPU must stay idle.
+        # Saturated: pending connections, no fds.  The CPU must stay idle
+        # (over half a second: a spinning loop shows as most of a CPU at
+        # once, and the kernel counts CPU time in 10 ms ticks).
         cpu0, t0 = server.cpu_seconds(), time.monotonic()
         extra = [connect(server.address, timeout=5) for _ in range(20)]
-        while time.monotonic() - t0 < 1.0:
+        while time.monotonic() - t0 < 0.5:
             select.select([], [], [], 0.1)
         busy = (server.cpu_seconds() - cpu0) / (time.monotonic() - t0)
         assert busy < 0.3, f"server used {busy:.0%} of a CPU while saturated"
@@ -352,8 +358,11 @@ def test_select_refuses_fds_above_fd_setsize():
     assert f"refused {refused}," in out
 
 
-def test_max_conns_leaves_the_rest_in_the_backlog():
-    with echo_server("epoll", "--max-conns", "2") as server:
+@pytest.mark.parametrize("backend", ["epoll", URING])
+def test_max_conns_leaves_the_rest_in_the_backlog(backend):
+    # uring: its multishot ACCEPT may take the third before the cancel
+    # lands; it must wait unread all the same.
+    with echo_server(backend, "--max-conns", "2") as server:
         first, second = connect(server.address), connect(server.address)
         for sock in (first, second):
             sock.sendall(b"1")

@@ -20,10 +20,14 @@ import json
 import pytest
 
 from rawmux import lib
+from rawmux.echo import unavailable
 from rawmux.harness import EchoProcess
 from rawmux.experiments import dead_connections
 from rawmux.experiments.dead_connections import IdleClients
 from rawmux.experiments.shape import conclude
+
+
+URING = unavailable("uring")
 
 
 @pytest.fixture(scope="module")
@@ -312,3 +316,92 @@ def test_a_level_at_the_select_limit_is_labelled_so():
         ["select", 0], ["select (its limit)", 1001], ["select", 5000]]
     assert "select 2.5x fewer msgs/s, 2.5x the CPU per message (at 1,001)" \
         in result.verdict
+
+
+# ---- io_uring: flat like epoll, and the issue's goal stated -----------------
+
+def uring_flat(level, msgs_ratio):
+    """uring-poll and uring at ``level`` idle: CPU 10 -> 11 (1.1x), msgs/s
+    1000 -> 1000 x msgs_ratio."""
+    return [p for b in ("uring-poll", "uring") for p in points_at(
+        b, level, ((1000, 10), (1000 * msgs_ratio, 11)))]
+
+
+def test_io_uring_judged_like_epoll_and_the_goal_stated():
+    backends = ("poll", "epoll", "uring-poll", "uring")
+    data = synthetic(POLL_SCANS + EPOLL_FLAT
+                     + points_at("poll", 10000, ((1000, 10), (100, 100)))
+                     + uring_flat(10000, 0.95), backends=backends,
+                     idle=(0, 5000, 10000))
+    result = conclude(dead_connections, data)
+    assert result.confirmed is True
+    assert result.verdict.endswith(
+        "uring-poll 95% of its msgs/s, 1.10x the CPU per message (at "
+        "10,000); uring 95% of its msgs/s, 1.10x the CPU per message (at "
+        "10,000); goal, io_uring at 10,000 idle within 10% of its "
+        "zero-idle msgs/s: uring-poll met (95%), uring met (95%)")
+    assert result.data["goal"]["uring"] == {
+        "idle": 10000, "msgs_per_s": 0.95,
+        "cpu_us_per_msg": pytest.approx(1.1), "met": True}
+
+
+def test_io_uring_goal_missed_and_undecided():
+    # 85 % of the msgs/s at 10,000: missed (the claim, on CPU, still holds).
+    data = synthetic(POLL_SCANS + EPOLL_FLAT + uring_flat(10000, 0.85),
+                     backends=("poll", "epoll", "uring-poll", "uring"),
+                     idle=(0, 5000, 10000))
+    result = conclude(dead_connections, data)
+    assert result.confirmed is True
+    assert "uring-poll MISSED (85%), uring MISSED (85%)" in result.verdict
+    # Measured only up to 5,000: undecided.
+    data = synthetic(POLL_SCANS + EPOLL_FLAT + uring_flat(5000, 0.5),
+                     backends=("poll", "epoll", "uring"))
+    result = conclude(dead_connections, data)
+    assert "uring undecided (50% at 5,000)" in result.verdict
+    assert result.data["goal"]["uring"]["met"] is None
+
+
+def test_io_uring_paying_for_idle_connections_refutes():
+    uring = points_at("uring", 5000, ((1000, 10), (500, 20)))     # 2x CPU
+    result = conclude(dead_connections, synthetic(
+        POLL_SCANS + EPOLL_FLAT + uring, backends=("poll", "epoll", "uring")))
+    assert result.confirmed is False
+
+
+def test_skipped_backends_are_named_and_left_out_of_the_table():
+    why = "io_uring_setup(2) fails: EPERM (simulated)"
+    data = synthetic(POLL_SCANS + EPOLL_FLAT,
+                     backends=("poll", "epoll", "uring-poll", "uring"))
+    data["skipped"] = {"uring-poll": why, "uring": why}
+    result = conclude(dead_connections, data)
+    assert result.confirmed is True
+    assert result.verdict.endswith(f"; uring-poll, uring skipped: {why}")
+    assert {row[0] for row in result.rows} == {"poll", "epoll"}
+    assert f"uring: not measured here: {why}." in result.notes
+
+
+def test_io_uring_skipped_where_unavailable(monkeypatch):
+    why = "io_uring forbidden (simulated)"
+    monkeypatch.setattr(dead_connections, "unavailable",
+                        lambda b: why if b.startswith("uring") else None)
+    result = dead_connections.run(backends=["uring-poll", "uring"],
+                                  idle=[0, 10])
+    assert result.confirmed is None and result.data["points"] == []
+    assert result.verdict == f"nothing measured; uring-poll, uring " \
+                             f"skipped: {why}"
+
+
+@pytest.mark.skipif(URING is not None, reason=f"io_uring unavailable: "
+                                              f"{URING}")
+def test_io_uring_servers_hold_every_idle_connection():
+    """Small and quick: the servers really watch the idle connections (a
+    dropped one fails the run); flatness is the default run's business."""
+    result = dead_connections.run(backends=["uring-poll", "uring"],
+                                  idle=[0, 1000], rounds=1, seconds=0.1,
+                                  warmup=0.02)
+    for p in result.data["points"]:
+        assert p["server_fds"] >= 1000 * (p["idle"] > 0), p
+        assert p["msgs_per_s"] > 0 and p["cpu_us_per_msg"] > 0, p
+    assert set(result.data["goal"]) == {"uring-poll", "uring"}
+    assert "uring undecided" in result.verdict
+    assert result.confirmed is None     # no scanning backend to compare

@@ -10,6 +10,7 @@ import math
 import pytest
 
 from rawmux import observe
+from rawmux.echo import unavailable
 from rawmux.experiments import syscalls
 from rawmux.experiments.shape import conclude
 
@@ -458,3 +459,76 @@ def test_not_tested_without_select_and_blocking_at_one_connection(traces):
     assert result.confirmed is None
     assert result.verdict.startswith(
         "the claim compares select and blocking at 1 connection")
+
+
+# ---- io_uring ----------------------------------------------------------------
+
+URING = unavailable("uring")
+needs_uring = pytest.mark.skipif(URING is not None,
+                                 reason=f"io_uring unavailable: {URING}")
+
+
+@pytest.mark.parametrize("enters, stated", [
+    (192, "0.30, met"),         # 192 io_uring_enter over 640 messages
+    (640, "1.00, MISSED"),
+])
+def test_the_uring_goal_is_stated_both_ways(enters, stated):
+    uring = trace("uring", conns=64, messages=640, io_uring_enter=enters)
+    result = conclude(syscalls, synthetic([SELECT, BLOCKING, uring]))
+    assert result.confirmed is True         # the claim is select's
+    assert (f"goal, uring <= 0.5 calls per message at 64 connections: "
+            f"{stated}") in result.verdict
+    goal = result.data["goal"]
+    assert goal["total"] == pytest.approx(enters / 640)
+    assert goal["met"] is (enters / 640 <= 0.5)
+    # io_uring_enter both submits and waits: it is the loop's wait.
+    row = counted(result, "uring", 64)
+    assert row["wait"] == pytest.approx(enters / 640)
+
+
+def test_skipped_backends_are_named():
+    data = synthetic([SELECT, BLOCKING])
+    data["skipped"] = {"uring": "io_uring forbidden (simulated)"}
+    result = conclude(syscalls, data)
+    assert result.data["goal"] is None
+    assert "; uring skipped: io_uring forbidden (simulated)" in \
+        result.verdict
+
+
+@needs_tracepoints
+@needs_uring
+def test_uring_batches_its_system_calls_at_64_connections():
+    """The completion server, counted by the kernel: no recv or send of its
+    own, and one io_uring_enter for many messages.  Every task of the
+    server is counted (io-wq workers included, inherited): their kinds
+    after the run are recorded."""
+    result = syscalls.run(backends=("uring",), conns=(64,), messages=640,
+                          latency_conns=())
+    row = counted(result, "uring", 64)
+    per = row["per_message"]
+    assert "recvfrom" not in per and "sendto" not in per, per
+    assert row["total"] <= syscalls.GOAL_CALLS, per
+    assert result.data["goal"]["met"] is True
+    kinds = result.data["traces"][0]["tasks_after"]
+    assert sum(kinds.values()) >= 1 and "python" in " ".join(kinds)
+
+
+def test_task_kinds_groups_threads_by_name():
+    import os
+    import threading
+    started, stop = threading.Event(), threading.Event()
+
+    def named():
+        started.set()
+        stop.wait(10)
+    t = threading.Thread(target=named)
+    t.start()
+    started.wait(10)
+    try:
+        with open(f"/proc/self/task/{t.native_id}/comm", "w") as f:
+            f.write("iou-wrk-4242")
+        kinds = syscalls.task_kinds(os.getpid())
+    finally:
+        stop.set()
+        t.join()
+    assert kinds.get("iou-wrk") == 1, kinds

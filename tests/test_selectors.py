@@ -18,6 +18,8 @@ import unittest.mock
 import pytest
 
 import rawmux
+from conftest import fill_send_buffer
+from rawmux import _uring
 from rawmux import selectors as rs
 
 try:
@@ -28,6 +30,9 @@ except ImportError:     # pragma: no cover - depends on the distribution
 needs_cpython_tests = pytest.mark.skipif(
     cpython is None, reason="CPython's test package (test.test_selectors) is "
                             "not installed; e.g. Debian's libpython3-testsuite")
+URING_PROBLEM = _uring.problem()
+needs_uring = pytest.mark.skipif(URING_PROBLEM is not None,
+                                 reason=URING_PROBLEM or "")
 Base = cpython.BaseSelectorTestCase if cpython else object
 Scalable = cpython.ScalableSelectorMixIn if cpython else object
 
@@ -76,17 +81,40 @@ class TestEpollSelector(AdaptedModifyUnregister, Base, Scalable,
 
 
 @needs_cpython_tests
+@needs_uring
+class TestIoUringSelector(AdaptedModifyUnregister, Base, Scalable,
+                          unittest.TestCase):
+    SELECTOR = rs.IoUringSelector
+
+    def test_modify_unregister(self):
+        # modify() only queues a POLL_REMOVE; what can fail at once is the
+        # ring refusing it (closed, or an error submitting a full ring).
+        s = self.SELECTOR()
+        self.addCleanup(s.close)
+        rd, wr = self.make_socketpair()
+        s.register(rd, rs.EVENT_READ)
+        s.select(0)                         # armed now
+        with unittest.mock.patch.object(
+                type(s._native), "poll_remove", side_effect=ZeroDivisionError):
+            with self.assertRaises(ZeroDivisionError):
+                s.modify(rd, rs.EVENT_WRITE)
+        self.assertEqual(len(s._map), 0)
+
+
+@needs_cpython_tests
 class TestDefaultSelector(AdaptedModifyUnregister, Base, unittest.TestCase):
     SELECTOR = rs.DefaultSelector
 
 
 # ---- beyond CPython's tests ---------------------------------------------------
 
-BACKENDS = ["select", "poll", "epoll"]
+BACKENDS = ["select", "poll", "epoll",
+            pytest.param("uring", marks=needs_uring)]
 
 
 def test_classes_are_stdlib_selectors():
-    for cls in (rs.SelectSelector, rs.PollSelector, rs.EpollSelector):
+    for cls in (rs.SelectSelector, rs.PollSelector, rs.EpollSelector,
+                rs.IoUringSelector):
         assert issubclass(cls, stdlib_selectors.BaseSelector)
     assert rs.DefaultSelector is rs.EpollSelector
     assert rs.SelectorKey is stdlib_selectors.SelectorKey
@@ -98,7 +126,13 @@ WITH_STDLIB = pytest.mark.parametrize("cls, std", [
     (rs.EpollSelector, stdlib_selectors.EpollSelector)])
 
 
-@WITH_STDLIB
+@pytest.mark.parametrize("cls, std", [
+    (rs.SelectSelector, stdlib_selectors.SelectSelector),
+    (rs.PollSelector, stdlib_selectors.PollSelector),
+    (rs.EpollSelector, stdlib_selectors.EpollSelector),
+    # io_uring's POLL_ADD answers as poll(2) does.
+    pytest.param(rs.IoUringSelector, stdlib_selectors.PollSelector,
+                 marks=needs_uring)])
 def test_same_answers_as_stdlib_selector(res, cls, std):
     pairs = [res.socketpair() for _ in range(20)]
     for i, (a, b) in enumerate(pairs):
@@ -190,7 +224,7 @@ def test_bad_backend_name_is_one_value_error(make, monkeypatch):
     with pytest.raises(ValueError) as refused:
         make("nope")
     assert str(refused.value) == ("unknown backend 'nope': expected one of "
-                                  "select, poll, epoll")
+                                  "select, poll, epoll, uring")
     assert built == []          # refused before any loop was made
 
 
@@ -255,11 +289,84 @@ def test_asyncio_streams_echo_on_rawmux(backend):
         selector = loop._selector
         assert type(selector) is {"select": rs.SelectSelector,
                                   "poll": rs.PollSelector,
-                                  "epoll": rs.EpollSelector}[backend]
+                                  "epoll": rs.EpollSelector,
+                                  "uring": rs.IoUringSelector}[backend]
         results, total = runner.run(echo_round_trips(100, 1 << 20, rng))
     assert len(results) == 100
     assert all(ok for ok, _, _ in results), [r for r in results if not r[0]]
     assert total > 10 * (1 << 20)       # really tens of MiB per backend
+
+
+@needs_uring
+def test_uring_selector_after_close_raises_value_error(res):
+    a, b = res.socketpair()
+    sel = rs.IoUringSelector()
+    sel.register(a, rs.EVENT_READ)
+    sel.close()
+    with pytest.raises(ValueError):
+        sel.select(0)
+
+
+@needs_uring
+def test_uring_selector_level_triggered_and_modify(res):
+    a, b = res.socketpair()
+    b.send(b"x")
+    with rs.IoUringSelector() as sel:
+        sel.register(a, rs.EVENT_READ, "d")
+        for _ in range(3):                  # reported while it stays true
+            assert [(k.fd, k.data, ev) for k, ev in sel.select(0)] \
+                == [(a.fileno(), "d", rs.EVENT_READ)]
+        a.recv(1)
+        assert sel.select(0) == []
+        sel.modify(a, rs.EVENT_WRITE)
+        assert [ev for _, ev in sel.select(0)] == [rs.EVENT_WRITE]
+        sel.unregister(a)
+        assert sel.select(0) == []
+
+
+@needs_uring
+def test_uring_selector_waits_after_peer_shut_write(res):
+    # io_uring always reports POLLRDHUP: a socket waited on for writing
+    # only, its buffer full, whose peer shut down writing, has nothing to
+    # report and must not make select() return early or spin: the selector
+    # arms it multishot, and it reports once the peer reads.
+    a, b = res.socketpair()
+    fill_send_buffer(a)
+    b.shutdown(socket.SHUT_WR)
+    with rs.IoUringSelector() as sel:
+        sel.register(a, rs.EVENT_WRITE)
+        assert sel.select(0) == []
+        assert a.fileno() in sel._multishot     # the one-shot fired, empty
+        before = sel._native.enters
+        assert sel.select(0.05) == []
+        # One enter to wait, maybe one more after the multishot's first
+        # completion: not a spin.
+        assert sel._native.enters - before <= 3
+        b.setblocking(False)
+        while True:
+            try:
+                if not b.recv(1 << 20):
+                    break
+            except BlockingIOError:
+                break
+        assert [ev for _, ev in sel.select(5)] == [rs.EVENT_WRITE]
+        assert [ev for _, ev in sel.select(0)] == [rs.EVENT_WRITE]
+
+
+@pytest.mark.skipif(URING_PROBLEM is None, reason="io_uring is available")
+def test_uring_backend_says_why_where_unavailable():
+    with pytest.raises(_uring.Unavailable) as e:
+        rs.new_event_loop("uring")
+    assert e.value.strerror == URING_PROBLEM
+
+
+def test_uring_backend_unavailable_when_forbidden(monkeypatch):
+    monkeypatch.setenv(_uring.DISABLE_VARIABLE, "1")
+    with pytest.raises(_uring.Unavailable):
+        rs.IoUringSelector()
+    # The others do not care.
+    with rs.EpollSelector():
+        pass
 
 
 def test_event_loop_policy():

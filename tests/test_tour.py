@@ -79,3 +79,38 @@ def test_tour_runs_at_the_common_soft_limit_of_1024_fds(tmp_path):
                          cwd=tmp_path, preexec_fn=soft_1024)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "NOT RUN" not in run.stdout
+
+
+def test_echo_check_drives_both_io_uring_backends():
+    import pytest
+
+    from rawmux._uring import problem
+    if problem() is not None:
+        pytest.skip(problem())
+    for backend in ("uring-poll", "uring"):
+        ok, detail = tour.check_echo(backend, clients=4, max_size=65536)
+        assert ok, (backend, detail)
+        assert "4/4 byte-exact" in detail
+
+
+def test_the_tour_skips_io_uring_backends_with_the_reason(monkeypatch):
+    # As where io_uring is forbidden: listed with the reason, not failed,
+    # and the others still driven (one here, to stay fast).
+    from rawmux._uring import DISABLE_VARIABLE
+    monkeypatch.setenv(DISABLE_VARIABLE, "1")
+    monkeypatch.setattr(tour, "BACKENDS", ["uring-poll", "uring", "epoll"])
+    monkeypatch.setattr(tour, "check_bindings", lambda: [])
+    import types
+
+    def not_here(fast):
+        raise RuntimeError("not in this test")
+    for name in ("fdsetsize", "scaling"):
+        monkeypatch.setattr(tour, name, types.SimpleNamespace(run=not_here))
+    lines = []
+    assert tour.run(out=lines.append) is True, lines
+    text = "\n".join(lines)
+    for backend in ("uring-poll", "uring"):
+        assert f"{backend:9} skipped: io_uring disabled by " \
+            f"{DISABLE_VARIABLE}=1" in text, text
+        assert f"echo server: {backend}" in text
+    assert "echo server: epoll" in text and "FAILED" not in text

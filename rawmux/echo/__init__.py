@@ -4,7 +4,12 @@
     python -m rawmux client --port 8093
 
 Backends: ``select``, ``poll``, ``epoll`` (level-triggered), ``epoll-et``
-(edge-triggered), ``threads`` (blocking I/O, one thread per connection).
+(edge-triggered), ``uring-poll`` (readiness through io_uring's multishot
+POLL_ADD), ``uring`` (completion: io_uring's multishot ACCEPT and RECV into
+provided buffers, SEND from the completion), ``threads`` (blocking I/O, one
+thread per connection).  The io_uring backends need a kernel that allows it:
+``rawmux._uring.problem()`` says why not where it does not, and
+``unavailable(name)`` passes it on per backend.
 """
 
 from __future__ import annotations
@@ -24,8 +29,10 @@ from rawmux.echo.server import Config, Stats, listening_socket
 if TYPE_CHECKING:
     from rawmux.echo.server import ReadinessServer
     from rawmux.echo.threads_server import ThreadsServer
+    from rawmux.echo.uring_server import UringServer
 
-    ServerClass = type[ReadinessServer] | type[ThreadsServer]
+    ServerClass = (type[ReadinessServer] | type[ThreadsServer]
+                   | type[UringServer])
 
 
 def backend_class(name: str) -> ServerClass:
@@ -43,6 +50,12 @@ def backend_class(name: str) -> ServerClass:
     if name == "epoll-et":
         from rawmux.echo.epoll_server import EpollETServer
         return EpollETServer
+    if name == "uring-poll":
+        from rawmux.echo.uring_server import UringPollServer
+        return UringPollServer
+    if name == "uring":
+        from rawmux.echo.uring_server import UringServer
+        return UringServer
     if name == "threads":
         from rawmux.echo.threads_server import ThreadsServer
         return ThreadsServer
@@ -50,7 +63,18 @@ def backend_class(name: str) -> ServerClass:
                      f"{', '.join(BACKENDS)}")
 
 
-BACKENDS = ["select", "poll", "epoll", "epoll-et", "threads"]
+BACKENDS = ["select", "poll", "epoll", "epoll-et", "uring-poll", "uring",
+            "threads"]
+URING_BACKENDS = ("uring-poll", "uring")
+
+
+def unavailable(name: str) -> str | None:
+    """Why backend ``name`` cannot run on this machine, in one line, or
+    None if it can (only the io_uring backends ever cannot)."""
+    if name in URING_BACKENDS:
+        from rawmux._uring import problem
+        return problem()
+    return None
 
 log = logging.getLogger("rawmux.echo")
 
@@ -93,9 +117,13 @@ def serve(config: Config, out: TextIO | None = None) -> int:
     With ``config.workers`` > 1, that many processes each run their own loop
     on their own listening socket, all bound to one port with SO_REUSEPORT
     (the kernel spreads connections across them).  A server that cannot
-    start raises ListenError, with no process left running.
+    start raises ListenError, with no process left running; a backend
+    this machine cannot run (io_uring forbidden), ValueError saying why.
     """
     config.validate()
+    why = unavailable(config.backend)
+    if why is not None:     # said in one line, before anything starts
+        raise ValueError(f"backend {config.backend}: {why}")
     out = out or sys.stdout
     cls = backend_class(config.backend)
     if config.workers > 1:
@@ -196,7 +224,8 @@ def _serve_workers(cls: ServerClass, config: Config, out: TextIO) -> int:
 
 
 def _start_worker(cls: ServerClass, config: Config, out: TextIO,
-                  started: int) -> ReadinessServer | ThreadsServer | None:
+                  started: int
+                  ) -> ReadinessServer | ThreadsServer | UringServer | None:
     """In a worker: its listening socket and server, and "ok" on
     ``started``; or None and, on ``started``, why not (one JSON line, short
     enough for one atomic write to a pipe)."""
@@ -251,5 +280,5 @@ def _reap(children: list[int], signum: int = signal.SIGTERM) -> None:
             pass
 
 
-__all__ = ["BACKENDS", "Config", "ListenError", "Stats", "backend_class",
-           "serve", "warn_if_every_interface"]
+__all__ = ["BACKENDS", "Config", "ListenError", "Stats", "URING_BACKENDS",
+           "backend_class", "serve", "unavailable", "warn_if_every_interface"]

@@ -27,7 +27,7 @@ import importlib
 
 # The order the walkthrough and ``python -m rawmux experiment`` list them.
 NAMES = ["fdsetsize", "scaling", "dead-connections", "triggers", "herd",
-         "stale", "syscalls", "slow-handler"]
+         "stale", "syscalls", "slow-handler", "rings"]
 
 
 def load(name):

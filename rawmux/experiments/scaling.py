@@ -24,13 +24,20 @@ for more events than the largest r) and one PollArray per r; (5) the same
 loop around a trivial C call (the floor).  Then the largest r's epoll fd is
 probed: mmap(2) of it, /proc/self/maps searched for it, and one epoll_wait
 into a patterned array of ours, which must be overwritten in exactly the
-first r slots, with the ready fds.
+first r slots, with the ready fds.  io_uring, where ``_uring.problem()``
+allows: for each N, (6) a wait on a ring holding a multishot POLL_ADD per
+idle fd, armed once and kept (the epoll-like pattern: the ready fd is
+armed one-shot, completing during the submit), and (7) a wait that arms
+every fd one-shot, reaps, and removes the idle ones (the poll-like
+pattern); (8) N multishot POLL_ADDs in one submit, against (3).
 
 Confirmed when select's and poll's cost at their largest N is at least 5x
 that at the smallest (less when N spans under 20x; select judged only over
 a 10x span), epoll's varies at most 2x over N, the ADDs are repaid at the
 largest N, epoll's wait at the largest r costs at least 3x that at the
-smallest, and the probe finds no mapping and the events in our array.
+smallest, and the probe finds no mapping and the events in our array;
+and, where io_uring was measured, its kept polls vary at most 2x over N
+while its re-armed ones grow as select's and poll's must.
 
 ``Result.data`` (ns; per-size dicts keyed by N, ready-series dicts by r):
 
@@ -39,7 +46,9 @@ smallest, and the probe finds no mapping and the events in our array.
   ``ready_counts_left_out``, ``ready_watched`` (W), ``select_nfds``
   ({N: highest watched fd + 1}, where select was measured), ``samples``
   (every batch: {"wait": {mech: {N: [ns]}}, "churn": same, "add": {N: [ns
-  per ADD]}, "ready": {"epoll"|"poll": {r: [ns]}}, "floor": [ns]}),
+  per ADD]}, "uring_arm": {N: [ns per POLL_ADD]}, "ready": {"epoll"|"poll":
+  {r: [ns]}}, "floor": [ns]}; "wait" also holds "uring" and "uring-rearm",
+  empty where io_uring is unavailable), ``uring_problem`` (None or why),
   ``sharing`` ({"epoll_file", "mmap_errno" (None if mmap worked),
   "mmap_error", "eventpoll_mappings" (/proc/self/maps pathnames naming the
   epoll file), "mappings", "buffer": {"address", "mapping" (the pathname
@@ -52,7 +61,11 @@ smallest, and the probe finds no mapping and the events in our array.
   ``floor_ns``, ``epoll_spread`` (max / min epoll ratio), ``growth_needed``
   ({mech: ratio needed}, for the mechanisms judged), ``ready_ns``,
   ``ready_ratio`` (to the smallest r), ``ns_per_event`` (the chord's slope
-  from the smallest r), ``ready_growth_needed``.
+  from the smallest r), ``ready_growth_needed``; ``uring_wait_ns``,
+  ``uring_ratio``, ``uring_slope_ns_per_fd`` ({"uring"|"uring-rearm": {N:
+  ...}}), ``uring_arm_ns_per_fd``, ``uring_spread``,
+  ``uring_growth_needed`` (where measured), ``uring_confirmed`` (True,
+  False, or None: not measured).
 """
 
 from __future__ import annotations
@@ -67,7 +80,7 @@ import time
 from collections.abc import Callable
 from statistics import median
 
-from rawmux import Epoll, FdSet, PollArray, Select, ffi, lib
+from rawmux import Epoll, FdSet, PollArray, Select, _uring, ffi, lib
 from rawmux.experiments.fdlimit import nofile
 from rawmux.experiments.options import (OptionError, Options, integer,
                                         integers, number)
@@ -85,6 +98,11 @@ PLOT = ("left: cost per wait versus watched fds, log-log, one line per "
         "poll")
 
 MECHANISMS = ("select", "poll", "epoll")
+# io_uring's two ways to watch fds with POLL_ADD: armed multishot once and
+# kept armed between waits (as epoll keeps its interest list), or armed
+# one-shot for every fd at every wait and removed after it (as poll passes
+# its whole array each call).
+URING_PATTERNS = ("uring", "uring-rearm")
 READY_SERIES = ("epoll", "poll")
 MAX_READY = 100
 # The ready series watches the largest N fds, but no more than this: poll's
@@ -208,8 +226,96 @@ class _Watched:
             self.epoll.close()
             raise
 
+        self.rings = None
+
     def close(self):
         self.epoll.close()
+        if self.rings is not None:
+            self.rings.close()
+
+
+class _RingWatch:
+    """io_uring watching ``ready`` and ``idle`` fds for POLLIN, two ways.
+
+    ``kept``: a ring with a multishot POLL_ADD on every idle fd, armed once.
+    Its wait arms each ready fd one-shot: the fd has data pending, so the
+    POLL_ADD completes during the submit itself, and that completion is
+    the wait's event; the idle fds' polls are not looked at.  ``rearm``: a
+    ring with nothing armed between waits; its wait arms every fd one-shot,
+    submits (one io_uring_enter), reaps the ready ones, then removes the
+    idle ones (POLL_REMOVE: one more enter, two completions per fd).
+    user_data: the fd, with a tag bit for the kept polls and removes."""
+
+    KEPT, REMOVE = 1 << 40, 1 << 41
+
+    def __init__(self, ready, idle):
+        self.ready, self.idle = ready, idle
+        entries = 1 << (len(ready) + len(idle) + 1).bit_length()
+        self.kept = _uring.Ring(entries)
+        try:
+            self.rearm = _uring.Ring(entries)
+        except BaseException:
+            self.kept.close()
+            raise
+        try:
+            for fd in idle:
+                self.kept.poll_add(fd, _POLLIN, fd | self.KEPT,
+                                   multishot=True)
+            self.kept.submit()
+            if self.kept.reap():
+                raise RuntimeError("an idle fd's multishot poll fired")
+        except BaseException:
+            self.close()
+            raise
+
+    def wait_kept(self, timeout=0):
+        ring = self.kept
+        for fd in self.ready:
+            ring.poll_add(fd, _POLLIN, fd)
+        ring.submit()
+        return ring.reap()
+
+    def wait_rearm(self, timeout=0):
+        ring = self.rearm
+        for fd in self.ready:
+            ring.poll_add(fd, _POLLIN, fd)
+        for fd in self.idle:
+            ring.poll_add(fd, _POLLIN, fd)
+        ring.submit()
+        n = ring.reap()
+        self._remove(ring, self.idle)
+        return n
+
+    def arm(self, fds):
+        """Multishot POLL_ADD of every fd in one submit, on the empty
+        ring: the cost of arming, against epoll_ctl ADD."""
+        ring = self.rearm
+        for fd in fds:
+            ring.poll_add(fd, _POLLIN, fd, multishot=True)
+        ring.submit()
+
+    def _remove(self, ring, fds):
+        for fd in fds:
+            ring.poll_remove(fd, fd | self.REMOVE)
+        ring.submit()
+        # Each remove and each cancelled poll post a completion, as task
+        # work run before the submit returns; any late one is waited for.
+        want, got = 2 * len(fds), 0
+        while got < want:
+            n = ring.reap()
+            if not n:
+                ring.submit_and_wait(1, 1000)
+                if not ring.ready():
+                    raise RuntimeError(f"{want - got} of {want} removal "
+                                       f"completions never came")
+            got += n
+
+    def disarm(self, fds):
+        self._remove(self.rearm, fds)
+
+    def close(self):
+        self.kept.close()
+        self.rearm.close()
 
 
 # ---- the timed loops --------------------------------------------------------
@@ -276,6 +382,19 @@ def _time_epoll_add(epfd, fds, cycles):
     return elapsed / (cycles * len(fds))
 
 
+def _time_uring_arm(rings, fds, cycles):
+    """Multishot POLL_ADD of every fd in ``fds``, one io_uring_enter,
+    ``cycles`` times (each time followed by an untimed removal of them
+    all): ns per POLL_ADD, queuing included."""
+    elapsed = 0
+    for _ in range(cycles):
+        start = _clock()
+        rings.arm(fds)
+        elapsed += _clock() - start
+        rings.disarm(fds)
+    return elapsed / (cycles * len(fds))
+
+
 def _check_count(total, calls, expect):
     if total != calls * expect:
         raise RuntimeError(
@@ -307,6 +426,12 @@ def _contenders(sets, ready):
         (entry, "events", _POLLIN), c, ready)
     e, epfd = sets.epoll, sets.epoll.fileno()
     out["wait", "epoll"] = lambda c: _time_waits(e.wait, c, ready)
+    if sets.rings is not None:
+        rings = sets.rings
+        out["wait", "uring"] = lambda c: _time_waits(rings.wait_kept, c,
+                                                     ready)
+        out["wait", "uring-rearm"] = lambda c: _time_waits(
+            rings.wait_rearm, c, ready)
     out["churn", "epoll"] = lambda c: _time_churn(
         e.wait, _ctl, (epfd, _MOD, x, _EPOLLIN | _EPOLLPRI), _ctl,
         (epfd, _MOD, x, _EPOLLIN), c, ready)
@@ -342,6 +467,11 @@ def _tasks(interest, series, ready, batch_ns, samples):
         def add(_, s=sets, k=cycles):
             return _time_epoll_add(s.epoll.fileno(), s.idle, k)
         tasks.append((samples["add"].setdefault(sets.n, []), add, None))
+        if sets.rings is not None:
+            def arm(_, s=sets, k=cycles):
+                return _time_uring_arm(s.rings, s.idle, k)
+            tasks.append((samples["uring_arm"].setdefault(sets.n, []), arm,
+                          None))
     empty = FdSet().cdata          # owns its memory, unlike a Select's view
 
     def floor(calls):
@@ -354,8 +484,9 @@ def _rounds(interest, series, ready, repeats, batch_ns, progress):
     """All rounds, each running every task once in an order shuffled per
     round, so that a noisy moment hits a random few of them instead of one
     size or one mechanism: the samples, as ``data["samples"]``."""
-    samples = {"wait": {m: {} for m in MECHANISMS},
+    samples = {"wait": {m: {} for m in MECHANISMS + URING_PATTERNS},
                "churn": {m: {} for m in MECHANISMS}, "add": {},
+               "uring_arm": {},
                "ready": {m: {} for m in READY_SERIES}, "floor": []}
     tasks = _tasks(interest, series, ready, batch_ns, samples)
     shuffler = random.Random(7)
@@ -447,9 +578,11 @@ def measure(options, progress):
     watched = min(sizes[-1], READY_WATCHED)
     # Every idle fd is one fd, every ready one two (the writer stays open),
     # plus an epoll fd per size and per ready count.
+    uring_problem = _uring.problem()
     needed = (len(os.listdir("/proc/self/fd")) + sizes[-1]
               + 2 * options.ready + len(sizes) + 2 * counts[-1]
-              + len(counts) + _FD_MARGIN)
+              + len(counts) + _FD_MARGIN
+              + (2 * len(sizes) if uring_problem is None else 0))
     with nofile(needed, f"watching {sizes[-1]} idle fds"), \
             contextlib.ExitStack() as stack:
         def opened(thing):
@@ -466,6 +599,9 @@ def measure(options, progress):
         # ready would show in the count instead of waiting for the next call.
         interest = [opened(_Watched(ready, idle[:n], options.ready + 1))
                     for n in sizes]
+        if uring_problem is None:
+            for sets in interest:
+                sets.rings = _RingWatch(ready, sets.idle)
         # Opened last: below the idle fds they would push select's fds
         # towards FD_SETSIZE.  Every Epoll has room for more events than
         # the largest r, so that only the number of ready fds differs.
@@ -480,6 +616,7 @@ def measure(options, progress):
             "repeats": options.repeats, "batch_ms": options.batch_ms,
             "ready_counts": counts, "ready_counts_left_out": left_out,
             "ready_watched": watched, "samples": samples, "sharing": sharing,
+            "uring_problem": uring_problem,
             "select_nfds": {s.n: s.nfds for s in interest
                             if s.select is not None}}
 
@@ -530,7 +667,15 @@ def _figures(d):
         if len(ns) >= 2 and ns[-1] >= 10 * ns[0]:
             growth_needed[m] = _growth_needed(ns[-1] / ns[0])
     epoll_ratios = ratio["epoll"].values()
+    uring_ns = {m: _medians(samples["wait"].get(m, {}))
+                for m in URING_PATTERNS}
+    uring_ratio, uring_slope = {}, {}
+    for m in URING_PATTERNS:
+        uring_ratio[m], uring_slope[m] = _chord(uring_ns[m])
     return {
+        "uring_wait_ns": uring_ns, "uring_ratio": uring_ratio,
+        "uring_slope_ns_per_fd": uring_slope,
+        "uring_arm_ns_per_fd": _medians(samples.get("uring_arm", {})),
         "wait_ns": wait_ns, "ratio": ratio, "slope_ns_per_fd": slope,
         "churn_ns": {m: _medians(samples["churn"][m]) for m in MECHANISMS},
         "epoll_add_ns_per_fd": add_ns, "break_even_waits": break_even,
@@ -568,6 +713,35 @@ def _sharing_text(sharing):
            f" spare slots untouched)"))
 
 
+def _uring_judged(d, f):
+    """(io_uring's verdict: True, False or None when not measured, its
+    text)."""
+    kept, rearm = (f["uring_wait_ns"][m] for m in URING_PATTERNS)
+    if not kept or not rearm:
+        why = d.get("uring_problem") or "no io_uring samples"
+        return None, f"io_uring not measured ({why})"
+    top, n0 = max(kept), min(kept)
+    spread = max(f["uring_ratio"]["uring"].values()) / min(
+        f["uring_ratio"]["uring"].values())
+    needed = _growth_needed(top / n0)
+    grows = f["uring_ratio"]["uring-rearm"][top]
+    arm = f["uring_arm_ns_per_fd"].get(top)
+    f["uring_spread"], f["uring_growth_needed"] = spread, needed
+    ok = spread <= EPOLL_WITHIN and grows >= needed
+    return ok, (
+        f"io_uring: multishot POLL_ADDs kept armed stay within "
+        f"{spread:.2f}x up to N={top} -- the kept polls are not what the "
+        f"wait waits on (the ready fd is armed one-shot and reaped), so "
+        f"this shows only that io_uring_enter does not walk the armed "
+        f"polls, not epoll's ready list --; one-shot POLL_ADDs "
+        f"re-armed every wait cost {grows:.0f}x N={n0} "
+        f"(~{f['uring_slope_ns_per_fd']['uring-rearm'][top]:.0f} ns/fd, "
+        f"as poll)"
+        + (f"; a batched POLL_ADD arms in {arm:.0f} ns/fd against "
+           f"epoll_ctl ADD's {f['epoll_add_ns_per_fd'][top]:.0f}"
+           if arm is not None else ""))
+
+
 def judge(d):
     f = _figures(d)
     top = d["sizes"][-1]
@@ -580,9 +754,11 @@ def judge(d):
     unshared = (sharing["mmap_errno"] is not None
                 and not sharing["eventpoll_mappings"]
                 and sharing["buffer"]["copied"])
+    uring_ok, uring_text = _uring_judged(d, f)
+    f["uring_confirmed"] = uring_ok
     confirmed = (grows.get("poll", False) and grows.get("select", True)
                  and f["epoll_spread"] <= EPOLL_WITHIN and paid is not None
-                 and copies and unshared)
+                 and copies and unshared and uring_ok is not False)
     paid_text = (f"repaid after {paid:.0f} waits at N={top} (vs poll)"
                  if paid is not None else f"never repaid at N={top}")
     verdict = (
@@ -594,7 +770,8 @@ def judge(d):
         f"copies out: {r_top} of {d['ready_watched']} ready cost "
         f"{cell(f['ready_ratio']['epoll'][r_top])}x {r0} ready "
         f"(+{f['ns_per_event']['epoll'][r_top]:.0f} ns/event; poll "
-        f"{f['ready_ratio']['poll'][r_top]:.2f}x); {_sharing_text(sharing)}")
+        f"{f['ready_ratio']['poll'][r_top]:.2f}x); {_sharing_text(sharing)}"
+        f"; {uring_text}")
     return Judgement(confirmed, verdict, f)
 
 
@@ -718,9 +895,33 @@ def _notes(d, f):
         "",
         _sharing_note(d["sharing"]),
         "",
+        *_uring_notes(d, f),
         f"Medians of {d['repeats']} rounds; each round runs every size, "
         f"mechanism and kind once, in a shuffled order.",
     ]
+
+
+def _uring_notes(d, f):
+    if not f["uring_wait_ns"]["uring"]:
+        return [f"io_uring not measured: "
+                f"{d.get('uring_problem') or 'no samples'}.", ""]
+    return [
+        "io_uring (uring: multishot POLL_ADD on the N idle fds, armed once "
+        "and kept; each wait arms the ready fd one-shot, which completes "
+        "during the submit because data is pending, then reaps: one "
+        "io_uring_enter.  uring-rearm: each wait arms all N + ready fds "
+        "one-shot in one io_uring_enter, reaps the ready, and removes the "
+        "N idle polls (POLL_REMOVE, a second enter): what poll(2) does "
+        "inside one call, from Python, one cffi call per SQE).  Arming: N "
+        "multishot POLL_ADDs queued and submitted in one io_uring_enter, "
+        "queuing included, against N epoll_ctl(EPOLL_CTL_ADD) calls:",
+        format_table(
+            ["watched fds", "POLL_ADD ns/fd", "epoll ADD ns/fd",
+             "POLL_ADD / ADD"],
+            [[n, arm, f["epoll_add_ns_per_fd"][n],
+              arm / f["epoll_add_ns_per_fd"][n]]
+             for n, arm in f["uring_arm_ns_per_fd"].items()]),
+        ""]
 
 
 def present(d, judgement):
@@ -737,13 +938,23 @@ def present(d, judgement):
         rows.append([f"{m} ns/fd"] + [
             round(f["slope_ns_per_fd"][m].get(n, _NAN), 2)
             for n in d["sizes"]])
+    for m in URING_PATTERNS:
+        if f["uring_wait_ns"][m]:
+            rows.append([f"{m} ns/wait"] + [
+                f["uring_wait_ns"][m].get(n, _NAN) for n in d["sizes"]])
+            rows.append([f"{m} x N={d['sizes'][0]}"] + [
+                f["uring_ratio"][m].get(n, _NAN) for n in d["sizes"]])
+            rows.append([f"{m} ns/fd"] + [
+                round(f["uring_slope_ns_per_fd"][m].get(n, _NAN), 2)
+                for n in d["sizes"]])
     return Table(["watched fds"] + d["sizes"], rows, _notes(d, f))
 
 
 def plot(result, path):
     plt = pyplot()
     d = result.data
-    style = {"select": ("C0", "o"), "poll": ("C1", "s"), "epoll": ("C2", "D")}
+    style = {"select": ("C0", "o"), "poll": ("C1", "s"), "epoll": ("C2", "D"),
+             "uring": ("C3", "^"), "uring-rearm": ("C4", "v")}
 
     def line(axes, points, mech, **kwargs):
         if points:
@@ -755,6 +966,11 @@ def plot(result, path):
         line(ax, d["wait_ns"][mech], mech, label=mech)
     line(ax, d["churn_ns"]["epoll"], "epoll", linestyle="--",
          label="epoll + one epoll_ctl MOD per wait")
+    for mech in URING_PATTERNS:
+        line(ax, d["uring_wait_ns"][mech], mech,
+             label={"uring": "io_uring, multishot polls kept armed",
+                    "uring-rearm": "io_uring, one-shot polls re-armed "
+                                   "per wait"}[mech])
     if d["sizes"][-1] >= lib.FD_SETSIZE:
         ax.axvline(lib.FD_SETSIZE, color="grey", linestyle="-.",
                    label="FD_SETSIZE")

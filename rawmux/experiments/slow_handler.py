@@ -8,10 +8,13 @@ connection, a slow handler holds up only its own thread.  Why, and what
 CPython's GIL changes: docs/walkthrough.md, "Why the costs differ"
 (slow-handler).
 
-Method: two small servers that differ only in how they wait -- ``epoll``
+Method: small servers that differ only in how they wait -- ``epoll``
 (one thread, one ``rawmux.Epoll``, level-triggered, non-blocking sockets,
 one message per connection per wakeup) and ``threads`` (a thread per
-connection, blocking sockets) -- share one handler, ``_respond()``: a
+connection, blocking sockets), and on io_uring ``uring-poll`` (one-shot
+POLL_ADD re-armed per message) and ``uring`` (multishot RECV into a
+buffer ring, SEND from the completion; both skipped where io_uring is
+unavailable) -- share one handler, ``_respond()``: a
 64-byte message whose first byte is 0xFF is the slow kind (the C load
 generator's stream, 7j mod 251, never holds 0xFF), and the handler spends
 ``--burn-ms`` on it, spinning on CPU time (``cpu``: holds the GIL) or in
@@ -52,7 +55,11 @@ import threading
 import time
 from statistics import median
 
+import errno
+
 from rawmux import Epoll, harness, lib
+from rawmux._uring import IORING_CQE_F_MORE, BufferRing, Ring
+from rawmux.echo import unavailable
 from rawmux.experiments.options import Options, integer, names, number
 from rawmux.experiments.report import pyplot, save
 from rawmux.experiments.shape import Judgement, Table, runs
@@ -65,13 +72,18 @@ CLAIM = ("a single-threaded event loop mixes event detection with event "
 PLOT = ("fast connections' round-trip p50/p99/max per server and burn, "
         "without and with the slow connection (log scale, ms)")
 
-SERVERS = ("epoll", "threads")
+SERVERS = ("epoll", "uring-poll", "uring", "threads")
+# One thread detecting and handling events: the claim says a slow handler
+# stalls all of their fast connections.
+LOOPS = ("epoll", "uring-poll", "uring")
 BURNS = ("cpu", "sleep")
 SIZE = 64                       # bytes per message
 MARKER = 0xFF                   # first byte of a slow message
 SLOW_WINDOW = 2                 # slow messages in flight
 
 OPTIONS = Options(
+    names("servers", SERVERS, SERVERS, "servers to measure",
+          fast=("epoll", "threads")),
     integer("conns", 50, "fast connections", high=1000),
     number("burn_ms", 10.0, "what the slow handler spends per message, in "
            "ms", high=1000),
@@ -152,7 +164,8 @@ def _serve_epoll(listener, burn, seconds):
                     conn = conns.get(fd)
                     if conn is None:
                         if fd == lfd:
-                            _accept_all(listener, conns, ep)
+                            _accept_all(listener, conns,
+                                        lambda fd, ev, _: ep.register(fd, ev))
                         continue        # an fd closed earlier in this batch
                     try:
                         if events & _OUT:
@@ -185,7 +198,9 @@ def _serve_epoll(listener, burn, seconds):
                 conn.sock.close()
 
 
-def _accept_all(listener, conns, ep):
+def _accept_all(listener, conns, watch):
+    """Accept every pending connection; ``watch(fd, events, ...)`` (an
+    Epoll's register, a Ring's poll_add with the fd as user_data) each."""
     while True:
         try:
             sock, _ = listener.accept()
@@ -194,7 +209,176 @@ def _accept_all(listener, conns, ep):
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         conns[sock.fileno()] = _LoopConn(sock)
-        ep.register(sock.fileno(), _IN)
+        watch(sock.fileno(), _IN, sock.fileno())
+
+
+def _serve_uring_poll(listener, burn, seconds):
+    """The epoll loop's twin on io_uring readiness: a one-shot POLL_ADD per
+    connection, armed again after each message -- so that, as with
+    level-triggered epoll, a connection with more input waiting completes
+    again at once (a POLL_ADD reports the present state when armed) and
+    the loop still takes one message per connection per wakeup.  Arming
+    and waiting are one io_uring_enter a turn."""
+    listener.setblocking(False)
+    lfd = listener.fileno()
+    conns: dict[int, _LoopConn] = {}
+    buf = bytearray(65536)
+    view = memoryview(buf)
+    with Ring(256) as ring:
+        # A one-shot poll completes and is gone: user_data is the fd, and
+        # no request names a closed fd.  The listener's stays armed.
+        ring.poll_add(lfd, _IN, lfd, multishot=True)
+        try:
+            while True:
+                ring.submit_and_wait(1)
+                for i in range(ring.reap()):
+                    fd, events = ring.user_data[i], ring.res[i]
+                    if fd == lfd:
+                        if not ring.flags[i] & IORING_CQE_F_MORE:
+                            ring.poll_add(lfd, _IN, lfd, multishot=True)
+                        _accept_all(listener, conns, ring.poll_add)
+                        continue
+                    conn = conns.pop(fd)
+                    if events < 0:              # the poll failed
+                        conn.sock.close()
+                        continue
+                    try:
+                        if events & _OUT:
+                            _send_some(conn)
+                        if events & ~_OUT:      # input, hangup or error
+                            # One message per wakeup, as in the epoll loop.
+                            got = conn.sock.recv_into(
+                                buf, SIZE - len(conn.pending))
+                            if got == 0:
+                                conn.sock.close()
+                                continue
+                            conn.pending += view[:got]
+                            # Nobody submits or reaps while this runs.
+                            conn.out += _respond(conn.pending, burn, seconds)
+                            if conn.out:
+                                _send_some(conn)
+                    except BlockingIOError:
+                        pass
+                    except OSError:             # reset: this connection ends
+                        conn.sock.close()
+                        continue
+                    conns[fd] = conn
+                    ring.poll_add(fd, _IN | (_OUT if conn.out else 0), fd)
+        finally:
+            # Closing the ring (the with-block) cancels the polls.
+            for conn in conns.values():
+                conn.sock.close()
+
+
+def _send_some(conn):
+    try:
+        sent = conn.sock.send(conn.out)
+    except BlockingIOError:
+        sent = 0
+    del conn.out[:sent]
+
+
+# The uring server's user_data: the request's kind in the top bits, the
+# connection's serial number (never reused, unlike an fd) below.
+_RECV, _SEND, _ACCEPT = 1 << 56, 2 << 56, 3 << 56
+_SERIAL = (1 << 56) - 1
+
+
+class _RingConn:
+    __slots__ = ("sock", "pending", "out", "sending")
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.pending = bytearray()  # a message's first bytes, until whole
+        self.out = bytearray()      # echo waiting for the send in flight
+        self.sending = b""          # the bytes of the SEND in flight
+
+
+def _serve_uring(listener, burn, seconds):
+    """The completion model: a multishot ACCEPT, a multishot RECV per
+    connection into a provided-buffer ring (the kernel copies the data in,
+    no recv here), the echo a SEND queued from the completion, one in
+    flight per connection; a turn's SENDs and the wait are one
+    io_uring_enter.  The kernel keeps receiving while the handler burns,
+    but no SEND reaches it and no completion is reaped until the burn
+    ends: the fast connections wait as on the epoll loop.  Unlike the
+    readiness loops it cannot take one message per wakeup: a completion
+    brings whatever arrived, both slow messages in flight at times, and
+    the handler burns for each."""
+    conns: dict[int, _RingConn] = {}
+    serials = iter(range(1, _SERIAL))
+    with Ring(256) as ring:
+        group = BufferRing(ring, entries=256, size=4096)
+        ring.accept_multishot(listener.fileno(), _ACCEPT)
+
+        def send(serial, conn):
+            conn.sending, conn.out = bytes(conn.out), bytearray()
+            ring.send(conn.sock.fileno(), conn.sending, _SEND | serial)
+
+        def close(serial):
+            conn = conns.pop(serial)
+            # Queued SQEs name the fd: hand them over before it can be
+            # reused.  A SEND still in flight fails; its completion finds
+            # no connection.
+            ring.submit()
+            conn.sock.close()
+
+        try:
+            while True:
+                ring.submit_and_wait(1)
+                for i in range(ring.reap()):
+                    ud, res, flags = (ring.user_data[i], ring.res[i],
+                                      ring.flags[i])
+                    kind, serial = ud & ~_SERIAL, ud & _SERIAL
+                    if kind == _ACCEPT:
+                        if not flags & IORING_CQE_F_MORE:
+                            ring.accept_multishot(listener.fileno(), _ACCEPT)
+                        if res >= 0:
+                            sock = socket.socket(fileno=res)
+                            sock.setsockopt(socket.IPPROTO_TCP,
+                                            socket.TCP_NODELAY, 1)
+                            serial = next(serials)
+                            conns[serial] = _RingConn(sock)
+                            ring.recv_multishot(res, group.group,
+                                                _RECV | serial)
+                        continue
+                    conn = conns.get(serial)
+                    if kind == _SEND:
+                        if conn is None:
+                            continue
+                        if res < 0:                 # reset
+                            close(serial)
+                            continue
+                        conn.out[:0] = conn.sending[res:]   # unsent rest
+                        conn.sending = b""
+                        if conn.out:
+                            send(serial, conn)
+                        continue
+                    bid = group.buffer_id(flags)
+                    if bid is not None:
+                        group.claim(flags)
+                        if conn is not None and res > 0:
+                            conn.pending += group.view(bid, res)
+                        group.recycle(bid)
+                    if conn is None:
+                        continue
+                    if res == 0 or (res < 0 and res != -errno.ENOBUFS):
+                        close(serial)               # EOF or reset
+                        continue
+                    if not flags & IORING_CQE_F_MORE:
+                        # Out of buffers, or the kernel ended it: again.
+                        ring.recv_multishot(conn.sock.fileno(), group.group,
+                                            _RECV | serial)
+                    # Nobody submits or reaps while this runs.
+                    conn.out += _respond(conn.pending, burn, seconds)
+                    if conn.out and not conn.sending:
+                        send(serial, conn)
+        finally:
+            # Closing the ring first cancels every request, so that no
+            # SEND or RECV meets a closed (or reused) fd.
+            ring.close()
+            for conn in conns.values():
+                conn.sock.close()
 
 
 def _serve_connection(sock, burn, seconds):
@@ -237,7 +421,8 @@ def serve(server, burn, burn_ms):
     does (``python -m rawmux.experiments.slow_handler SERVER BURN
     BURN_MS``)."""
     burner = {"cpu": _burn_cpu, "sleep": time.sleep}[burn]
-    loop = {"epoll": _serve_epoll, "threads": _serve_threads}[server]
+    loop = {"epoll": _serve_epoll, "uring-poll": _serve_uring_poll,
+            "uring": _serve_uring, "threads": _serve_threads}[server]
     # Before "listening": the experiment may stop the server at once.
     signal.signal(signal.SIGTERM, _stop)
     with socket.create_server(("127.0.0.1", 0), backlog=1024) as listener:
@@ -333,12 +518,17 @@ def _one_run(server, options, built, cpu, slow):
 
 def measure(options, progress):
     server_cpu, load_cpu = harness.cpu_pair()
-    configs = [(s, b) for s in SERVERS for b in options.burns]
+    skipped = {s: why for s in options.servers if (why := unavailable(s))}
+    for s, why in skipped.items():
+        progress(0, 1, f"{s} skipped: {why}")
+    configs = [(s, b) for s in SERVERS
+               if s in options.servers and s not in skipped
+               for b in options.burns]
     total, done = options.rounds * len(configs), 0
     measured = []
     with tempfile.TemporaryDirectory() as tmp:
         built = harness.build(tmp)
-        for r in range(options.rounds):
+        for r in range(options.rounds if configs else 0):
             shift = r % len(configs)
             for server, burn in configs[shift:] + configs[:shift]:
                 progress(done, total, f"{server} {burn} round {r + 1}")
@@ -354,12 +544,13 @@ def measure(options, progress):
                     proc.stop()
                 done += 1
     progress(total, total, "done")
-    return {"conns": options.conns, "burn_ms": options.burn_ms,
+    return {"servers": list(options.servers),
+            "conns": options.conns, "burn_ms": options.burn_ms,
             "burns": list(options.burns), "seconds": options.seconds,
             "rounds": options.rounds, "warmup": options.warmup,
             "size": SIZE,
             "switch_interval_ms": sys.getswitchinterval() * 1000,
-            "runs": measured}
+            "runs": measured, "skipped": skipped}
 
 
 _FIGURES = ("p50_ms", "p99_ms", "max_ms", "fast_per_s", "slow_per_s",
@@ -375,7 +566,7 @@ def _summary(d):
                 **{k: median(r[k] for r in measured) for k in _FIGURES
                    if k in measured[0]}}
     summary = []
-    for server in SERVERS:
+    for server in _measured(d):
         mine = [r for r in d["runs"] if r["server"] == server]
         summary.append(row(server, "-", False,
                            [r for r in mine if not r["slow"]]))
@@ -391,12 +582,18 @@ def _summary(d):
 THREADS_DELAY = 0.4
 
 
+def _measured(d):
+    """The servers that ran, in SERVERS' order."""
+    return [s for s in SERVERS if any(r["server"] == s for r in d["runs"])]
+
+
 def judge(d):
     summary = _summary(d)
     find = {(r["server"], r["burn"]): r for r in summary}
     burn_ms = d["burn_ms"]
+    servers = _measured(d)
     parts = []
-    for server in SERVERS:
+    for server in servers:
         b = find[server, "-"]
         for burn in d["burns"]:
             r = find[server, burn]
@@ -405,6 +602,10 @@ def judge(d):
                          f"{r['p99_ms']:.2f} ms")
     verdict = (f"one slow connection ({burn_ms:g} ms per message) among "
                f"{d['conns']}: " + "; ".join(parts))
+    skipped = d.get("skipped", {})
+    if skipped:
+        verdict += (f"; {', '.join(skipped)} skipped: "
+                    f"{'; '.join(sorted(set(skipped.values())))}")
     # The fair test is the handler that blocks without holding the GIL;
     # without it, the claim about threads cannot be judged.
     if "sleep" not in d["burns"]:
@@ -416,11 +617,18 @@ def judge(d):
     # p99 by tens): the loop's typical fast message now waits for a burn,
     # the threaded server's typical one does not.
     delay = {s: find[s, "sleep"]["p50_ms"] - find[s, "-"]["p50_ms"]
-             for s in SERVERS}
-    confirmed = (delay["epoll"] >= 0.5 * burn_ms
+             for s in servers}
+    loops = [s for s in servers if s in LOOPS]
+    if "threads" not in servers or not loops:
+        return Judgement(None, verdict + (
+            "; not decided: the claim compares an event loop with threads"),
+            {"summary": summary, "p50_delay_ms": delay})
+    # Every single-threaded loop, readiness (epoll, uring-poll) or
+    # completion (uring), must stall; the threads must not.
+    confirmed = (all(delay[s] >= 0.5 * burn_ms for s in loops)
                  and delay["threads"] <= THREADS_DELAY * burn_ms
-                 and find["threads", "sleep"]["p50_ms"]
-                 < find["epoll", "sleep"]["p50_ms"])
+                 and all(find["threads", "sleep"]["p50_ms"]
+                         < find[s, "sleep"]["p50_ms"] for s in loops))
     return Judgement(confirmed, verdict,
                      {"summary": summary, "p50_delay_ms": delay})
 
