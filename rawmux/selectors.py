@@ -560,7 +560,11 @@ class IoUringSelector(_Selector):
         elif timeout <= 0:
             ms = 0
         else:
-            ms = _cpython.poll_timeout_ms(math.ceil(timeout * 1e3))[0]
+            # As PollSelector's: only beyond a C int is the check needed
+            # (it raises the stdlib's OverflowError); no call per select().
+            ms = math.ceil(timeout * 1e3)
+            if ms > _INT_MAX:
+                ms = _cpython.poll_timeout_ms(ms)[0]
         ring = self._native
         if ring.closed:
             raise ValueError("I/O operation on closed selector")
