@@ -85,6 +85,8 @@ import mmap
 import os
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 from typing import Any
@@ -286,36 +288,49 @@ def _message(i, size):
     return i.to_bytes(4, "little") * (size // 4) + b"\xa5" * (size % 4)
 
 
+def _send_numbered(fd, go, count, size):
+    """The sender's body, in its own interpreter: ``count`` numbered
+    messages into the socket ``fd`` once a byte arrives on ``go``."""
+    with socket.socket(fileno=fd) as sock:
+        try:
+            if os.read(go, 1):
+                for i in range(count):
+                    sock.sendall(_message(i, size))
+        except OSError:             # the receiver shut down first
+            sys.exit(1)
+
+
+_SENDER = ("import sys; from rawmux.experiments.rings import _send_numbered; "
+           "_send_numbered(*map(int, sys.argv[1:]))")
+
+
 def _start_sender(sock, count, size):
     """A child process that writes ``count`` numbered messages into
     ``sock`` once a byte arrives on the pipe whose write end is returned
-    with its pid.  A process, not a thread: it neither shares the GIL
-    (whose hand-offs would add futex calls to the receiver's count) nor
-    is counted."""
+    with it.  A process, not a thread: it neither shares the GIL (whose
+    hand-offs would add futex calls to the receiver's count) nor is
+    counted.  A new interpreter, not a fork: the io_uring parts leave
+    kernel threads (iou-sqp, iou-wrk) in this process for a while after
+    their rings close, and fork() with threads present is what CPython
+    3.12 warns about."""
     go_r, go_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:                        # the child: os calls only, then exit
-        code = 1
-        try:
-            os.close(go_w)
-            if os.read(go_r, 1):
-                for i in range(count):
-                    sock.sendall(_message(i, size))
-                code = 0
-        except BaseException:
-            pass
-        finally:
-            os._exit(code)
-    os.close(go_r)
-    return pid, go_w
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _SENDER, str(sock.fileno()), str(go_r),
+             str(count), str(size)], pass_fds=(sock.fileno(), go_r))
+    except BaseException:
+        os.close(go_w)
+        raise
+    finally:
+        os.close(go_r)
+    return proc, go_w
 
 
-def _reap_child(pid):
+def _reap_child(proc):
     """The sender's exit code.  Bounded: it has sent everything, or its
     send fails once the receiver shut down, or its read of the go pipe
     returns 0 once the pipe is closed."""
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
+    return proc.wait()
 
 
 def _mapping_of(address):
@@ -403,7 +418,7 @@ def _receive(loop, k, size, counter):
     with rsock, wsock, contextlib.ExitStack() as stack:
         rsock.setblocking(False)
         run = loop(stack, rsock, k, size, out)
-        pid, go = _start_sender(wsock, k, size)
+        sender, go = _start_sender(wsock, k, size)
         try:
             with _counted(counter, out):
                 os.write(go, b"g")      # one write(2), counted with the rest
@@ -412,7 +427,7 @@ def _receive(loop, k, size, counter):
             os.close(go)
             # Shutting down wakes a sender blocked on a full socket.
             rsock.shutdown(socket.SHUT_RDWR)
-            out["sender_exit"] = _reap_child(pid)
+            out["sender_exit"] = _reap_child(sender)
     return out
 
 
