@@ -18,7 +18,6 @@ import pytest
 
 import rawmux.echo
 from rawmux import _sigio, observe
-from rawmux._extension import lib
 from rawmux._sigio import SignalQueue
 
 from echoing import connect, echo_server, summary_of
