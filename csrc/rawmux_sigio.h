@@ -92,14 +92,15 @@ int rawmux_sigio_disarm(int fd);
  * by it: arm with its tid. */
 int rawmux_sigio_open(struct rawmux_sigio_waiter *w);
 
-/* Wait up to w->timeout_ms (negative: forever) for the first signal with
- * sigtimedwait(2), then take as many more as are queued, up to w->cap in
- * all, with ONE nonblocking read(2) of w->sigfd.  With timeout 0 only the
- * read is made.  Writes fds[i], bands[i], signos[i] for i < n and returns
- * n (never writes past cap); an entry with signos[i] != w->sig is a plain
- * SIGIO (the real-time queue overflowed: no fd, fds[i] = -1) and counts in
- * w->overflows.  Returns -errno on failure (-EINTR: a handled signal came;
- * the caller returns to Python so that its handler runs). */
+/* Dequeue: whatever is queued, up to w->cap, with ONE nonblocking read(2)
+ * of w->sigfd; if nothing is, wait up to w->timeout_ms (negative: forever;
+ * 0: not at all) in sigtimedwait(2) and return the one signal that came
+ * (rawmux_sigio.c says why in this order).  Writes fds[i], bands[i],
+ * signos[i] for i < n and returns n (never writes past cap); an entry with
+ * signos[i] != w->sig is a plain SIGIO (the real-time queue overflowed: no
+ * fd, fds[i] = -1) and counts in w->overflows.  Returns -errno on failure
+ * (-EINTR: a handled signal came; the caller returns to Python so that its
+ * handler runs). */
 int rawmux_sigio_wait(struct rawmux_sigio_waiter *w);
 
 /* Read w->sigfd until EAGAIN, dropping what it dequeues (after an

@@ -34,7 +34,7 @@ Some facts about signal-driven I/O
 
 * Signals are blocked in the waiting thread (so that none is delivered
   with its default action, which terminates) and dequeued with
-  sigtimedwait(2) and a signalfd (csrc/rawmux_sigio.c says why both).  A
+  a signalfd and sigtimedwait(2) (csrc/rawmux_sigio.c says why both).  A
   thread's own blocked mask is per thread: arm every fd with that thread's
   id, and wait in that thread.
 
@@ -210,9 +210,9 @@ class SignalQueue(ReadyArrays):
             raise _error(-err)
 
     def wait(self, timeout_ms: int = -1) -> int:
-        """Dequeue: wait up to ``timeout_ms`` (negative blocks) for the
-        first signal, take what else is queued up to capacity.  Returns n,
-        also kept in ``nready``.  EINTR (a handled signal arrived) returns
+        """Dequeue what is queued, up to capacity, in one read of the
+        signalfd; if nothing is, wait up to ``timeout_ms`` (negative
+        blocks) for one signal.  Returns n, also kept in ``nready``.  EINTR (a handled signal arrived) returns
         0, so that its handler runs now; the caller loops."""
         self._bind()
         w = self._w

@@ -80,7 +80,7 @@ def test_each_change_is_its_own_signal_and_a_batch_takes_them(queue, pair):
     queue.arm(a.fileno())
     for _ in range(5):
         b.send(b"x")
-    # One sigtimedwait for the first, one read of the signalfd for the rest.
+    # All five in one read of the signalfd.
     assert entries(queue, queue.wait(1000)) == \
         [(a.fileno(), select.POLLIN | select.POLLRDNORM, _sigio.SIGNAL)] * 5
 
