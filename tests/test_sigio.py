@@ -275,3 +275,16 @@ def test_forced_overflow_serves_every_byte():
     # limit counts the user's every queued signal, so maybe more).
     print(f"fallbacks {fallbacks}, kernel OVERFLOW_FAIL {kernel}")
     assert kernel >= CONNS - 8
+
+
+def test_a_queue_closed_from_another_thread_leaves_no_fd(pair):
+    import threading
+    q = SignalQueue()
+    t = threading.Thread(target=q.arm, args=(pair[0].fileno(),))
+    t.start()
+    t.join()
+    assert q.fileno >= 0
+    with pytest.raises(RuntimeError):
+        q.wait(0)                       # not the thread it is bound to
+    q.close()                           # the autouse fixture checks fds
+    assert q.fileno == -1
