@@ -5,9 +5,17 @@ registrations, changes and removals, some of them made part-way through a
 turn, as the loop's handlers make them.  (The e2e cases in test_echo*.py
 run the backend itself.)"""
 
+import io
 import random
+import threading
 
-from rawmux.echo.nonblocking_server import NonblockingMechanism
+import pytest
+from echoing import connect
+
+from rawmux import observe
+from rawmux.echo import Config
+from rawmux.echo.nonblocking_server import (NonblockingMechanism,
+                                            NonblockingServer)
 
 
 def reported(mech, n):
@@ -61,3 +69,43 @@ def test_a_wait_reuses_its_arrays_turn_after_turn():
     # The same arrays, turn after turn (holes closed in place).
     assert mech.native.ready_fds is fds and mech.native.ready_events is events
     assert list(fds) == [6] and list(events) == [2]
+
+
+@pytest.mark.skipif(observe.problem() is not None,
+                    reason=observe.problem() or "")
+def test_an_idle_turn_is_one_recv_per_connection_and_nothing_else():
+    """Counted by the kernel (tracepoints, this thread only): with CONNS idle
+    connections a turn is the listener's accept() and CONNS + 1 recv()s
+    (the connections and the signal wakeup socket), all answered EAGAIN,
+    and no other system call -- no wait, no sleep.  In-process, so that
+    the only other calls in the counted window are the counters' own
+    ioctl()s."""
+    conns, turns = 5, 200
+    server = NonblockingServer(Config(port=0), out=io.StringIO())
+    clients = []
+    try:
+        server._watch_input(server._wake_fd)
+        server._watch_input(server.listen_fd)
+        clients = [connect(server.listener.getsockname())
+                   for _ in range(conns)]
+        for _ in range(100):
+            if len(server.conns) == conns:
+                break
+            server._run_once(0)
+        assert len(server.conns) == conns
+        events = ["syscalls:sys_enter_accept4", "syscalls:sys_enter_recvfrom",
+                  "raw_syscalls:sys_enter"]
+        with observe.Counter(events, pid=threading.get_native_id(),
+                             inherit=False) as counter:
+            for _ in range(turns):
+                server._run_once(0)
+        counts = counter.read()
+    finally:
+        server.close()
+        for sock in clients:
+            sock.close()
+    assert counts["syscalls:sys_enter_accept4"] == turns, counts
+    assert counts["syscalls:sys_enter_recvfrom"] == (conns + 1) * turns, \
+        counts
+    others = (counts["raw_syscalls:sys_enter"] - (conns + 2) * turns)
+    assert 0 <= others <= 2 * len(events), counts   # the counters' ioctls
