@@ -8,10 +8,13 @@ Backends: ``select``, ``poll``, ``epoll`` (level-triggered), ``epoll-et``
 per change, poll(2) after the queue overflows), ``uring-poll`` (readiness
 through io_uring's multishot POLL_ADD), ``uring`` (completion: io_uring's
 multishot ACCEPT and RECV into provided buffers, SEND from the completion),
-``threads`` (blocking I/O, one thread per connection).  The io_uring backends
-need a kernel that allows it, ``sigio`` F_SETSIG and signalfd:
-``rawmux._uring.problem()`` and ``rawmux._sigio.problem()`` say why not
-where they do not, and ``unavailable(name)`` passes it on per backend.
+``nonblocking`` (no wait at all: every socket O_NONBLOCK, recv/accept on
+each of them every turn until something other than EAGAIN comes back -- a
+CPU burnt while idle), ``threads`` (blocking I/O, one thread per
+connection).  The io_uring backends need a kernel that allows it, ``sigio``
+F_SETSIG and signalfd: ``rawmux._uring.problem()`` and
+``rawmux._sigio.problem()`` say why not where they do not, and
+``unavailable(name)`` passes it on per backend.
 """
 
 from __future__ import annotations
@@ -61,6 +64,9 @@ def backend_class(name: str) -> ServerClass:
     if name == "uring":
         from rawmux.echo.uring_server import UringServer
         return UringServer
+    if name == "nonblocking":
+        from rawmux.echo.nonblocking_server import NonblockingServer
+        return NonblockingServer
     if name == "threads":
         from rawmux.echo.threads_server import ThreadsServer
         return ThreadsServer
@@ -69,7 +75,7 @@ def backend_class(name: str) -> ServerClass:
 
 
 BACKENDS = ["select", "poll", "epoll", "epoll-et", "sigio", "uring-poll",
-            "uring", "threads"]
+            "uring", "nonblocking", "threads"]
 URING_BACKENDS = ("uring-poll", "uring")
 
 
