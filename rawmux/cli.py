@@ -168,7 +168,10 @@ def _serve_arguments(serve):
     d = Config()
     serve.add_argument("--backend", choices=BACKENDS, default=d.backend,
                        help="select, poll, epoll (level-triggered), epoll-et "
-                            "(edge-triggered) or threads (one thread per "
+                            "(edge-triggered), sigio (signal-driven), "
+                            "uring-poll (io_uring readiness), uring "
+                            "(io_uring completion), nonblocking (no wait: "
+                            "spins) or threads (one thread per "
                             "connection); default %(default)s")
     serve.add_argument("--host", type=_host, default=d.host,
                        help="address to bind; default %(default)s (this "

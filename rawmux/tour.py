@@ -14,8 +14,9 @@
    clients at once (asyncio, on rawmux's own epoll selector) send random
    payloads, half-close and read the echo to EOF; every byte is compared, and
    the server's own byte counts must match after a graceful SIGTERM.  The
-   io_uring backends (``uring-poll``, ``uring``) are listed as SKIPPED, with
-   the one-line reason, where io_uring is forbidden.
+   io_uring backends (``uring-poll``, ``uring``) and ``sigio`` are listed as
+   SKIPPED, with the one-line reason, where io_uring or signal-driven I/O is
+   forbidden.
 3. **Two experiments:** ``fdsetsize`` and a short ``scaling``.
 
 It builds nothing: the extension is the one ``pip install`` built.
