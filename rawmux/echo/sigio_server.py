@@ -44,7 +44,7 @@ _ASK = lib.POLLIN | lib.POLLOUT | lib.POLLRDHUP
 class SigioMechanism(Mechanism):
     name = "sigio"
     # si_band carries poll(2) bits (fs/fcntl.c band_table: POLL_IN ->
-    # POLLIN|POLLRDNORM|POLLMSG, POLL_HUP -> POLLHUP|POLLERR, ...); so does
+    # POLLIN|POLLRDNORM, POLL_HUP -> POLLHUP|POLLERR, ...); so does
     # the fallback's poll.
     READABLE = (lib.POLLIN | lib.POLLHUP | lib.POLLERR | lib.POLLRDHUP
                 | lib.POLLNVAL)
