@@ -12,7 +12,7 @@
  *                send_sigio_to_task() -> kernel/signal.c: do_send_sig_info()
  *            sigtimedwait(2) -> kernel/signal.c: do_sigtimedwait()
  *            read(signalfd) -> fs/signalfd.c: signalfd_read_iter()
- * The tour: docs/walkthrough.md, "signal-driven I/O".
+ * The tour: docs/walkthrough.md, "Signal-driven I/O".
  *
  * Why two ways to dequeue, and in this order:
  *

@@ -38,7 +38,7 @@ Some facts about signal-driven I/O
   thread's own blocked mask is per thread: arm every fd with that thread's
   id, and wait in that thread.
 
-The kernel side: docs/walkthrough.md, "signal-driven I/O".
+The kernel side: docs/walkthrough.md, "Signal-driven I/O".
 """
 
 from __future__ import annotations
