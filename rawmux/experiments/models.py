@@ -1,0 +1,597 @@
+"""models: the five I/O models of Stevens (UNP vol. 1, §6.2) side by side.
+
+Claim: the tutorial's comparison of the five models holds on this machine.
+Stevens's figure splits a read into two phases -- waiting for the data,
+copying it from the kernel to the process -- and the models differ in who
+does each: blocking (the process sleeps in recv), nonblocking polling (the
+process spins on recv until it stops saying EAGAIN), I/O multiplexing (the
+process sleeps in select/poll/epoll_wait, then calls recv), signal-driven
+(the kernel queues a signal naming the fd; the process sleeps in
+sigtimedwait, then calls recv), asynchronous (the kernel does both and
+tells the process when the data is already in its buffer).  Four verdicts
+follow from that figure, each checked here on measured data:
+
+(a) multiplexing costs one more system call than blocking per message at
+    one connection: epoll's receive (its waits + recv) is blocking's + 1,
+    within TOLERANCE;
+(b) nonblocking polling burns a CPU while idle: its idle CPU is at least
+    BURNS of a CPU, every other model's at most QUIET;
+(c) signal-driven I/O scales to many connections only until its queue
+    overflows: ``sigio`` run once more at the largest connection count with
+    its RLIMIT_SIGPENDING lowered (``resource.prlimit`` on the server) to
+    ``overflow_limit``, below what the workload queues: the kernel counts
+    real-time signals that could not be queued (``signal:signal_generate``
+    with result == 3, TRACE_SIGNAL_OVERFLOW_FAIL), the server falls back to
+    poll(2) over every fd (poll calls per message, counted by the kernel),
+    and every byte is still echoed; with the default limit, no overflow;
+(d) only the asynchronous model has the kernel copy the data before the
+    process is told: ``uring`` makes at most NO_RECV recv calls a message,
+    every other model at least 1 - TOLERANCE.
+
+Method: per server and connection count, one server process (pinned to one
+CPU, as the load generator to the other: rawmux.harness.cpu_pair).  A client
+here opens ``conns`` connections and echoes one 64-byte message per
+connection in lock-step rounds (``messages`` in all, at least MIN_ROUNDS
+rounds); the server's system calls are counted by the kernel around those
+rounds alone, connections already open (rawmux.observe:
+``raw_syscalls:sys_enter`` for the total, ``syscalls:sys_enter_<name>`` for
+each of NAMED, on every task the server has and, inherited, the threads it
+creates), divided by the messages.  Then, the connections still open and
+silent, the server's CPU time over ``idle`` seconds (/proc/PID/stat) gives
+its idle CPU, a fraction of one CPU.  Then the connections close and the C
+load generator (rawmux.harness.drive) drives the same server at the same
+count, one message in flight per connection, for ``seconds``: p50/p99
+round trip and server CPU per message.  ``select`` runs only at counts whose
+fds fit under FD_SETSIZE (SELECT_MAX connections).  A backend this machine
+cannot run (rawmux.echo.unavailable, or not in this rawmux's
+rawmux.echo.BACKENDS) is skipped with that line; the verdicts it carries
+are NOT TESTED.  Where tracepoints are unavailable (observe.problem(),
+``RAWMUX_NO_TRACEPOINTS=1`` forces it) nothing is counted: (a), (c) and (d)
+are NOT TESTED; latency and idle CPU are still measured.
+
+``Result.data``: ``options`` (as run); ``method`` ("tracepoints" or None);
+``tracepoint_problem`` (observe.problem()'s line or None); ``skipped``
+({backend: why not here}); ``not_run`` (list of {backend, conns, why}:
+select above FD_SETSIZE); ``size`` (bytes a message); ``placement`` (where
+servers and load ran); ``runs``, one per (backend, conns): backend, conns,
+messages (echoed in the counted rounds), ``calls`` ({syscall: calls} over
+those rounds, NAMED and "other"; {} when not counted), ``signals`` (sigio
+only, else None: {"queued": real-time signals generated for the server,
+"overflowed": those that failed to queue, "sigio": plain SIGIOs}), idle_s
+(the window), idle_cpu_s (server CPU seconds in it), and the load
+generator's p50_us, p99_us, cpu_us_per_msg, msgs_per_s; ``overflow``
+(None where sigio did not run or nothing was counted; else the sigio run at
+the largest count with RLIMIT_SIGPENDING lowered: conns, limit, messages,
+calls, signals, served (every byte echoed back)).  Judged: ``rows``, one
+per run: backend, conns, model, per_message ({syscall: calls a message}),
+total, wait, recv (calls a message), idle_cpu (fraction of a CPU),
+cpu_us_per_msg, p50_us, p99_us; ``overflow_figures`` (per-message calls and
+counts of the overflow run against the default one); ``verdicts`` ({"a":
+..., "b": ..., "c": ..., "d": ...}, each {confirmed, verdict}).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import socket
+import tempfile
+import time
+from typing import Any
+
+from rawmux import echo, harness, observe
+from rawmux.experiments.options import Options, integer, integers, names, \
+    number
+from rawmux.experiments.report import pyplot, save
+from rawmux.experiments.shape import Judgement, Table, runs
+from rawmux.harness import EchoProcess
+
+SUMMARY = "the five I/O models of Stevens side by side: calls, CPU, " \
+          "latency and idle CPU per message"
+CLAIM = ("of the five I/O models, multiplexing costs one call more than "
+         "blocking, nonblocking polling burns a CPU while idle, signal-driven "
+         "I/O holds only until its signal queue overflows, and only the "
+         "asynchronous model has the kernel copy the data")
+PLOT = ("per connection count, the five models side by side: system calls "
+        "per message, server CPU per message, p99 latency, idle CPU")
+
+# backend -> (model, phase 1: who waits, phase 2: who copies), in the order
+# of Stevens's figure.
+MODELS = {
+    "threads": ("blocking", "process blocked in recv", "process, recv"),
+    "nonblocking": ("nonblocking", "process spins on recv", "process, recv"),
+    "select": ("multiplexing", "process blocked in select", "process, recv"),
+    "poll": ("multiplexing", "process blocked in poll", "process, recv"),
+    "epoll": ("multiplexing", "process blocked in epoll_wait",
+              "process, recv"),
+    "sigio": ("signal-driven", "kernel queues a signal; process blocked in "
+              "sigtimedwait", "process, recv"),
+    "uring": ("asynchronous", "kernel", "kernel, before the completion"),
+}
+BACKENDS = tuple(MODELS)
+SIZE = 64                       # bytes per message
+MIN_ROUNDS = 3                  # lock-step rounds at least, at any count
+WARMUP = 0.1                    # seconds of load before latency is measured
+# select's fd_set holds fds below FD_SETSIZE (1024): the connections, the
+# listener and the interpreter's own few fds must fit.
+SELECT_MAX = 1000
+RECV_CALLS = ("recvfrom", "recvmsg", "recvmmsg")
+WAIT_CALLS = ("select", "pselect6", "poll", "ppoll", "epoll_wait",
+              "epoll_pwait", "epoll_pwait2", "rt_sigtimedwait",
+              "io_uring_enter")
+# Counted by name; "other" is the rest of raw_syscalls:sys_enter.  A name
+# this kernel has no tracepoint for is left out (so counted in "other").
+NAMED = (*WAIT_CALLS, *RECV_CALLS, "sendto", "sendmsg", "read", "write",
+         "accept4", "futex", "fcntl")
+TOTAL_EVENT = "raw_syscalls:sys_enter"
+SIGNAL_EVENT = "signal:signal_generate"
+OVERFLOW_FAIL = 3               # TRACE_SIGNAL_OVERFLOW_FAIL (kernel/signal.c)
+SIGRTMIN = 34                   # the kernel's; glibc reserves two above it
+TOLERANCE = 0.15                # a per-message count from its whole number
+BURNS = 0.5                     # idle CPU: "burns a CPU" from here up
+QUIET = 0.05                    # idle CPU: "≈ 0" up to here
+NO_RECV = 0.1                   # recv calls a message: "≈ 0" up to here
+SHOWN = 0.05                    # per-message figures below: into "other"
+
+OPTIONS = Options(
+    names("backends", BACKENDS, BACKENDS, "servers, one per model (select "
+          "and poll: multiplexing too)", fast=BACKENDS),
+    integers("conns", (1, 10, 100, 1000), "connection counts", fast=(1, 10),
+             high=2000),
+    integer("messages", 1000, "messages echoed per counted run (at least "
+            f"{MIN_ROUNDS} rounds of one per connection)", fast=100),
+    number("seconds", 0.15, "measured seconds per latency run", fast=0.05),
+    number("idle", 0.2, "seconds of idle connections over which the "
+           "server's CPU is read", fast=0.1),
+    integer("overflow_limit", 8, "sigio's RLIMIT_SIGPENDING in the overflow "
+            "run (below the signals the workload queues)", fast=1, low=1),
+)
+
+
+def _recv_exactly(sock, n):
+    got = 0
+    while got < n:
+        chunk = sock.recv(n - got)
+        if not chunk:
+            raise ConnectionError("the server closed the connection")
+        got += len(chunk)
+
+
+def _rounds(socks, rounds):
+    """``rounds`` lock-step rounds: one message out on every connection,
+    then every echo back, byte for byte."""
+    payload = bytes(range(SIZE))
+    for _ in range(rounds):
+        for s in socks:
+            s.sendall(payload)
+        for s in socks:
+            _recv_exactly(s, SIZE)
+
+
+def _connect(address, conns):
+    socks = []
+    try:
+        for _ in range(conns):
+            s = socket.create_connection(address, timeout=20)
+            socks.append(s)
+            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    return socks
+
+
+def _events():
+    """TOTAL_EVENT and the NAMED calls' tracepoints that this kernel has."""
+    named = []
+    for name in NAMED:
+        try:
+            observe.tracepoint_id(f"syscalls:sys_enter_{name}")
+        except ValueError:
+            continue
+        named.append(f"syscalls:sys_enter_{name}")
+    return [TOTAL_EVENT] + named
+
+
+def _by_name(counts):
+    named = {e.rpartition("sys_enter_")[2]: n for e, n in counts.items()
+             if e != TOTAL_EVENT}
+    out = {name: n for name, n in named.items() if n}
+    out["other"] = counts[TOTAL_EVENT] - sum(named.values())
+    return out
+
+
+def _minus(after, before):
+    return {k: after[k] - before.get(k, 0) for k in after}
+
+
+@contextlib.contextmanager
+def _signal_counters(pid):
+    """Counters of the signals generated for ``pid``, on every CPU (they
+    fire in the sender's context: softirq or the client's send), kept by a
+    tracepoint filter on the target: queued real-time ones, overflowed
+    ones, plain SIGIO."""
+    base = f"pid == {pid}"
+    with contextlib.ExitStack() as stack:
+        counters = {
+            what: stack.enter_context(observe.Counter(
+                [SIGNAL_EVENT], filter=f"{base} && {extra}"))
+            for what, extra in (
+                ("queued", f"sig >= {SIGRTMIN} && result == 0"),
+                ("overflowed", f"result == {OVERFLOW_FAIL}"),
+                ("sigio", "sig == 29"))}
+        yield lambda: {w: c.read()[SIGNAL_EVENT] for w, c in counters.items()}
+
+
+def _one(backend, conns, o, events, built, cpus, limit=None):
+    """One server at one count: calls over the rounds, idle CPU, and
+    (``limit`` None) the load generator's figures."""
+    rounds = max(MIN_ROUNDS, o.messages // conns)
+    got: dict[str, Any] = {"backend": backend, "conns": conns,
+                           "messages": rounds * conns, "calls": {},
+                           "signals": None}
+    with EchoProcess(backend, "--max-conns", "20000",
+                     cpu=cpus[0]) as server, contextlib.ExitStack() as stack:
+        if limit is not None:
+            resource.prlimit(server.pid, resource.RLIMIT_SIGPENDING,
+                             (limit, limit))
+        counter = signals = None
+        if events:
+            # Opened before the connections: the threads backend's
+            # per-connection threads inherit it (one counter per thread
+            # would cost this process an fd per event per thread).
+            counter = stack.enter_context(
+                observe.Counter(events, pid=server.pid, threads=True))
+            if backend == "sigio":
+                signals = stack.enter_context(_signal_counters(server.pid))
+        socks = _connect(server.address, conns)
+        try:
+            _rounds(socks, 1)       # every connection accepted and served
+            before = counter.read() if counter else None
+            sig_before = signals() if signals else None
+            _rounds(socks, rounds)
+            if counter:
+                got["calls"] = _by_name(_minus(counter.read(), before))
+            if signals:
+                got["signals"] = _minus(signals(), sig_before)
+            got["served"] = True
+            cpu0, t0 = sum(server.cpu_seconds()), time.monotonic()
+            # A window to measure over, not a wait for anything.
+            time.sleep(o.idle)
+            cpu1, t1 = sum(server.cpu_seconds()), time.monotonic()
+            got["idle_s"], got["idle_cpu_s"] = t1 - t0, cpu1 - cpu0
+        finally:
+            for s in socks:
+                s.close()
+        stack.close()
+        if limit is None:
+            case = harness.Case(conns, SIZE, "pingpong")
+            load = harness.drive(server.address, server.pid, case, built,
+                                 WARMUP, o.seconds, cpus[1])
+            if "error" in load:
+                raise RuntimeError(f"load generator against {backend} at "
+                                   f"{conns} connections: {load['error']}")
+            got.update(placement=load["placement"],
+                       **{m: load[m] for m in ("p50_us", "p99_us",
+                                               "cpu_us_per_msg",
+                                               "msgs_per_s")})
+        server.stop()
+    return got
+
+
+def _skipped(backends):
+    out = {}
+    for b in backends:
+        if b not in echo.BACKENDS:
+            out[b] = (f"no {b} backend in this rawmux "
+                      f"(rawmux.echo.BACKENDS: {', '.join(echo.BACKENDS)})")
+        elif (why := echo.unavailable(b)) is not None:
+            out[b] = why
+    return out
+
+
+def measure(options, progress):
+    problem = observe.problem()
+    method = "tracepoints" if problem is None else None
+    skipped = _skipped(options.backends)
+    jobs, not_run = [], []
+    for conns in options.conns:
+        for b in options.backends:
+            if b in skipped:
+                continue
+            if b == "select" and conns > SELECT_MAX:
+                not_run.append({"backend": b, "conns": conns,
+                                "why": f"{conns} connections do not fit "
+                                       f"under FD_SETSIZE (1024)"})
+                continue
+            jobs.append((b, conns))
+    overflow_at = max(options.conns)
+    overflow = "sigio" in options.backends and "sigio" not in skipped \
+        and method is not None
+    total = len(jobs) + overflow
+    for b, why in skipped.items():
+        progress(0, total, f"{b} skipped: {why}")
+    if problem:
+        progress(0, total, f"{problem}; system calls not counted")
+    cpus = harness.cpu_pair()
+    done_runs, over = [], None
+    with contextlib.ExitStack() as stack:
+        events = _events() if method else []
+        if events:
+            # Held registered for all the runs: each counter's close, the
+            # last on its tracepoint, would wait for an RCU grace period.
+            stack.enter_context(observe.hold(events + [SIGNAL_EVENT]))
+        tmp = stack.enter_context(tempfile.TemporaryDirectory())
+        built = harness.build(tmp)
+        for i, (b, conns) in enumerate(jobs):
+            progress(i, total, f"{b} {conns}c")
+            done_runs.append(_one(b, conns, options, events, built, cpus))
+        if overflow:
+            progress(len(jobs), total, f"sigio {overflow_at}c, "
+                     f"RLIMIT_SIGPENDING {options.overflow_limit}")
+            over = _one("sigio", overflow_at, options, events, built, cpus,
+                        limit=options.overflow_limit)
+            over["limit"] = options.overflow_limit
+    progress(total, total, "done")
+    return {"options": {k: list(v) if isinstance(v, tuple) else v
+                        for k, v in vars(options).items()},
+            "method": method, "tracepoint_problem": problem,
+            "skipped": skipped, "not_run": not_run, "size": SIZE,
+            "placement": harness.placement(done_runs) if done_runs else None,
+            "runs": done_runs, "overflow": over}
+
+
+# ---- judging ----------------------------------------------------------------
+
+def per_message(run):
+    """{syscall: calls a message} of a run, the small ones in "other"."""
+    n = run["messages"]
+    exact = {k: v / n for k, v in run["calls"].items()}
+    shown = {k: v for k, v in exact.items()
+             if abs(v) >= SHOWN and k != "other"}
+    other = sum(v for k, v in exact.items() if k not in shown)
+    if abs(other) >= SHOWN:
+        shown["other"] = other
+    return shown, exact
+
+
+def _row(run):
+    shown, exact = per_message(run)
+    return {"backend": run["backend"], "conns": run["conns"],
+            "model": MODELS.get(run["backend"], ("?",))[0],
+            "per_message": shown,
+            "total": sum(exact.values()) if exact else None,
+            "wait": sum(v for k, v in exact.items() if k in WAIT_CALLS)
+            if exact else None,
+            "recv": sum(v for k, v in exact.items() if k in RECV_CALLS)
+            if exact else None,
+            "idle_cpu": run["idle_cpu_s"] / run["idle_s"],
+            **{m: run.get(m) for m in ("cpu_us_per_msg", "p50_us",
+                                       "p99_us")}}
+
+
+def _find(rows, backend, conns):
+    for r in rows:
+        if r["backend"] == backend and r["conns"] == conns:
+            return r
+    return None
+
+
+def _why_missing(data, backend):
+    if backend in data.get("skipped", {}):
+        return f"{backend} skipped: {data['skipped'][backend]}"
+    return f"{backend} not run (--backends)"
+
+
+def _verdict_a(data, rows):
+    if data["method"] is None:
+        return None, f"(a) NOT TESTED: calls not counted: " \
+                     f"{data['tracepoint_problem']}"
+    e, t = _find(rows, "epoll", 1), _find(rows, "threads", 1)
+    if e is None or t is None:
+        missing = "epoll" if e is None else "threads"
+        why = (_why_missing(data, missing) if missing not in
+               data["options"]["backends"] or missing in data["skipped"]
+               else "no run at 1 connection (--conns)")
+        return None, f"(a) NOT TESTED: {why}"
+    ea, ta = e["wait"] + e["recv"], t["wait"] + t["recv"]
+    ok = abs(ea - ta - 1) <= TOLERANCE
+    return ok, (f"(a) {'yes' if ok else 'NO'}: at 1 connection a receive "
+                f"costs epoll {ea:.2f} calls (epoll_wait {e['wait']:.2f} + "
+                f"recv {e['recv']:.2f}), blocking {ta:.2f}: "
+                f"{ea - ta:+.2f} (claim +1 ± {TOLERANCE:g})")
+
+
+def _verdict_b(data, rows):
+    spin = [r for r in rows if r["backend"] == "nonblocking"]
+    if not spin:
+        return None, f"(b) NOT TESTED: {_why_missing(data, 'nonblocking')}"
+    others = [r for r in rows if r["backend"] != "nonblocking"]
+    low = min(r["idle_cpu"] for r in spin)
+    high = max((r["idle_cpu"] for r in others), default=0.0)
+    ok = low >= BURNS and high <= QUIET
+    return ok, (f"(b) {'yes' if ok else 'NO'}: idle, nonblocking burns "
+                f"{low:.2f}+ of a CPU (claim ≥ {BURNS:g}); the others at "
+                f"most {high:.3f} (claim ≤ {QUIET:g})")
+
+
+def _overflow_figures(data, rows):
+    over = data.get("overflow")
+    if not over:
+        return None
+    base = _find(rows, "sigio", over["conns"])
+    shown, exact = per_message(over)
+
+    def fallback(r, ex):
+        return sum(ex.get(k, 0) for k in ("poll", "ppoll"))
+    out = {"conns": over["conns"], "limit": over["limit"],
+           "served": over.get("served", False),
+           "overflowed": over["signals"]["overflowed"],
+           "sigio": over["signals"]["sigio"],
+           "fallback_per_msg": fallback(over, exact),
+           "total_per_msg": sum(exact.values()),
+           "default_overflowed": None, "default_fallback_per_msg": None,
+           "default_total_per_msg": None}
+    if base is not None and base["total"] is not None:
+        run = next(r for r in data["runs"] if r["backend"] == "sigio"
+                   and r["conns"] == over["conns"])
+        _, bex = per_message(run)
+        out.update(default_overflowed=run["signals"]["overflowed"],
+                   default_fallback_per_msg=fallback(run, bex),
+                   default_total_per_msg=base["total"])
+    return out
+
+
+def _verdict_c(data, figures):
+    if "sigio" in data.get("skipped", {}) or \
+            "sigio" not in data["options"]["backends"]:
+        return None, f"(c) NOT TESTED: {_why_missing(data, 'sigio')}"
+    if data["method"] is None:
+        return None, f"(c) NOT TESTED: signals and calls not counted: " \
+                     f"{data['tracepoint_problem']}"
+    if figures is None or figures["default_overflowed"] is None:
+        return None, "(c) NOT TESTED: sigio was not counted at the overflow " \
+                     "run's count with its default limit"
+    f = figures
+    ok = (f["served"] and f["overflowed"] > 0 and f["fallback_per_msg"] > 0
+          and f["default_overflowed"] == 0)
+    return ok, (f"(c) {'yes' if ok else 'NO'}: sigio at {f['conns']} "
+                f"connections, default RLIMIT_SIGPENDING: "
+                f"{f['default_overflowed']} overflows, poll "
+                f"{f['default_fallback_per_msg']:.2f} a message, "
+                f"{f['default_total_per_msg']:.2f} calls; limit "
+                f"{f['limit']}: {f['overflowed']} overflows "
+                f"({f['sigio']} plain SIGIO), poll "
+                f"{f['fallback_per_msg']:.2f} a message, "
+                f"{f['total_per_msg']:.2f} calls, "
+                f"{'every byte echoed' if f['served'] else 'NOT all served'}")
+
+
+def _verdict_d(data, rows):
+    if data["method"] is None:
+        return None, f"(d) NOT TESTED: calls not counted: " \
+                     f"{data['tracepoint_problem']}"
+    u = [r for r in rows if r["backend"] == "uring"]
+    others = [r for r in rows if r["backend"] != "uring"]
+    if not u:
+        return None, f"(d) NOT TESTED: {_why_missing(data, 'uring')}"
+    if not others:
+        return None, "(d) NOT TESTED: no other model ran"
+    u_max = max(r["recv"] for r in u)
+    o_min = min(r["recv"] for r in others)
+    ok = u_max <= NO_RECV and o_min >= 1 - TOLERANCE
+    return ok, (f"(d) {'yes' if ok else 'NO'}: recv calls a message: uring "
+                f"at most {u_max:.2f} (claim ≤ {NO_RECV:g}), every other "
+                f"model at least {o_min:.2f} (claim ≥ 1)")
+
+
+def judge(data):
+    rows = [_row(r) for r in data["runs"]]
+    overflow_figures = _overflow_figures(data, rows)
+    verdicts = {}
+    for key, (ok, text) in (("a", _verdict_a(data, rows)),
+                            ("b", _verdict_b(data, rows)),
+                            ("c", _verdict_c(data, overflow_figures)),
+                            ("d", _verdict_d(data, rows))):
+        verdicts[key] = {"confirmed": ok, "verdict": text}
+    said = [v["confirmed"] for v in verdicts.values()]
+    confirmed = (False if False in said
+                 else None if all(s is None for s in said) else True)
+    figures = {"rows": rows, "overflow_figures": overflow_figures,
+               "verdicts": verdicts}
+    return Judgement(confirmed, "; ".join(v["verdict"]
+                                          for v in verdicts.values()),
+                     figures)
+
+
+# ---- presenting -------------------------------------------------------------
+
+COLUMNS = ["model", "backend", "conns", "who waits (phase 1)",
+           "who copies (phase 2)", "calls/msg", "recv/msg", "CPU us/msg",
+           "p50 us", "p99 us", "idle CPU"]
+
+
+def present(data, judgement):
+    nan = float("nan")
+    rows = []
+    order = {b: i for i, b in enumerate(BACKENDS)}
+    for r in sorted(judgement.figures["rows"],
+                    key=lambda r: (r["conns"], order.get(r["backend"], 99))):
+        model, waits, copies = MODELS.get(r["backend"], ("?", "?", "?"))
+        rows.append([model, r["backend"], r["conns"], waits, copies,
+                     nan if r["total"] is None else r["total"],
+                     nan if r["recv"] is None else r["recv"],
+                     nan if r["cpu_us_per_msg"] is None
+                     else r["cpu_us_per_msg"],
+                     nan if r["p50_us"] is None else r["p50_us"],
+                     nan if r["p99_us"] is None else r["p99_us"],
+                     r["idle_cpu"]])
+    o = data["options"]
+    notes = [f"calls/msg: the server's system calls over {o['messages']}+ "
+             f"messages of {data['size']} bytes in lock-step rounds, "
+             f"connections open before (counted by the kernel: "
+             f"raw_syscalls:sys_enter on its tasks); CPU us/msg and "
+             f"p50/p99: the C load generator, one message in flight per "
+             f"connection, {o['seconds']:g} s a run; idle CPU: the server's "
+             f"CPU time over {o['idle']:g} s with every connection open and "
+             f"silent, in CPUs; {data.get('placement') or ''}."]
+    for r in judgement.figures["rows"]:
+        if r["per_message"]:
+            notes.append(f"{r['backend']} {r['conns']}c: " + " + ".join(
+                f"{k} {v:.2f}" for k, v in r["per_message"].items()))
+    f = judgement.figures["overflow_figures"]
+    if f:
+        notes.append(f"overflow run: sigio at {f['conns']} connections with "
+                     f"RLIMIT_SIGPENDING {f['limit']} (prlimit on the "
+                     f"server): {f['overflowed']} real-time signals not "
+                     f"queued (signal:signal_generate result == "
+                     f"{OVERFLOW_FAIL}), {f['sigio']} plain SIGIO, poll "
+                     f"{f['fallback_per_msg']:.2f} a message.")
+    for b, why in data.get("skipped", {}).items():
+        notes.append(f"{b} skipped: {why}.")
+    for n in data.get("not_run", []):
+        notes.append(f"{n['backend']} at {n['conns']}: {n['why']}.")
+    if data["method"] is None:
+        notes.append(f"system calls NOT counted: "
+                     f"{data['tracepoint_problem']}.")
+    notes += [v["verdict"] for v in judgement.figures["verdicts"].values()]
+    return Table(COLUMNS, rows, notes)
+
+
+def plot(result, path):
+    plt = pyplot()
+    rows = result.data["rows"]
+    if not rows:
+        raise RuntimeError("nothing was measured to plot")
+    metrics = (("total", "system calls / message"),
+               ("cpu_us_per_msg", "server CPU us / message"),
+               ("p99_us", "p99 round trip (us)"),
+               ("idle_cpu", "idle CPU (CPUs)"))
+    counts = sorted({r["conns"] for r in rows})
+    backends = [b for b in BACKENDS if any(r["backend"] == b for r in rows)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4),
+                             squeeze=False)
+    width = 0.8 / max(1, len(backends))
+    for ax, (key, label) in zip(axes[0], metrics):
+        for i, b in enumerate(backends):
+            values = []
+            for c in counts:
+                r = _find(rows, b, c)
+                v = None if r is None else r[key]
+                values.append(0.0 if v is None else v)
+            ax.bar([x + i * width for x in range(len(counts))], values,
+                   width, label=f"{b} ({MODELS[b][0]})")
+        ax.set_xticks([x + width * (len(backends) - 1) / 2
+                       for x in range(len(counts))])
+        ax.set_xticklabels([f"{c} conns" for c in counts])
+        ax.set_ylabel(label)
+        if key in ("total", "cpu_us_per_msg", "p99_us"):
+            ax.set_yscale("log")
+    axes[0][0].legend(fontsize=7)
+    fig.suptitle("the five I/O models (Stevens UNP §6.2)")
+    save(fig, path)
+
+
+run = runs(__name__)
