@@ -73,7 +73,6 @@ counts of the overflow run against the default one); ``verdicts`` ({"a":
 from __future__ import annotations
 
 import contextlib
-import os
 import resource
 import socket
 import tempfile
@@ -136,14 +135,15 @@ SHOWN = 0.05                    # per-message figures below: into "other"
 
 OPTIONS = Options(
     names("backends", BACKENDS, BACKENDS, "servers, one per model (select "
-          "and poll: multiplexing too)", fast=BACKENDS),
+          "and poll: multiplexing too)",
+          fast=("threads", "nonblocking", "epoll", "sigio", "uring")),
     integers("conns", (1, 10, 100, 1000), "connection counts", fast=(1, 10),
              high=2000),
     integer("messages", 1000, "messages echoed per counted run (at least "
             f"{MIN_ROUNDS} rounds of one per connection)", fast=100),
     number("seconds", 0.15, "measured seconds per latency run", fast=0.05),
     number("idle", 0.2, "seconds of idle connections over which the "
-           "server's CPU is read", fast=0.1),
+           "server's CPU is read", fast=0.05),
     integer("overflow_limit", 8, "sigio's RLIMIT_SIGPENDING in the overflow "
             "run (below the signals the workload queues)", fast=1, low=1),
 )
