@@ -86,8 +86,8 @@ from rawmux.experiments.report import pyplot, save
 from rawmux.experiments.shape import Judgement, Table, runs
 from rawmux.harness import EchoProcess
 
-SUMMARY = "the five I/O models of Stevens side by side: calls, CPU, " \
-          "latency and idle CPU per message"
+SUMMARY = "Stevens's five I/O models side by side: calls, CPU, latency, " \
+          "idle CPU"
 CLAIM = ("of the five I/O models, multiplexing costs one call more than "
          "blocking, nonblocking polling burns a CPU while idle, signal-driven "
          "I/O holds only until its signal queue overflows, and only the "
