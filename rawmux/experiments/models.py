@@ -74,12 +74,13 @@ from __future__ import annotations
 
 import contextlib
 import resource
-import socket
 import tempfile
 import time
 from typing import Any
 
 from rawmux import echo, harness, observe
+from rawmux.experiments.counting import by_name, connect, find, \
+    fold_small, lockstep, pingpong, syscall_events
 from rawmux.experiments.options import Options, integer, integers, names, \
     number
 from rawmux.experiments.report import pyplot, save
@@ -123,7 +124,6 @@ WAIT_CALLS = ("select", "pselect6", "poll", "ppoll", "epoll_wait",
 # this kernel has no tracepoint for is left out (so counted in "other").
 NAMED = (*WAIT_CALLS, *RECV_CALLS, "sendto", "sendmsg", "read", "write",
          "accept4", "futex", "fcntl")
-TOTAL_EVENT = "raw_syscalls:sys_enter"
 SIGNAL_EVENT = "signal:signal_generate"
 OVERFLOW_FAIL = 3               # TRACE_SIGNAL_OVERFLOW_FAIL (kernel/signal.c)
 SIGRTMIN = 34                   # the kernel's; glibc reserves two above it
@@ -147,60 +147,6 @@ OPTIONS = Options(
     integer("overflow_limit", 8, "sigio's RLIMIT_SIGPENDING in the overflow "
             "run (below the signals the workload queues)", fast=1, low=1),
 )
-
-
-def _recv_exactly(sock, n):
-    got = 0
-    while got < n:
-        chunk = sock.recv(n - got)
-        if not chunk:
-            raise ConnectionError("the server closed the connection")
-        got += len(chunk)
-
-
-def _rounds(socks, rounds):
-    """``rounds`` lock-step rounds: one message out on every connection,
-    then every echo back, byte for byte."""
-    payload = bytes(range(SIZE))
-    for _ in range(rounds):
-        for s in socks:
-            s.sendall(payload)
-        for s in socks:
-            _recv_exactly(s, SIZE)
-
-
-def _connect(address, conns):
-    socks = []
-    try:
-        for _ in range(conns):
-            s = socket.create_connection(address, timeout=20)
-            socks.append(s)
-            s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except BaseException:
-        for s in socks:
-            s.close()
-        raise
-    return socks
-
-
-def _events():
-    """TOTAL_EVENT and the NAMED calls' tracepoints that this kernel has."""
-    named = []
-    for name in NAMED:
-        try:
-            observe.tracepoint_id(f"syscalls:sys_enter_{name}")
-        except ValueError:
-            continue
-        named.append(f"syscalls:sys_enter_{name}")
-    return [TOTAL_EVENT] + named
-
-
-def _by_name(counts):
-    named = {e.rpartition("sys_enter_")[2]: n for e, n in counts.items()
-             if e != TOTAL_EVENT}
-    out = {name: n for name, n in named.items() if n}
-    out["other"] = counts[TOTAL_EVENT] - sum(named.values())
-    return out
 
 
 def _minus(after, before):
@@ -246,14 +192,14 @@ def _one(backend, conns, o, events, built, cpus, limit=None):
                 observe.Counter(events, pid=server.pid, threads=True))
             if backend == "sigio":
                 signals = stack.enter_context(_signal_counters(server.pid))
-        socks = _connect(server.address, conns)
+        socks = connect(server.address, conns, timeout=20)
         try:
-            _rounds(socks, 1)       # every connection accepted and served
+            lockstep(socks, 1, SIZE)    # every connection accepted and served
             before = counter.read() if counter else None
             sig_before = signals() if signals else None
-            _rounds(socks, rounds)
+            lockstep(socks, rounds, SIZE)
             if counter:
-                got["calls"] = _by_name(_minus(counter.read(), before))
+                got["calls"] = by_name(_minus(counter.read(), before))
             if signals:
                 got["signals"] = _minus(signals(), sig_before)
             got["served"] = True
@@ -267,12 +213,8 @@ def _one(backend, conns, o, events, built, cpus, limit=None):
                 s.close()
         stack.close()
         if limit is None:
-            case = harness.Case(conns, SIZE, "pingpong")
-            load = harness.drive(server.address, server.pid, case, built,
-                                 WARMUP, o.seconds, cpus[1])
-            if "error" in load:
-                raise RuntimeError(f"load generator against {backend} at "
-                                   f"{conns} connections: {load['error']}")
+            load = pingpong(server, backend, conns, SIZE, built, WARMUP,
+                            o.seconds, cpus[1])
             got.update(placement=load["placement"],
                        **{m: load[m] for m in ("p50_us", "p99_us",
                                                "cpu_us_per_msg",
@@ -318,7 +260,7 @@ def measure(options, progress):
     cpus = harness.cpu_pair()
     done_runs, over = [], None
     with contextlib.ExitStack() as stack:
-        events = _events() if method else []
+        events = syscall_events(NAMED) if method else []
         if events:
             # Held registered for all the runs: each counter's close, the
             # last on its tracepoint, would wait for an RCU grace period.
@@ -349,12 +291,7 @@ def per_message(run):
     """{syscall: calls a message} of a run, the small ones in "other"."""
     n = run["messages"]
     exact = {k: v / n for k, v in run["calls"].items()}
-    shown = {k: v for k, v in exact.items()
-             if abs(v) >= SHOWN and k != "other"}
-    other = sum(v for k, v in exact.items() if k not in shown)
-    if abs(other) >= SHOWN:
-        shown["other"] = other
-    return shown, exact
+    return fold_small(exact, SHOWN), exact
 
 
 def _row(run):
@@ -372,13 +309,6 @@ def _row(run):
                                        "p99_us")}}
 
 
-def _find(rows, backend, conns):
-    for r in rows:
-        if r["backend"] == backend and r["conns"] == conns:
-            return r
-    return None
-
-
 def _why_missing(data, backend):
     if backend in data.get("skipped", {}):
         return f"{backend} skipped: {data['skipped'][backend]}"
@@ -389,7 +319,7 @@ def _verdict_a(data, rows):
     if data["method"] is None:
         return None, f"(a) NOT TESTED: calls not counted: " \
                      f"{data['tracepoint_problem']}"
-    e, t = _find(rows, "epoll", 1), _find(rows, "threads", 1)
+    e, t = find(rows, "epoll", 1), find(rows, "threads", 1)
     if e is None or t is None:
         missing = "epoll" if e is None else "threads"
         why = (_why_missing(data, missing) if missing not in
@@ -421,7 +351,7 @@ def _overflow_figures(data, rows):
     over = data.get("overflow")
     if not over:
         return None
-    base = _find(rows, "sigio", over["conns"])
+    base = find(rows, "sigio", over["conns"])
     shown, exact = per_message(over)
 
     def fallback(r, ex):
@@ -578,7 +508,7 @@ def plot(result, path):
         for i, b in enumerate(backends):
             values = []
             for c in counts:
-                r = _find(rows, b, c)
+                r = find(rows, b, c)
                 v = None if r is None else r[key]
                 values.append(0.0 if v is None else v)
             ax.bar([x + i * width for x in range(len(counts))], values,
