@@ -10,6 +10,7 @@ import pytest
 from rawmux import observe
 from rawmux.experiments import models
 from rawmux.experiments.shape import conclude
+from conftest import need_matplotlib
 
 
 @pytest.fixture(scope="module")
@@ -231,3 +232,40 @@ def test_synthetic_uncounted_not_tested():
 
 def test_observe_problem_is_the_method(result):
     assert (result.data["method"] is None) == (observe.problem() is not None)
+
+
+# ---- the plot ---------------------------------------------------------------
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def plotted_synthetic(tmp_path_factory):
+    """Every panel: the overflow run's, and a calls axis clipped under a
+    spinning server's bar.  Module scope, as conftest's ``plotted``:
+    matplotlib keeps its font files open."""
+    need_matplotlib()
+    data = synthetic()
+    data["runs"].append(synthetic_run("nonblocking", 10, wait=0, recv=400,
+                                      idle=0.97))
+    path = tmp_path_factory.mktemp("plot") / "models-synthetic.png"
+    conclude(models, data).plot(str(path))
+    return path
+
+
+def test_plot_of_the_run(plotted):
+    data = plotted.read_bytes()
+    assert data[:8] == PNG and len(data) > 10000
+
+
+def test_plot_with_overflow_and_a_spinning_server(plotted_synthetic):
+    data = plotted_synthetic.read_bytes()
+    assert data[:8] == PNG and len(data) > 10000
+
+
+def test_plot_without_rows_says_so(tmp_path):
+    need_matplotlib()
+    data = synthetic()
+    data["runs"], data["overflow"] = [], None
+    with pytest.raises(RuntimeError, match="nothing was measured"):
+        conclude(models, data).plot(str(tmp_path / "none.png"))

@@ -490,37 +490,156 @@ def present(data, judgement):
     return Table(COLUMNS, rows, notes)
 
 
+def _calls_panel(ax, rows, counts, backends, colour, width):
+    """Calls a message, one stacked bar per backend and count: the waits
+    (phase 1, hatched), the recvs (phase 2, solid), the rest (the send,
+    accepts, timers: pale)."""
+    labels = []
+    for i, b in enumerate(backends):
+        xs, parts = [], {"wait": [], "recv": [], "rest": []}
+        for x, c in enumerate(counts):
+            r = find(rows, b, c)
+            if r is None or r["total"] is None:
+                continue
+            xs.append(x + i * width)
+            parts["wait"].append(r["wait"])
+            parts["recv"].append(r["recv"])
+            parts["rest"].append(r["total"] - r["wait"] - r["recv"])
+        bottom = [0.0] * len(xs)
+        for part, style in (("wait", {"hatch": "///", "alpha": 0.75}),
+                            ("recv", {"alpha": 1.0}),
+                            ("rest", {"alpha": 0.3})):
+            ax.bar(xs, parts[part], width, bottom=bottom, color=colour[b],
+                   edgecolor="black", linewidth=0.3, **style)
+            bottom = [y + h for y, h in zip(bottom, parts[part])]
+        labels.append((xs, bottom))
+    # A spinning server's thousands of calls would flatten the rest: the
+    # axis stops at twice the median bar and every bar's total is written.
+    totals = sorted(t for _, ts in labels for t in ts)
+    top = min(totals[-1], 2 * totals[len(totals) // 2]) * 1.15
+    ax.set_ylim(0, top)
+    for xs, ts in labels:
+        for x, total in zip(xs, ts):
+            ax.text(x, min(total, top * 0.93), f"{total:.3g}",
+                    ha="center", va="bottom", fontsize=6)
+    ax.set_ylabel("system calls / message")
+    ax.set_title("calls a message: wait (hatched), recv (solid), rest "
+                 "(pale)", fontsize=9)
+
+
+def _bars(ax, rows, counts, backends, colour, width, key):
+    for i, b in enumerate(backends):
+        xs, ys = [], []
+        for x, c in enumerate(counts):
+            r = find(rows, b, c)
+            if r is not None and r[key] is not None:
+                xs.append(x + i * width)
+                ys.append(r[key])
+        ax.bar(xs, ys, width, color=colour[b], edgecolor="black",
+               linewidth=0.3)
+
+
+def _latency_panel(ax, rows, counts, backends, colour, width):
+    """p50 (dot) to p99 (triangle), one line per backend and count, on a
+    log scale: bars there would start from an arbitrary floor."""
+    for i, b in enumerate(backends):
+        for x, c in enumerate(counts):
+            r = find(rows, b, c)
+            if r is None or r["p50_us"] is None:
+                continue
+            x = x + i * width
+            ax.plot([x, x], [r["p50_us"], r["p99_us"]], color=colour[b])
+            ax.plot([x], [r["p50_us"]], "o", color=colour[b], markersize=4)
+            ax.plot([x], [r["p99_us"]], "^", color=colour[b], markersize=5)
+    ax.set_yscale("log")
+    ax.set_ylabel("round trip (us): p50 (dot) to p99 (triangle)")
+
+
+def _overflow_panel(ax, figures, over):
+    """sigio at the largest count, default RLIMIT_SIGPENDING against the
+    lowered one: calls a message by name."""
+    _, default = per_message(figures["default_run"])
+    _, lowered = per_message(over)
+    names_ = [n for n in dict.fromkeys([*default, *lowered])
+              if max(abs(default.get(n, 0)), abs(lowered.get(n, 0)))
+              >= SHOWN]
+    labels = [f"default limit\n{figures['default_overflowed']} overflows",
+              f"limit {figures['limit']}\n{figures['overflowed']} overflows"]
+    bottom = [0.0, 0.0]
+    # Greys and hatches, by name: colours here are the backends'.
+    greys = pyplot().get_cmap("Greys")
+    for i, n in enumerate(names_):
+        h = [max(0.0, default.get(n, 0)), max(0.0, lowered.get(n, 0))]
+        ax.bar(labels, h, 0.6, bottom=bottom, label=n,
+               color=greys(0.2 + 0.6 * (i % 4) / 3),
+               hatch=("", "///", "...", "xx")[i // 4 % 4],
+               edgecolor="black", linewidth=0.3)
+        bottom = [y + v for y, v in zip(bottom, h)]
+    ax.set_ylim(0, 1.4 * max(bottom))     # room for the legend above
+    ax.set_ylabel("system calls / message")
+    c = figures["conns"]
+    ax.set_title(f"sigio at {c} conn{'s' if c != 1 else ''}: the queue "
+                 f"overflows, poll(2) falls back", fontsize=9)
+    ax.legend(fontsize=7, loc="upper left", ncol=2)
+
+
 def plot(result, path):
     plt = pyplot()
-    rows = result.data["rows"]
+    data = result.data
+    rows = data["rows"]
     if not rows:
         raise RuntimeError("nothing was measured to plot")
-    metrics = (("total", "system calls / message"),
-               ("cpu_us_per_msg", "server CPU us / message"),
-               ("p99_us", "p99 round trip (us)"),
-               ("idle_cpu", "idle CPU (CPUs)"))
+    figures = data.get("overflow_figures")
+    overflow = None
+    if figures and figures.get("default_overflowed") is not None:
+        overflow = {**figures, "default_run": next(
+            r for r in data["runs"] if r["backend"] == "sigio"
+            and r["conns"] == figures["conns"])}
     counts = sorted({r["conns"] for r in rows})
     backends = [b for b in BACKENDS if any(r["backend"] == b for r in rows)]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4),
-                             squeeze=False)
+    # One colour a backend, the same in every panel.
+    cmap = plt.get_cmap("tab10")
+    colour = {b: cmap(BACKENDS.index(b) % 10) for b in backends}
+    panels = 4 + (overflow is not None)
+    # The last, narrow column holds the legend: save()'s tight_layout
+    # makes room for it as for any axes (not for a figure legend).
+    fig, axes = plt.subplots(1, panels + 1, figsize=(4.4 * panels + 2, 4.4),
+                             squeeze=False,
+                             gridspec_kw={"width_ratios": [1] * panels
+                                          + [0.45]})
+    axes = list(axes[0])
     width = 0.8 / max(1, len(backends))
-    for ax, (key, label) in zip(axes[0], metrics):
-        for i, b in enumerate(backends):
-            values = []
-            for c in counts:
-                r = find(rows, b, c)
-                v = None if r is None else r[key]
-                values.append(0.0 if v is None else v)
-            ax.bar([x + i * width for x in range(len(counts))], values,
-                   width, label=f"{b} ({MODELS[b][0]})")
+    counted = any(r["total"] is not None for r in rows)
+    if counted:
+        _calls_panel(axes[0], rows, counts, backends, colour, width)
+    else:
+        axes[0].text(0.5, 0.5, "system calls not counted:\n"
+                     f"{data.get('tracepoint_problem')}", ha="center",
+                     va="center", wrap=True, transform=axes[0].transAxes,
+                     fontsize=8)
+    _bars(axes[1], rows, counts, backends, colour, width, "cpu_us_per_msg")
+    axes[1].set_ylabel("server CPU us / message")
+    _latency_panel(axes[2], rows, counts, backends, colour, width)
+    _bars(axes[3], rows, counts, backends, colour, width, "idle_cpu")
+    # A fraction of one CPU: the axis shows the whole CPU, so that "≈ 0"
+    # and "burns a CPU" read as such.
+    axes[3].axhline(1.0, color="grey", linestyle="--", linewidth=0.8)
+    axes[3].set_ylim(0, max(1.1, 1.05 * max(r["idle_cpu"] for r in rows)))
+    axes[3].set_ylabel("idle CPU (CPUs), every connection silent")
+    for ax in axes[:4]:
         ax.set_xticks([x + width * (len(backends) - 1) / 2
                        for x in range(len(counts))])
-        ax.set_xticklabels([f"{c} conns" for c in counts])
-        ax.set_ylabel(label)
-        if key in ("total", "cpu_us_per_msg", "p99_us"):
-            ax.set_yscale("log")
-    axes[0][0].legend(fontsize=7)
-    fig.suptitle("the five I/O models (Stevens UNP §6.2)")
+        ax.set_xticklabels([f"{c} conn{'s' if c != 1 else ''}"
+                            for c in counts])
+    if overflow is not None:
+        _overflow_panel(axes[4], overflow, data["overflow"])
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colour[b])
+               for b in backends]
+    axes[-1].axis("off")
+    axes[-1].legend(handles, [f"{b}\n({MODELS[b][0]})" for b in backends],
+                    loc="center left", fontsize=8, frameon=False)
+    fig.suptitle("the five I/O models (Stevens UNP §6.2), per connection "
+                 "count")
     save(fig, path)
 
 
