@@ -496,7 +496,8 @@ def _calls_panel(ax, rows, counts, backends, colour, width):
     accepts, timers: pale)."""
     labels = []
     for i, b in enumerate(backends):
-        xs, parts = [], {"wait": [], "recv": [], "rest": []}
+        xs: list[float] = []
+        parts: dict[str, list[float]] = {"wait": [], "recv": [], "rest": []}
         for x, c in enumerate(counts):
             r = find(rows, b, c)
             if r is None or r["total"] is None:
