@@ -494,7 +494,7 @@ def _calls_panel(ax, rows, counts, backends, colour, width):
     """Calls a message, one stacked bar per backend and count: the waits
     (phase 1, hatched), the recvs (phase 2, solid), the rest (the send,
     accepts, timers: pale)."""
-    labels = []
+    labels: list[tuple[list[float], list[float]]] = []
     for i, b in enumerate(backends):
         xs: list[float] = []
         parts: dict[str, list[float]] = {"wait": [], "recv": [], "rest": []}
@@ -520,8 +520,8 @@ def _calls_panel(ax, rows, counts, backends, colour, width):
     top = min(totals[-1], 2 * totals[len(totals) // 2]) * 1.15
     ax.set_ylim(0, top)
     for xs, ts in labels:
-        for x, total in zip(xs, ts):
-            ax.text(x, min(total, top * 0.93), f"{total:.3g}",
+        for at, total in zip(xs, ts):
+            ax.text(at, min(total, top * 0.93), f"{total:.3g}",
                     ha="center", va="bottom", fontsize=6)
     ax.set_ylabel("system calls / message")
     ax.set_title("calls a message: wait (hatched), recv (solid), rest "
@@ -548,10 +548,10 @@ def _latency_panel(ax, rows, counts, backends, colour, width):
             r = find(rows, b, c)
             if r is None or r["p50_us"] is None:
                 continue
-            x = x + i * width
-            ax.plot([x, x], [r["p50_us"], r["p99_us"]], color=colour[b])
-            ax.plot([x], [r["p50_us"]], "o", color=colour[b], markersize=4)
-            ax.plot([x], [r["p99_us"]], "^", color=colour[b], markersize=5)
+            at = x + i * width
+            ax.plot([at, at], [r["p50_us"], r["p99_us"]], color=colour[b])
+            ax.plot([at], [r["p50_us"]], "o", color=colour[b], markersize=4)
+            ax.plot([at], [r["p99_us"]], "^", color=colour[b], markersize=5)
     ax.set_yscale("log")
     ax.set_ylabel("round trip (us): p50 (dot) to p99 (triangle)")
 
