@@ -279,7 +279,13 @@ def test_idle_server_with_a_tiny_idle_timeout_does_not_spin(backend):
         server.serve_forever()
     finally:
         timer.cancel()
-    assert 1 <= len(waits) <= 100, (len(waits), waits[:5])
+    if backend == "nonblocking":
+        # The model that never waits: a turn per pass over its fds, all
+        # the time (hundreds of thousands in half a second when it has a
+        # CPU to itself; a shared one still gives it thousands).
+        assert len(waits) > 1000, len(waits)
+    else:
+        assert 1 <= len(waits) <= 100, (len(waits), waits[:5])
 
 
 # ---- a paused connection's hang-up neither spins the loop nor leaks ---------

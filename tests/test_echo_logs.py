@@ -9,6 +9,7 @@ lead to deadlocks in the child".
 
 import io
 import logging
+import signal
 import threading
 
 from rawmux.echo.logs import QueueHandler
@@ -40,3 +41,39 @@ def test_a_line_after_close_is_written_at_once():
     logger.info("late")                 # no writer is started for it
     assert stream.getvalue() == "late\n"
     assert writers() == []
+
+
+def test_the_writer_is_born_with_sigint_and_sigterm_blocked(monkeypatch):
+    """A thread starts with its creator's signal mask.  The writer must
+    block SIGINT/SIGTERM from its first instruction, not from a line of its
+    own: until it ran that line, the kernel could hand it a SIGTERM meant
+    for a main thread blocked in accept() (the threads server), which then
+    never stopped.  The writer here is held before its first line; its mask
+    is read from the kernel (/proc), with both signals unblocked in the
+    creating thread."""
+    entered, release = threading.Event(), threading.Event()
+
+    def held(self):
+        entered.set()
+        release.wait(10)
+    monkeypatch.setattr(QueueHandler, "_write_forever", held)
+    handler = QueueHandler(io.StringIO())
+    logger = logging.Logger("test")
+    logger.addHandler(handler)
+    creator = signal.pthread_sigmask(signal.SIG_UNBLOCK,
+                                     {signal.SIGINT, signal.SIGTERM})
+    try:
+        logger.warning("starts the writer")
+        assert entered.wait(10)
+        (writer,) = writers()
+        with open(f"/proc/self/task/{writer.native_id}/status") as f:
+            blocked = int(next(line for line in f
+                               if line.startswith("SigBlk:")).split()[1], 16)
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, set()) == creator \
+            - {signal.SIGINT, signal.SIGTERM}   # the creator's, restored
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, creator)
+        release.set()
+        handler.close(timeout=0.1)      # its queue is never emptied
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        assert blocked & (1 << (sig - 1)), f"{sig!r} not blocked: {blocked:x}"

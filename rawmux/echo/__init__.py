@@ -6,8 +6,10 @@
 Backends: ``select``, ``poll``, ``epoll`` (level-triggered), ``epoll-et``
 (edge-triggered), ``uring-poll`` (readiness through io_uring's multishot
 POLL_ADD), ``uring`` (completion: io_uring's multishot ACCEPT and RECV into
-provided buffers, SEND from the completion), ``threads`` (blocking I/O, one
-thread per connection).  The io_uring backends need a kernel that allows it:
+provided buffers, SEND from the completion), ``nonblocking`` (no wait at
+all: every socket O_NONBLOCK, recv/accept on each of them every turn until
+something other than EAGAIN comes back -- a CPU burnt while idle),
+``threads`` (blocking I/O, one thread per connection).  The io_uring backends need a kernel that allows it:
 ``rawmux._uring.problem()`` says why not where it does not, and
 ``unavailable(name)`` passes it on per backend.
 """
@@ -56,6 +58,9 @@ def backend_class(name: str) -> ServerClass:
     if name == "uring":
         from rawmux.echo.uring_server import UringServer
         return UringServer
+    if name == "nonblocking":
+        from rawmux.echo.nonblocking_server import NonblockingServer
+        return NonblockingServer
     if name == "threads":
         from rawmux.echo.threads_server import ThreadsServer
         return ThreadsServer
@@ -64,7 +69,7 @@ def backend_class(name: str) -> ServerClass:
 
 
 BACKENDS = ["select", "poll", "epoll", "epoll-et", "uring-poll", "uring",
-            "threads"]
+            "nonblocking", "threads"]
 URING_BACKENDS = ("uring-poll", "uring")
 
 

@@ -33,6 +33,7 @@ from typing import IO
 
 WINDOW = 1.0            # seconds over which repeats of a warning are counted
 QUEUE_LINES = 1000      # lines waiting for the writer before lines are dropped
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}   # never the writer's
 
 
 class _Repeats:
@@ -124,7 +125,19 @@ class QueueHandler(logging.Handler):
                 self._writer = threading.Thread(
                     target=self._write_forever, name="rawmux-log",
                     daemon=True)
-                self._writer.start()
+                # SIGINT/SIGTERM are for the thread that runs the loop: one
+                # the kernel gave the writer would leave a main thread
+                # blocked in accept() (the threads backend) unaware of it.
+                # A thread starts with its creator's signal mask, so the
+                # writer is created with them blocked: blocking them in its
+                # own first line left a window (until it first got the GIL,
+                # which can take a while among many threads) in which a
+                # signal could land there and be lost.
+                mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+                try:
+                    self._writer.start()
+                finally:
+                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def _expired(self, every: bool = False) -> None:
         """Summaries of windows that ended without a new record (``every``:
@@ -140,11 +153,8 @@ class QueueHandler(logging.Handler):
     # ---- the writer's side ------------------------------------------------
 
     def _write_forever(self) -> None:
-        # SIGINT/SIGTERM are for the thread that runs the loop: one taken
-        # here would leave a main thread blocked in accept() (the threads
-        # backend) unaware of it.
-        signal.pthread_sigmask(signal.SIG_BLOCK,
-                               {signal.SIGINT, signal.SIGTERM})
+        # Runs with SIGINT/SIGTERM blocked from its first instruction: see
+        # _put, which creates it.
         while True:
             with self._ready:
                 if not self._queue and not self._closing:
