@@ -52,7 +52,7 @@ from cffi import FFI
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # Order matters: later headers use the types the earlier ones declare.
-FAMILIES = ["types", "select", "poll", "epoll", "perf", "uring"]
+FAMILIES = ["types", "select", "poll", "epoll", "perf", "sigio", "uring"]
 HEADERS = [f"rawmux_{name}.h" for name in FAMILIES]
 SOURCES = [f"rawmux_{name}.c" for name in FAMILIES if name != "types"]
 COMPAT_SOURCE = "rawmux_compat.c"

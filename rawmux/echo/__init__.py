@@ -4,13 +4,16 @@
     python -m rawmux client --port 8093
 
 Backends: ``select``, ``poll``, ``epoll`` (level-triggered), ``epoll-et``
-(edge-triggered), ``uring-poll`` (readiness through io_uring's multishot
-POLL_ADD), ``uring`` (completion: io_uring's multishot ACCEPT and RECV into
-provided buffers, SEND from the completion), ``nonblocking`` (no wait at
-all: every socket O_NONBLOCK, recv/accept on each of them every turn until
-something other than EAGAIN comes back -- a CPU burnt while idle),
-``threads`` (blocking I/O, one thread per connection).  The io_uring backends need a kernel that allows it:
-``rawmux._uring.problem()`` says why not where it does not, and
+(edge-triggered), ``sigio`` (signal-driven I/O: a queued real-time signal
+per change, poll(2) after the queue overflows), ``uring-poll`` (readiness
+through io_uring's multishot POLL_ADD), ``uring`` (completion: io_uring's
+multishot ACCEPT and RECV into provided buffers, SEND from the completion),
+``nonblocking`` (no wait at all: every socket O_NONBLOCK, recv/accept on
+each of them every turn until something other than EAGAIN comes back -- a
+CPU burnt while idle), ``threads`` (blocking I/O, one thread per
+connection).  The io_uring backends need a kernel that allows it,
+``sigio`` F_SETSIG and signalfd: ``rawmux._uring.problem()`` and
+``rawmux._sigio.problem()`` say why not where they do not, and
 ``unavailable(name)`` passes it on per backend.
 """
 
@@ -52,6 +55,9 @@ def backend_class(name: str) -> ServerClass:
     if name == "epoll-et":
         from rawmux.echo.epoll_server import EpollETServer
         return EpollETServer
+    if name == "sigio":
+        from rawmux.echo.sigio_server import SigioServer
+        return SigioServer
     if name == "uring-poll":
         from rawmux.echo.uring_server import UringPollServer
         return UringPollServer
@@ -68,14 +74,17 @@ def backend_class(name: str) -> ServerClass:
                      f"{', '.join(BACKENDS)}")
 
 
-BACKENDS = ["select", "poll", "epoll", "epoll-et", "uring-poll", "uring",
-            "nonblocking", "threads"]
+BACKENDS = ["select", "poll", "epoll", "epoll-et", "sigio", "uring-poll",
+            "uring", "nonblocking", "threads"]
 URING_BACKENDS = ("uring-poll", "uring")
 
 
 def unavailable(name: str) -> str | None:
     """Why backend ``name`` cannot run on this machine, in one line, or
-    None if it can (only the io_uring backends ever cannot)."""
+    None if it can (only the io_uring and sigio backends ever cannot)."""
+    if name == "sigio":
+        from rawmux._sigio import problem as sigio_problem
+        return sigio_problem()
     if name in URING_BACKENDS:
         from rawmux._uring import problem
         return problem()

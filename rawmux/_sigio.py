@@ -1,0 +1,250 @@
+"""Signal-driven I/O: files that raise a real-time signal naming themselves.
+
+Some facts about signal-driven I/O
+==================================
+
+* Three fcntl(2)s make a file signal: ``F_SETOWN_EX`` names who gets the
+  signal (here one thread, ``F_OWNER_TID``), ``F_SETSIG`` which signal
+  (here a real-time one, so that it is queued and carries ``si_fd`` and
+  ``si_band``), and ``O_ASYNC`` switches it on.  Without ``F_SETSIG`` the
+  kernel sends a plain ``SIGIO``, which names no fd and is not queued:
+  useless with more than one file.
+
+* Only files with a ``fasync`` method signal: sockets, pipes, ttys,
+  signalfds, ... A regular file takes ``O_ASYNC`` silently (fs/fcntl.c:
+  setfl() calls ``f_op->fasync`` only if there is one) and never signals,
+  so ``arm()`` reads the flag back and refuses it (EINVAL).
+
+* A signal reports a *change* -- data arrived, space freed up, the peer
+  shut down, an error -- not a state, like EPOLLET: each event is one more
+  queued siginfo.  A TCP socket raises POLL_OUT only after a send found it
+  full (net/socket.c: sock_wake_async(), SOCKWQ_ASYNC_NOSPACE).
+
+* Real-time signals queue, up to ``RLIMIT_SIGPENDING`` per user.  When the
+  queue is full the kernel does not drop the event: fs/fcntl.c
+  send_sigio_to_task() falls back to a plain SIGIO (kernel/signal.c
+  __send_signal_locked() lets no real-time signal override the rlimit).
+  Dequeued, that SIGIO says only "something happened to some fd": the
+  caller must drain the queue and ask every fd (poll(2)).  ``SignalQueue``
+  counts them (``overflows``) and marks them ``fd == -1``.
+
+* A signal names an fd *number*.  Queued before that fd was closed, it is
+  dequeued after -- perhaps once the number belongs to a new file.  So a
+  signal is a hint: read nonblocking, take EAGAIN in stride.
+
+* Signals are blocked in the waiting thread (so that none is delivered
+  with its default action, which terminates) and dequeued with
+  a signalfd and sigtimedwait(2) (csrc/rawmux_sigio.c says why both).  A
+  thread's own blocked mask is per thread: arm every fd with that thread's
+  id, and wait in that thread.
+
+The kernel side: docs/walkthrough.md, "signal-driven I/O".
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import functools
+import os
+import socket
+import stat
+import threading
+from array import array
+
+from rawmux._arrays import ReadyArrays, int_array, uint32_array
+from rawmux._extension import Struct, ffi, lib
+
+DISABLE_VARIABLE = "RAWMUX_NO_SIGIO"
+
+# Which real-time signal.  glibc keeps 32 and 33 for itself (thread
+# cancellation, setxid) and its SIGRTMIN is past them; SIGRTMIN itself is
+# what any other code that wants "a" real-time signal takes first (POSIX
+# timers' examples, some profilers), and Python uses none.  Two above it
+# keeps clear of that habit.
+SIGNAL: int = lib.rawmux_sigio_rtmin() + 2
+assert SIGNAL <= lib.rawmux_sigio_rtmax()
+
+
+def _error(err: int) -> OSError:
+    return OSError(err, os.strerror(err))
+
+
+@functools.lru_cache(maxsize=1)
+def _probe() -> str | None:
+    a, b = socket.socketpair()
+    try:
+        for cmd, arg, name in ((lib.F_SETSIG, SIGNAL, "F_SETSIG"),
+                               (lib.F_SETSIG, 0, "F_SETSIG")):
+            if lib.fcntl(a.fileno(), cmd, ffi.cast("int", arg)) < 0:
+                err = ffi.errno
+                return (f"signal-driven I/O unavailable: fcntl({name}) fails "
+                        f"with {os.strerror(err)}")
+        err = -lib.rawmux_sigio_arm(a.fileno(), SIGNAL,
+                                    lib.rawmux_sigio_gettid())
+        if err:
+            return (f"signal-driven I/O unavailable: arming a socket fails "
+                    f"with {os.strerror(err)}")
+        lib.rawmux_sigio_disarm(a.fileno())
+        mask: Struct = ffi.new("sigset_t *")
+        lib.sigemptyset(mask)
+        lib.sigaddset(mask, SIGNAL)
+        fd = lib.signalfd(-1, mask, lib.SFD_CLOEXEC)
+        if fd < 0:
+            err = ffi.errno
+            return (f"signal-driven I/O unavailable: signalfd(2) fails with "
+                    f"{os.strerror(err)}")
+        os.close(fd)
+        return None
+    finally:
+        a.close()
+        b.close()
+
+
+def problem() -> str | None:
+    """None when signal-driven I/O works here; otherwise one line saying
+    why not.  ``RAWMUX_NO_SIGIO=1`` forces the answer (checked on every
+    call); the rest is probed once and cached."""
+    if os.environ.get(DISABLE_VARIABLE) == "1":
+        return f"signal-driven I/O disabled by {DISABLE_VARIABLE}=1"
+    return _probe()
+
+
+problem.cache_clear = _probe.cache_clear  # type: ignore[attr-defined]
+
+
+def refuses(fd: int) -> str:
+    """Why ``fd`` cannot raise signals, or "" if its file type can: only
+    files with a fasync method do (sockets, pipes, character devices);
+    a regular file or a directory never signals."""
+    try:
+        mode = os.fstat(fd).st_mode
+    except OSError as exc:
+        return f"fd {fd}: {exc.strerror}"
+    if stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+        return ""
+    return (f"fd {fd} is a {'regular file' if stat.S_ISREG(mode) else 'file'}"
+            f", which never raises SIGIO (no fasync method)")
+
+
+class SignalQueue(ReadyArrays):
+    """The calling thread's queue of I/O signals, native: fds armed to
+    signal this thread, and a wait that dequeues into arrays allocated
+    once::
+
+        q = SignalQueue()           # in the thread that will wait
+        q.arm(sock.fileno())
+        n = q.wait(1000)            # ms; negative blocks
+        for i in range(n):
+            fd, band = q.ready_fds[i], q.ready_events[i]   # POLL* bits
+            # fd == -1: a plain SIGIO, the queue overflowed (q.overflows)
+
+    The first ``arm()`` or ``wait()`` binds the queue to the calling
+    thread: blocks {SIGNAL, SIGIO} there and opens a signalfd.  ``close()``
+    drains what is queued and restores that thread's mask."""
+
+    __slots__ = ("_w", "_arrays", "signos", "sig", "_tid", "_owner")
+    signos: array[int]
+
+    def __init__(self, capacity: int = 1024, sig: int = SIGNAL) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        if not lib.rawmux_sigio_rtmin() <= sig <= lib.rawmux_sigio_rtmax():
+            raise ValueError(f"signal {sig} is not a real-time signal")
+        w: Struct = ffi.new("struct rawmux_sigio_waiter *")
+        self.ready_fds, fds = int_array(capacity)
+        self.ready_events, bands = uint32_array(capacity)
+        self.signos, signos = int_array(capacity)
+        batch = ffi.new("struct signalfd_siginfo[]", capacity)
+        old = ffi.new("sigset_t *")
+        w.sig, w.sigfd, w.cap, w.timeout_ms = sig, -1, capacity, 0
+        w.fds, w.bands, w.signos, w.batch, w.old_mask = (
+            fds, bands, signos, batch, old)
+        self._w = w
+        self._arrays = (fds, bands, signos, batch, old)     # kept alive
+        self.sig = sig
+        self.nready = 0
+        self._tid = 0
+        self._owner: threading.Thread | None = None
+
+    @property
+    def overflows(self) -> int:
+        """Plain SIGIOs dequeued: times the real-time queue overflowed."""
+        return int(self._w.overflows)
+
+    @property
+    def signals(self) -> int:
+        """Signals dequeued, of either kind."""
+        return int(self._w.signals)
+
+    @property
+    def fileno(self) -> int:
+        """The signalfd (-1 before the queue is bound to a thread)."""
+        return int(self._w.sigfd)
+
+    def _bind(self) -> None:
+        me = threading.current_thread()
+        if self._owner is me:
+            return
+        if self._owner is not None:
+            raise RuntimeError("a SignalQueue is used by the thread that "
+                               "first armed or waited on it only")
+        err = lib.rawmux_sigio_open(self._w)
+        if err:
+            raise _error(-err)
+        self._owner, self._tid = me, lib.rawmux_sigio_gettid()
+
+    def arm(self, fd: int) -> None:
+        """Make ``fd`` signal this queue on every change; also sets it
+        O_NONBLOCK.  OSError(EINVAL) for a file that cannot signal."""
+        if type(fd) is not int or fd < 0:
+            raise ValueError(f"bad file descriptor {fd!r}")
+        self._bind()
+        err = lib.rawmux_sigio_arm(fd, self.sig, self._tid)
+        if err:
+            raise _error(-err)
+
+    def disarm(self, fd: int) -> None:
+        """No new signals from ``fd``; those already queued stay."""
+        err = lib.rawmux_sigio_disarm(fd)
+        if err:
+            raise _error(-err)
+
+    def wait(self, timeout_ms: int = -1) -> int:
+        """Dequeue what is queued, up to capacity, in one read of the
+        signalfd; if nothing is, wait up to ``timeout_ms`` (negative
+        blocks) for one signal.  Returns n, also kept in ``nready``.  EINTR (a handled signal arrived) returns
+        0, so that its handler runs now; the caller loops."""
+        self._bind()
+        w = self._w
+        w.timeout_ms = timeout_ms
+        n = lib.rawmux_sigio_wait(w)
+        if n < 0:
+            if n != -_errno.EINTR:
+                raise _error(-n)
+            n = 0
+        self.nready = n
+        return n
+
+    def drain(self) -> int:
+        """Drop every signal queued; returns how many."""
+        self._bind()
+        n = lib.rawmux_sigio_drain(self._w)
+        if n < 0:
+            raise _error(-n)
+        return int(n)
+
+    def close(self) -> None:
+        """Drain and restore the thread's mask (in the thread bound)."""
+        if self._w.sigfd < 0:
+            return
+        if self._owner is not threading.current_thread():
+            raise RuntimeError("close a SignalQueue in the thread that "
+                               "used it")
+        lib.rawmux_sigio_drain(self._w)
+        lib.rawmux_sigio_close(self._w)
+
+    def __enter__(self) -> SignalQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
