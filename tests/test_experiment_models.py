@@ -77,7 +77,11 @@ def test_verdict_b_from_the_data(result):
         assert v["confirmed"] is None
         assert "nonblocking" in v["verdict"]
         return
-    idle = {(r["backend"], r["conns"]): r["idle_cpu_s"] / r["idle_s"]
+    # What each server wanted: on a CPU or waiting for one (schedstat);
+    # what it got where that is missing.
+    key = ("idle_runnable_s" if all(r["idle_runnable_s"] is not None
+                                    for r in data["runs"]) else "idle_cpu_s")
+    idle = {(r["backend"], r["conns"]): r[key] / r["idle_s"]
             for r in data["runs"]}
     expect = (min(x for (b, _), x in idle.items() if b == "nonblocking")
               >= models.BURNS
@@ -93,10 +97,11 @@ def test_verdict_c_from_the_data(result):
         assert v["confirmed"] is None
         return
     default = runs_of(data, "sigio", over["conns"])[0]
-    fallback = calls(over, ("poll", "ppoll"))
+    polls = sum(over["calls"].get(n, 0) for n in ("poll", "ppoll"))
     expect = (over["served"] and over["signals"]["overflowed"] > 0
-              and fallback > 0 and default["signals"]["overflowed"] == 0)
+              and polls > 0 and default["signals"]["overflowed"] == 0)
     assert v["confirmed"] == expect
+    assert f"{polls} poll(2) fallbacks over every fd" in v["verdict"]
 
 
 def test_verdict_d_from_the_data(result):
@@ -123,7 +128,7 @@ def test_table_has_stevens_columns(result):
 # ---- synthetic data ---------------------------------------------------------
 
 def synthetic_run(backend, conns, *, wait=1.0, recv=1.0, idle=0.0,
-                  overflowed=0, poll=0.0):
+                  overflowed=0, poll=0.0, runnable="same"):
     n = 100
     named = {"epoll_wait" if backend != "sigio" else "rt_sigtimedwait":
              round(wait * n), "recvfrom": round(recv * n), "sendto": n,
@@ -133,6 +138,7 @@ def synthetic_run(backend, conns, *, wait=1.0, recv=1.0, idle=0.0,
             "signals": ({"queued": n, "overflowed": overflowed, "sigio": 0}
                         if backend == "sigio" else None),
             "served": True, "idle_s": 1.0, "idle_cpu_s": idle,
+            "idle_runnable_s": idle if runnable == "same" else runnable,
             "p50_us": 10.0, "p99_us": 20.0, "cpu_us_per_msg": 5.0,
             "msgs_per_s": 1e4}
 
@@ -190,6 +196,18 @@ def test_synthetic_refuted(key, data):
     got = verdicts(data(synthetic()))
     assert got[key] is False
     assert models.judge(data(synthetic())).confirmed is False
+
+
+def test_synthetic_b_judges_what_the_spinner_wanted():
+    """On a shared CPU the spinner gets half a CPU but is runnable all the
+    time: (b) holds; without schedstat, only the half is known: it does
+    not."""
+    shared = with_run(synthetic(), "nonblocking", wait=0, recv=50, idle=0.5,
+                      runnable=0.99)
+    assert verdicts(shared)["b"] is True
+    for r in shared["runs"]:
+        r["idle_runnable_s"] = None
+    assert verdicts(shared)["b"] is False
 
 
 def test_synthetic_overflow_without_fallback_refutes_c():
