@@ -68,9 +68,11 @@ only, else None: {"queued": real-time signals generated for the server,
 "overflowed": those that failed to queue, "sigio": plain SIGIOs}), idle_s
 (the window), idle_cpu_s (server CPU seconds in it), idle_runnable_s
 (seconds on a CPU or waiting for one; None without schedstat), and the
-load generator's p50_us, p99_us, cpu_us_per_msg, msgs_per_s; ``overflow``
-(None where sigio did not run or nothing was counted; else the sigio run at
-the largest count with RLIMIT_SIGPENDING lowered: conns, limit, messages,
+load generator's load_messages (echoes it measured), p50_us, p99_us,
+cpu_us_per_msg (None where it measured none: a stalled server), msgs_per_s;
+``overflow`` (None where sigio did not run or nothing was counted; else
+the sigio run at the overflow count (``overflow_conns``) with
+RLIMIT_SIGPENDING lowered: conns, limit, messages,
 calls, signals, served (every byte echoed back), idle and load figures as
 a run's); ``overflow_default`` (sigio at the overflow run's count with its
 default limit, where that count is not among ``conns``; else None: the
@@ -276,8 +278,14 @@ def _one(backend, conns, o, events, built, cpus, limit=None):
         load = pingpong(server, backend, conns, SIZE, built, WARMUP,
                         o.seconds, cpus[1])
         got.update(placement=load["placement"],
+                   load_messages=load["messages"],
                    **{m: load[m] for m in ("p50_us", "p99_us",
                                            "cpu_us_per_msg", "msgs_per_s")})
+        if not load["messages"]:
+            # Nothing came back in the measured window: the server stalled
+            # (the load generator reports 0 for every figure then), which
+            # is not a latency of 0.
+            got.update(p50_us=None, p99_us=None, cpu_us_per_msg=None)
         server.stop()
     return got
 
@@ -586,6 +594,12 @@ def present(data, judgement):
                      f"queued (signal:signal_generate result == "
                      f"{OVERFLOW_FAIL}), {f['sigio']} plain SIGIO, "
                      f"{f['polls']} poll(2) fallbacks.")
+    for r in data["runs"] + [data.get("overflow") or {}]:
+        if r.get("load_messages") == 0:
+            notes.append(f"{r['backend']} at {r['conns']} connections"
+                         f"{' (overflow run)' if 'limit' in r else ''}: "
+                         f"STALLED, no echo came back to the load "
+                         f"generator in {o['seconds']:g} s: no latency.")
     for b, why in data.get("skipped", {}).items():
         notes.append(f"{b} skipped: {why}.")
     for n in data.get("not_run", []):
