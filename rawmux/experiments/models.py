@@ -454,6 +454,8 @@ def _overflow_figures(data):
     shown, exact = per_message(over)
     out = {"conns": over["conns"], "limit": over["limit"],
            "served": over.get("served", False),
+           "messages": over["messages"],
+           "queued": over["signals"]["queued"],
            "overflowed": over["signals"]["overflowed"],
            "sigio": over["signals"]["sigio"],
            "polls": _fallback_polls(over),
@@ -464,13 +466,16 @@ def _overflow_figures(data):
            "total_per_msg": sum(exact.values()),
            "cpu_us_per_msg": over.get("cpu_us_per_msg"),
            "p99_us": over.get("p99_us"),
-           **dict.fromkeys(("default_overflowed", "default_polls",
+           **dict.fromkeys(("default_messages", "default_queued",
+                            "default_overflowed", "default_polls",
                             "default_total_per_msg",
                             "default_cpu_us_per_msg", "default_p99_us"))}
     run = _overflow_match(data)
     base = None if run is None else _row(run)
     if base is not None and base["total"] is not None:
-        out.update(default_overflowed=run["signals"]["overflowed"],
+        out.update(default_messages=run["messages"],
+                   default_queued=run["signals"]["queued"],
+                   default_overflowed=run["signals"]["overflowed"],
                    default_polls=_fallback_polls(run),
                    default_total_per_msg=base["total"],
                    default_cpu_us_per_msg=base["cpu_us_per_msg"],
@@ -636,14 +641,16 @@ def _calls_panel(ax, rows, counts, backends, colour, width):
             bottom = [y + h for y, h in zip(bottom, parts[part])]
         labels.append((xs, bottom))
     # A spinning server's thousands of calls would flatten the rest: the
-    # axis stops at twice the median bar and every bar's total is written.
+    # axis stops at twice the median bar, and a bar cut there has its total
+    # written on it.
     totals = sorted(t for _, ts in labels for t in ts)
     top = min(totals[-1], 2 * totals[len(totals) // 2]) * 1.15
     ax.set_ylim(0, top)
     for xs, ts in labels:
         for at, total in zip(xs, ts):
-            ax.text(at, min(total, top * 0.93), f"{total:.3g}",
-                    ha="center", va="bottom", fontsize=6)
+            if total > top:
+                ax.text(at, top * 0.93, f"{total:.3g}", ha="center",
+                        va="bottom", fontsize=7)
     ax.set_ylabel("system calls / message")
     ax.set_title("calls a message: wait (hatched), recv (solid), rest "
                  "(pale)", fontsize=9)
@@ -677,32 +684,35 @@ def _latency_panel(ax, rows, counts, backends, colour, width):
     ax.set_ylabel("round trip (us): p50 (dot) to p99 (triangle)")
 
 
-def _overflow_panel(ax, figures, over):
-    """sigio at the largest count, default RLIMIT_SIGPENDING against the
-    lowered one: calls a message by name."""
-    _, default = per_message(figures["default_run"])
-    _, lowered = per_message(over)
-    names_ = [n for n in dict.fromkeys([*default, *lowered])
-              if max(abs(default.get(n, 0)), abs(lowered.get(n, 0)))
-              >= SHOWN]
-    labels = [f"default limit\n{figures['default_overflowed']} overflows",
-              f"limit {figures['limit']}\n{figures['overflowed']} overflows"]
-    bottom = [0.0, 0.0]
-    # Greys and hatches, by name: colours here are the backends'.
-    greys = pyplot().get_cmap("Greys")
-    for i, n in enumerate(names_):
-        h = [max(0.0, default.get(n, 0)), max(0.0, lowered.get(n, 0))]
-        ax.bar(labels, h, 0.6, bottom=bottom, label=n,
-               color=greys(0.2 + 0.6 * (i % 4) / 3),
-               hatch=("", "///", "...", "xx")[i // 4 % 4],
-               edgecolor="black", linewidth=0.3)
-        bottom = [y + v for y, v in zip(bottom, h)]
-    ax.set_ylim(0, 1.4 * max(bottom))     # room for the legend above
-    ax.set_ylabel("system calls / message")
-    c = figures["conns"]
+def _overflow_panel(ax, f):
+    """sigio at the overflow count, default RLIMIT_SIGPENDING against the
+    lowered one: real-time signals a message, queued and not (overflowed),
+    and what the fallback and the load generator saw."""
+    labels = ["default limit", f"RLIMIT_SIGPENDING {f['limit']}"]
+    queued = [f["default_queued"] / f["default_messages"],
+              f["queued"] / f["messages"]]
+    lost = [f["default_overflowed"] / f["default_messages"],
+            f["overflowed"] / f["messages"]]
+    ax.bar(labels, queued, 0.6, color="0.75", edgecolor="black",
+           linewidth=0.3, label="real-time signal queued")
+    ax.bar(labels, lost, 0.6, bottom=queued, color="white", hatch="xx",
+           edgecolor="black", linewidth=0.3,
+           label="not queued: overflow (plain SIGIO)")
+    for x, (polls, cpu, p99) in enumerate((
+            (f["default_polls"], f["default_cpu_us_per_msg"],
+             f["default_p99_us"]),
+            (f["polls"], f["cpu_us_per_msg"], f["p99_us"]))):
+        text = f"{polls} poll(2) fallbacks"
+        if cpu is not None:
+            text += f"\nCPU {cpu:.1f} us/msg\np99 {p99 / 1000:,.1f} ms"
+        ax.text(x, queued[x] + lost[x], text, ha="center", va="bottom",
+                fontsize=7)
+    ax.set_ylim(0, 1.6 * max(q + n for q, n in zip(queued, lost)))
+    ax.set_ylabel("signals / message")
+    c = f["conns"]
     ax.set_title(f"sigio at {c} conn{'s' if c != 1 else ''}: the queue "
                  f"overflows, poll(2) falls back", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", ncol=2)
+    ax.legend(fontsize=7, loc="upper left")
 
 
 def plot(result, path):
@@ -712,9 +722,8 @@ def plot(result, path):
     if not rows:
         raise RuntimeError("nothing was measured to plot")
     figures = data.get("overflow_figures")
-    overflow = None
-    if figures and figures.get("default_overflowed") is not None:
-        overflow = {**figures, "default_run": _overflow_match(data)}
+    overflow = (figures if figures and figures["default_overflowed"]
+                is not None else None)
     counts = sorted({r["conns"] for r in rows})
     backends = [b for b in BACKENDS if any(r["backend"] == b for r in rows)]
     # One colour a backend, the same in every panel.
@@ -760,7 +769,7 @@ def plot(result, path):
         ax.set_xticklabels([f"{c} conn{'s' if c != 1 else ''}"
                             for c in counts])
     if overflow is not None:
-        _overflow_panel(axes[4], overflow, data["overflow"])
+        _overflow_panel(axes[4], overflow)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colour[b])
                for b in backends]
     axes[-1].axis("off")
