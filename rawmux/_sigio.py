@@ -234,14 +234,18 @@ class SignalQueue(ReadyArrays):
         return int(n)
 
     def close(self) -> None:
-        """Drain and restore the thread's mask (in the thread bound)."""
-        if self._w.sigfd < 0:
+        """Drain and restore the thread's mask.  From another thread (the
+        bound one may have exited) only the signalfd is closed: a thread's
+        mask is its own, and its queue leaves with it."""
+        w = self._w
+        if w.sigfd < 0:
             return
         if self._owner is not threading.current_thread():
-            raise RuntimeError("close a SignalQueue in the thread that "
-                               "used it")
-        lib.rawmux_sigio_drain(self._w)
-        lib.rawmux_sigio_close(self._w)
+            fd, w.sigfd = w.sigfd, -1
+            os.close(fd)
+            return
+        lib.rawmux_sigio_drain(w)
+        lib.rawmux_sigio_close(w)
 
     def __enter__(self) -> SignalQueue:
         return self
