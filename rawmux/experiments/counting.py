@@ -4,6 +4,7 @@ client's lock-step echo rounds, and the per-message figures."""
 
 from __future__ import annotations
 
+import os
 import socket
 
 from rawmux import harness, observe
@@ -105,3 +106,20 @@ def pingpong(server, backend, conns, size, built, warmup, seconds, cpu):
         raise RuntimeError(f"load generator against {backend} at {conns} "
                            f"connections: {got['error']}")
     return got
+
+
+def task_files(pid, name):
+    """The text of /proc/PID/task/TID/``name`` for every task of process
+    ``pid`` now (none if it has gone), skipping a task that exits
+    meanwhile."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except FileNotFoundError:
+        return
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/{name}") as f:
+                text = f.read()
+        except (FileNotFoundError, ProcessLookupError):
+            continue                    # it exited meanwhile
+        yield text

@@ -98,7 +98,7 @@ from typing import Any
 
 from rawmux import echo, harness, observe
 from rawmux.experiments.counting import by_name, connect, find, \
-    fold_small, lockstep, pingpong, syscall_events
+    fold_small, lockstep, pingpong, syscall_events, task_files
 from rawmux.experiments.options import Options, integer, integers, names, \
     number
 from rawmux.experiments.report import pyplot, save
@@ -203,14 +203,13 @@ def _sched_ns(pid):
     """(ns on a CPU, ns runnable but waiting for one), summed over the
     tasks of process ``pid`` (/proc/PID/task/TID/schedstat): nanoseconds,
     where /proc/PID/stat counts clock ticks (10 ms); and the wait is what
-    the task wanted and did not get, on a CPU shared with others."""
+    the task wanted and did not get, on a CPU shared with others.
+    FileNotFoundError where the kernel keeps none (CONFIG_SCHED_INFO=n)."""
+    if not os.path.exists(f"/proc/{pid}/schedstat"):
+        raise FileNotFoundError(f"/proc/{pid}/schedstat")
     run = wait = 0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
-                fields = f.read().split()
-        except (FileNotFoundError, ProcessLookupError):
-            continue                    # it exited meanwhile
+    for text in task_files(pid, "schedstat"):
+        fields = text.split()
         run += int(fields[0])
         wait += int(fields[1])
     return run, wait

@@ -76,7 +76,7 @@ from typing import Any
 
 from rawmux import harness, observe
 from rawmux.experiments.counting import by_name, connect, find, \
-    fold_small, lockstep, pingpong, syscall_events
+    fold_small, lockstep, pingpong, syscall_events, task_files
 from rawmux.experiments.options import (Options, integer, integers,
                                         names, number)
 from rawmux.experiments.report import pyplot, save
@@ -296,16 +296,11 @@ def task_kinds(pid):
     "-<number>": io_uring's workers are "iou-wrk-<tid>", its SQPOLL thread
     "iou-sqp-<tid>"."""
     kinds: dict[str, int] = {}
-    with contextlib.suppress(FileNotFoundError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                    name = f.read().strip()
-            except (FileNotFoundError, ProcessLookupError):
-                continue                # it exited meanwhile
-            head, dash, tail = name.rpartition("-")
-            kind = head if dash and tail.isdigit() else name
-            kinds[kind] = kinds.get(kind, 0) + 1
+    for comm in task_files(pid, "comm"):
+        name = comm.strip()
+        head, dash, tail = name.rpartition("-")
+        kind = head if dash and tail.isdigit() else name
+        kinds[kind] = kinds.get(kind, 0) + 1
     return kinds
 
 
