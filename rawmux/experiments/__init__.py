@@ -27,7 +27,7 @@ import importlib
 
 # The order the walkthrough and ``python -m rawmux experiment`` list them.
 NAMES = ["fdsetsize", "scaling", "dead-connections", "triggers", "herd",
-         "stale", "syscalls", "slow-handler", "rings"]
+         "stale", "syscalls", "slow-handler", "rings", "models"]
 
 
 def load(name):

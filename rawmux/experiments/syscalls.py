@@ -75,6 +75,8 @@ from statistics import median
 from typing import Any
 
 from rawmux import harness, observe
+from rawmux.experiments.counting import by_name, connect, find, \
+    fold_small, lockstep, pingpong, syscall_events, task_files
 from rawmux.experiments.options import (Options, integer, integers,
                                         names, number)
 from rawmux.experiments.report import pyplot, save
@@ -108,7 +110,6 @@ NAMED = ("select", "pselect6", "poll", "ppoll", "epoll_wait", "epoll_pwait",
          "epoll_pwait2", "epoll_ctl", "recvfrom", "sendto", "accept4",
          "shutdown", "close", "setsockopt", "futex", "clone3", "mmap",
          "munmap", "madvise", "rt_sigprocmask", "getpid", "io_uring_enter")
-TOTAL_EVENT = "raw_syscalls:sys_enter"
 # Per-message figures below this are noise -- timers, and start-up calls
 # that vary by a few dozen from run to run -- folded into "other".
 SHOWN = 0.05
@@ -240,29 +241,12 @@ def parse_strace_summary(text):
     return counts
 
 
-def _recv_exactly(sock, n):
-    got = 0
-    while got < n:
-        chunk = sock.recv(n - got)
-        if not chunk:
-            raise ConnectionError("the server closed the connection")
-        got += len(chunk)
-
-
 def _echo_rounds(address, conns, rounds):
     """conns connections, ``rounds`` lock-step rounds of one message per
     connection, then an orderly close: shutdown, the server's EOF, close."""
-    socks = []
+    socks = connect(address, conns, timeout=30)
     try:
-        for _ in range(conns):
-            socks.append(socket.create_connection(address, timeout=30))
-            socks[-1].setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        payload = bytes(range(SIZE))
-        for _ in range(rounds):
-            for s in socks:
-                s.sendall(payload)
-            for s in socks:
-                _recv_exactly(s, SIZE)
+        lockstep(socks, rounds, SIZE)
         for s in socks:
             s.shutdown(socket.SHUT_WR)
         for s in socks:
@@ -306,44 +290,17 @@ def _traces(jobs, messages, step):
 
 # ---- measuring: counting with tracepoints ------------------------------------
 
-def _events():
-    """TOTAL_EVENT and the NAMED calls' tracepoints that this kernel has."""
-    named = []
-    for name in NAMED:
-        try:
-            observe.tracepoint_id(f"syscalls:sys_enter_{name}")
-        except ValueError:              # no such tracepoint here
-            continue
-        named.append(f"syscalls:sys_enter_{name}")
-    return [TOTAL_EVENT] + named
-
-
-def _by_name(counts):
-    """{syscall: calls} from the counter's totals: the named calls, and
-    "other", all the calls not named."""
-    named = {event.rpartition("sys_enter_")[2]: n
-             for event, n in counts.items() if event != TOTAL_EVENT}
-    out = {name: n for name, n in named.items() if n}
-    out["other"] = counts[TOTAL_EVENT] - sum(named.values())
-    return out
-
-
 def task_kinds(pid):
     """{kind: how many} of the tasks process ``pid`` has now, by the name
     the kernel gives them (/proc/PID/task/TID/comm) less a trailing
     "-<number>": io_uring's workers are "iou-wrk-<tid>", its SQPOLL thread
     "iou-sqp-<tid>"."""
     kinds: dict[str, int] = {}
-    with contextlib.suppress(FileNotFoundError):
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            try:
-                with open(f"/proc/{pid}/task/{tid}/comm") as f:
-                    name = f.read().strip()
-            except (FileNotFoundError, ProcessLookupError):
-                continue                # it exited meanwhile
-            head, dash, tail = name.rpartition("-")
-            kind = head if dash and tail.isdigit() else name
-            kinds[kind] = kinds.get(kind, 0) + 1
+    for comm in task_files(pid, "comm"):
+        name = comm.strip()
+        head, dash, tail = name.rpartition("-")
+        kind = head if dash and tail.isdigit() else name
+        kinds[kind] = kinds.get(kind, 0) + 1
     return kinds
 
 
@@ -364,13 +321,13 @@ def _count_with_tracepoints(events, backend, conns, rounds):
             counts = counter.read()
             after = task_kinds(server.pid)
         server.stop()
-    return _by_name(counts), len(counter.tasks), after
+    return by_name(counts), len(counter.tasks), after
 
 
 def _tracepoint_traces(jobs, messages, step):
     """The traces, and a thread closing the counters that held the
     tracepoints registered (join it before returning)."""
-    events = _events()
+    events = syscall_events(NAMED)
     # Held registered for all the runs: otherwise each counter's close, the
     # last on its tracepoint, waits for an RCU grace period (~30 ms; 26
     # events, ~0.8 s a run).
@@ -411,12 +368,8 @@ def _latency(backend, o, built, cpus, round_):
     out = []
     with _server(backend, cpu=cpus[0]) as server:
         for conns in o.latency_conns:
-            case = harness.Case(conns, SIZE, "pingpong")
-            got = harness.drive(server.address, server.pid, case, built,
-                                WARMUP, o.seconds, cpus[1])
-            if "error" in got:
-                raise RuntimeError(f"load generator against {backend} at "
-                                   f"{conns} connections: {got['error']}")
+            got = pingpong(server, backend, conns, SIZE, built, WARMUP,
+                           o.seconds, cpus[1])
             out.append({"backend": backend, "conns": conns, "round": round_,
                         "placement": got["placement"],
                         **{m: got[m] for m in _LATENCY}})
@@ -506,14 +459,7 @@ def _per_message(trace):
     counted, baseline = trace["counted"], trace["baseline"]
     exact = {n: (counted.get(n, 0) - baseline.get(n, 0)) / trace["messages"]
              for n in set(counted) | set(baseline)}
-    # "other" may be counted already (tracepoints: the calls not named);
-    # the small figures join it.
-    shown = {n: v for n, v in exact.items()
-             if abs(v) >= SHOWN and n != "other"}
-    other = sum(v for n, v in exact.items() if n not in shown)
-    if abs(other) >= SHOWN:
-        shown["other"] = other
-    per = dict(sorted(shown.items(), key=_order))
+    per = dict(sorted(fold_small(exact, SHOWN).items(), key=_order))
     return {"backend": trace["backend"], "conns": trace["conns"],
             "messages": trace["messages"], "per_message": per,
             "total": sum(exact.values()),
@@ -531,13 +477,6 @@ def _latency_medians(latency_runs):
             for (backend, conns), got in grouped.items()]
     return sorted(rows, key=lambda row: (
         LATENCY_BACKENDS.index(row["backend"]), row["conns"]))
-
-
-def _find(rows, backend, conns):
-    for row in rows:
-        if row["backend"] == backend and row["conns"] == conns:
-            return row
-    return None
 
 
 def breakdown(per_message):
@@ -574,7 +513,7 @@ def _why_not_counted(data):
 def _goal(counts):
     """The issue's goal, where it was counted: {backend, conns, total,
     met}, or None."""
-    row = _find(counts, GOAL_BACKEND, GOAL_CONNS)
+    row = find(counts, GOAL_BACKEND, GOAL_CONNS)
     if row is None:
         return None
     return {"backend": GOAL_BACKEND, "conns": GOAL_CONNS,
@@ -601,8 +540,8 @@ def judge(data):
     if data.get("method", "strace") is None or data["strace_problem"]:
         return Judgement(None, f"system calls not counted: "
                                f"{_why_not_counted(data)}{tail}", figures)
-    select1, blocking1 = _find(counts, "select", 1), _find(counts,
-                                                           "blocking", 1)
+    select1, blocking1 = find(counts, "select", 1), find(counts,
+                                                         "blocking", 1)
     if select1 is None or blocking1 is None:
         return Judgement(None, "the claim compares select and blocking at 1 "
                                "connection; count both (--backends, "
@@ -616,7 +555,7 @@ def judge(data):
     verdict = (f"1 connection: a receive costs select {select_rx:.2f} calls "
                f"(pselect6 {select1['wait']:.2f} + recvfrom), blocking recv "
                f"{blocking_rx:.2f}; with the send: {_totals(counts, 1)}")
-    threads1 = _find(counts, "threads", 1)
+    threads1 = find(counts, "threads", 1)
     if threads1 and threads1["per_message"].get("poll", 0) >= 0.5:
         verdict += (" (rawmux threads: a socket timeout polls before "
                     "each recv and send)")
@@ -641,8 +580,8 @@ def present(data, judgement):
                                  + [r["backend"] for r in latency]):
         for conns in sorted({r["conns"] for r in counts + latency
                              if r["backend"] == backend}):
-            c = _find(counts, backend, conns)
-            lat = _find(latency, backend, conns)
+            c = find(counts, backend, conns)
+            lat = find(latency, backend, conns)
             rows.append([backend, conns,
                          c["total"] if c else nan,
                          breakdown(c["per_message"]) if c else "-",
