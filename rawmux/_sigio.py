@@ -140,9 +140,14 @@ class SignalQueue(ReadyArrays):
 
     The first ``arm()`` or ``wait()`` binds the queue to the calling
     thread: blocks {SIGNAL, SIGIO} there and opens a signalfd.  ``close()``
-    drains what is queued and restores that thread's mask."""
+    disarms every fd still armed, drains what is queued and restores that
+    thread's mask -- in that order: an fd left armed, or a signal left
+    queued, once the mask is restored is delivered with the default
+    action, which terminates the process.  A closed queue is closed for
+    good: arm(), wait() and drain() raise ValueError."""
 
-    __slots__ = ("_w", "_arrays", "signos", "sig", "_tid", "_owner")
+    __slots__ = ("_w", "_arrays", "signos", "sig", "_tid", "_owner",
+                 "_armed", "_closed")
     signos: array[int]
 
     def __init__(self, capacity: int = 1024, sig: int = SIGNAL) -> None:
@@ -165,6 +170,8 @@ class SignalQueue(ReadyArrays):
         self.nready = 0
         self._tid = 0
         self._owner: threading.Thread | None = None
+        self._armed: set[int] = set()   # to disarm at close()
+        self._closed = False
 
     @property
     def overflows(self) -> int:
@@ -182,6 +189,8 @@ class SignalQueue(ReadyArrays):
         return int(self._w.sigfd)
 
     def _bind(self) -> None:
+        if self._closed:
+            raise ValueError("I/O operation on a closed SignalQueue")
         me = threading.current_thread()
         if self._owner is me:
             return
@@ -199,15 +208,31 @@ class SignalQueue(ReadyArrays):
         if type(fd) is not int or fd < 0:
             raise ValueError(f"bad file descriptor {fd!r}")
         self._bind()
+        self._armed.add(fd)     # even if refused: close() checks first
         err = lib.rawmux_sigio_arm(fd, self.sig, self._tid)
         if err:
             raise _error(-err)
 
     def disarm(self, fd: int) -> None:
         """No new signals from ``fd``; those already queued stay."""
+        self._armed.discard(fd)
         err = lib.rawmux_sigio_disarm(fd)
         if err:
             raise _error(-err)
+
+    def _disarm_all(self) -> None:
+        """Disarm what arm() armed and no one disarmed -- if it still
+        signals this queue: the number may since have been closed (its
+        fasync entry went with the file) and even reused by a file that
+        is none of ours."""
+        owner: Struct = ffi.new("struct f_owner_ex *")
+        for fd in self._armed:
+            if (lib.fcntl(fd, lib.F_GETSIG) == self.sig
+                    and lib.fcntl(fd, lib.F_GETOWN_EX, owner) == 0
+                    and owner.type == lib.F_OWNER_TID
+                    and owner.pid == self._tid):
+                lib.rawmux_sigio_disarm(fd)
+        self._armed.clear()
 
     def wait(self, timeout_ms: int = -1) -> int:
         """Dequeue what is queued, up to capacity, in one read of the
@@ -234,10 +259,13 @@ class SignalQueue(ReadyArrays):
         return int(n)
 
     def close(self) -> None:
-        """Drain and restore the thread's mask.  From another thread (the
-        bound one may have exited) only the signalfd is closed: a thread's
-        mask is its own, and its queue leaves with it."""
+        """Disarm what is still armed, drain and restore the thread's
+        mask.  From another thread (the bound one may have exited) the fds
+        are disarmed and the signalfd closed: a thread's mask is its own,
+        and its queue leaves with it."""
         w = self._w
+        self._closed = True
+        self._disarm_all()
         if w.sigfd < 0:
             return
         if self._owner is not threading.current_thread():

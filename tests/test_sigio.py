@@ -137,6 +137,60 @@ def test_close_restores_the_threads_signal_mask(pair):
     assert signal.sigpending() == set()
 
 
+def signals_to(fd):
+    """(O_ASYNC set, F_SETSIG) of fd: whether it still raises a signal."""
+    return (bool(fcntl.fcntl(fd, fcntl.F_GETFL) & fcntl.FASYNC),
+            fcntl.fcntl(fd, fcntl.F_GETSIG))
+
+
+@contextlib.contextmanager
+def switched_off_after(*fds):
+    """Clears O_ASYNC on fds at the end whatever happened, so that a test
+    failing because an fd stayed armed fails, rather than the hang-up of
+    the fixture's close() killing the process with the signal."""
+    try:
+        yield
+    finally:
+        for fd in fds:
+            flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+            fcntl.fcntl(fd, fcntl.F_SETFL, flags & ~fcntl.FASYNC)
+
+
+def test_close_disarms_what_it_armed(pair):
+    """Left armed after close(), the next byte would raise SIGNAL to a
+    thread that no longer blocks it: its default action kills the
+    process.  So this checks the fcntl state, not by sending."""
+    a, b = pair
+    c, d = socket.socketpair()
+    with c, d, switched_off_after(a.fileno(), c.fileno()):
+        with SignalQueue() as q:
+            q.arm(a.fileno())
+            q.arm(c.fileno())
+            q.disarm(c.fileno())
+            q.arm(c.fileno())
+            assert signals_to(a.fileno()) == (True, _sigio.SIGNAL)
+        assert signals_to(a.fileno()) == signals_to(c.fileno()) == (False, 0)
+    assert signal.sigpending() == set()
+
+
+def test_a_closed_queue_refuses_to_arm_or_wait(pair):
+    fd = pair[0].fileno()
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
+    with switched_off_after(fd):
+        q = SignalQueue()
+        q.arm(fd)
+        q.close()
+        for call in (lambda: q.arm(fd), lambda: q.wait(0), q.drain):
+            with pytest.raises(ValueError, match="closed"):
+                call()
+        assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == before
+        q.close()                       # twice is fine
+        never_bound = SignalQueue()
+        never_bound.close()
+        with pytest.raises(ValueError, match="closed"):
+            never_bound.arm(fd)
+
+
 @contextlib.contextmanager
 def sigpending_limit(n):
     old = resource.getrlimit(resource.RLIMIT_SIGPENDING)
