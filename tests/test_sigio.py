@@ -340,3 +340,31 @@ def test_a_queue_closed_from_another_thread_leaves_no_fd(pair):
         q.wait(0)                       # not the thread it is bound to
     q.close()                           # the autouse fixture checks fds
     assert q.fileno == -1
+
+
+def test_two_threads_binding_at_once_one_wins_cleanly(pair):
+    """_bind() checks the owner, then opens the signalfd with the GIL
+    released: without a lock both threads got past the check (EBUSY for
+    one, or two signalfds, one leaked: the autouse fixture counts fds)."""
+    import threading
+    fd = pair[0].fileno()
+    for _ in range(40):
+        q = SignalQueue(capacity=4)
+        start = threading.Barrier(2)
+        errors = []
+
+        def bind():
+            start.wait()
+            try:
+                q.arm(fd)
+            except Exception as exc:        # noqa: BLE001
+                errors.append(exc)
+
+        threads = [threading.Thread(target=bind) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert [type(e) for e in errors] == [RuntimeError], errors
+        q.close()                       # its thread has ended: disarms
+        assert signals_to(fd) == (False, 0)
