@@ -113,17 +113,25 @@ problem.cache_clear = _probe.cache_clear  # type: ignore[attr-defined]
 
 
 def refuses(fd: int) -> str:
-    """Why ``fd`` cannot raise signals, or "" if its file type can: only
-    files with a fasync method do (sockets, pipes, character devices);
-    a regular file or a directory never signals."""
+    """Why ``fd`` is not armed, or "" for a socket or a pipe (FIFO), the
+    file types rawmux arms: every one has a fasync method, so arm() takes
+    it.  Anything else is refused: a regular file or a directory never
+    signals, and among the rest (character devices, anon inodes) some do
+    (a tty, inotify) and some take O_ASYNC silently and never signal
+    (/dev/null, an eventfd), which only arming would tell."""
     try:
         mode = os.fstat(fd).st_mode
     except OSError as exc:
         return f"fd {fd}: {exc.strerror}"
-    if stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+    if stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode):
         return ""
-    return (f"fd {fd} is a {'regular file' if stat.S_ISREG(mode) else 'file'}"
-            f", which never raises SIGIO (no fasync method)")
+    if stat.S_ISREG(mode):
+        return (f"fd {fd} is a regular file, which never raises SIGIO "
+                f"(no fasync method)")
+    kind = ("directory" if stat.S_ISDIR(mode) else
+            "character device" if stat.S_ISCHR(mode) else "file")
+    return (f"fd {fd} is a {kind}, not a socket or a pipe: only those are "
+            f"armed")
 
 
 class SignalQueue(ReadyArrays):

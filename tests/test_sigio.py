@@ -125,6 +125,28 @@ def test_a_regular_file_never_signals_and_is_refused(queue):
         os.close(w)
 
 
+def test_what_refuses_accepts_arm_accepts(queue, res):
+    """refuses() decides by file type, arm() by whether the kernel kept
+    O_ASYNC: every fd refuses() lets through must arm (an OSError from
+    arm() would escape the server's accept), and /dev/null, a character
+    device that takes O_ASYNC silently, must be refused."""
+    with socket.socket() as tcp, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        a, b = res.socketpair()
+        for fd in (tcp.fileno(), udp.fileno(), a.fileno(), *res.pipe()):
+            assert _sigio.refuses(fd) == ""
+            queue.arm(fd)
+            queue.disarm(fd)
+    null = os.open("/dev/null", os.O_RDONLY)
+    try:
+        assert "character device" in _sigio.refuses(null)
+        with pytest.raises(OSError) as e:
+            queue.arm(null)             # what refuses() spares the server
+        assert e.value.errno == 22
+    finally:
+        os.close(null)
+
+
 def test_close_restores_the_threads_signal_mask(pair):
     before = signal.pthread_sigmask(signal.SIG_BLOCK, [])
     q = SignalQueue()

@@ -20,7 +20,7 @@ The pitfalls, handled here and counted:
   a reused number it reaches the new connection, whose nonblocking read
   takes the EAGAIN.
 * **File types.**  Only files with a fasync method signal: ``refuses()``
-  says so for anything but a socket, pipe or character device.
+  refuses anything but a socket or a pipe, which all have one.
 * The wakeup socket of ``signal.set_wakeup_fd`` is armed like the rest, so
   SIGTERM's byte ends the wait; and the wait itself returns on EINTR.
 """
