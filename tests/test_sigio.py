@@ -226,7 +226,10 @@ def sigpending_limit(n):
 def test_overflow_sends_a_plain_sigio_with_no_fd(queue, pair):
     """Past RLIMIT_SIGPENDING the kernel sends SIGIO instead (fs/fcntl.c
     send_sigio_to_task()); standard signals coalesce, so however many
-    overflowed, one SIGIO is pending."""
+    overflowed, one SIGIO is pending.  How many real-time ones fit is not
+    this test's to know: the limit counts the user's pending signals in
+    every process (root's, here), so another one holding some leaves room
+    for none."""
     a, b = pair
     queue.arm(a.fileno())
     with sigpending_limit(4):
@@ -237,7 +240,7 @@ def test_overflow_sends_a_plain_sigio_with_no_fd(queue, pair):
     # The lowest signal number first: SIGIO (29) before the real-time one.
     assert got[0] == (-1, 0, signal.SIGIO)
     assert queue.overflows == 1
-    assert 1 <= len(got) - 1 <= 4      # the real-time ones that fit
+    assert len(got) - 1 <= 4           # the real-time ones that fit
     assert all(e == (a.fileno(), select.POLLIN | select.POLLRDNORM,
                      _sigio.SIGNAL) for e in got[1:])
 
