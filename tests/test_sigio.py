@@ -270,7 +270,8 @@ def test_a_stale_signal_reaches_the_fd_numbers_next_owner(queue):
         d.close()
 
 
-def test_the_mechanism_counts_signals_for_fds_it_does_not_watch(pair):
+def test_the_mechanism_counts_signals_for_fds_it_does_not_watch(pair,
+                                                               caplog):
     from rawmux.echo.sigio_server import SigioMechanism
     mech = SigioMechanism()
     try:
@@ -280,7 +281,12 @@ def test_the_mechanism_counts_signals_for_fds_it_does_not_watch(pair):
         mech.forget(a.fileno())
         assert mech.wait(0) == 1 and mech.stale == 1
     finally:
-        mech.close()
+        with caplog.at_level("INFO", logger="rawmux.echo"):
+            mech.close()
+    # Routine (every shutdown has some): said, but not as a warning.
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == \
+        [("INFO", "sigio: 0 queue overflows (poll fallbacks), 1 stale "
+          "signals")]
 
 
 # ---- the server -------------------------------------------------------------

@@ -14,7 +14,8 @@ The pitfalls, handled here and counted:
   send_sigio_to_task()).  Then the queue is drained, and every watched fd
   asked with poll(2) -- in that order, so that a change after the drain
   raises a new signal and one before it is seen by poll.  ``fallbacks``
-  counts these; the first logs a warning, and the count is logged at exit.
+  counts these; the first logs a warning, and the count is logged at exit
+  (a warning too; with no fallback, the stale count is only info).
 * **Stale signals.**  A signal queued before its fd was closed arrives
   after: for an fd not watched it is dropped (and counted, ``stale``); for
   a reused number it reaches the new connection, whose nonblocking read
@@ -104,9 +105,13 @@ class SigioMechanism(Mechanism):
         return self.everyone.wait(0)
 
     def close(self) -> None:
+        # Stale signals are routine (data and FIN raise one each; what is
+        # queued when a connection closes comes after): worth a warning
+        # only beside fallbacks, which mean the limit was reached.
         if self.fallbacks or self.stale:
-            log.warning("%s: %d queue overflows (poll fallbacks), %d stale "
-                        "signals", self.name, self.fallbacks, self.stale)
+            log.log(logging.WARNING if self.fallbacks else logging.INFO,
+                    "%s: %d queue overflows (poll fallbacks), %d stale "
+                    "signals", self.name, self.fallbacks, self.stale)
         self.queue.close()
 
 
