@@ -80,12 +80,15 @@ class SigioMechanism(Mechanism):
         self.queue.disarm(fd)
 
     def wait(self, timeout: float) -> int:
+        # native is the queue, except after a wait that fell back: then
+        # the poll array, whose answers the loop has read by now.
+        if self.native is self.everyone:
+            self.native = self.queue
         queue = self.queue
         overflows = queue.overflows
-        n = queue.wait(ceil(timeout * 1000))    # milliseconds
+        n = self.native.wait(ceil(timeout * 1000))      # milliseconds
         if queue.overflows != overflows:
             return self._fall_back()
-        self.native = queue
         watched = self.everyone
         fds = queue.ready_fds
         for i in range(n):
