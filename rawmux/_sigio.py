@@ -134,6 +134,10 @@ def refuses(fd: int) -> str:
             f"armed")
 
 
+_INT_MAX = 2**31 - 1
+_MAX_CAPACITY = _INT_MAX // ffi.sizeof("struct signalfd_siginfo")
+
+
 class SignalQueue(ReadyArrays):
     """The calling thread's queue of I/O signals, native: fds armed to
     signal this thread, and a wait that dequeues into arrays allocated
@@ -159,8 +163,10 @@ class SignalQueue(ReadyArrays):
     signos: array[int]
 
     def __init__(self, capacity: int = 1024, sig: int = SIGNAL) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
+        # Checked before anything is allocated: the waiter's cap is a C
+        # int, and one read(2) of capacity siginfos must fit in an int.
+        if not 1 <= capacity <= _MAX_CAPACITY:
+            raise ValueError(f"capacity must be 1 to {_MAX_CAPACITY}")
         if not lib.rawmux_sigio_rtmin() <= sig <= lib.rawmux_sigio_rtmax():
             raise ValueError(f"signal {sig} is not a real-time signal")
         w: Struct = ffi.new("struct rawmux_sigio_waiter *")
@@ -261,8 +267,12 @@ class SignalQueue(ReadyArrays):
     def wait(self, timeout_ms: int = -1) -> int:
         """Dequeue what is queued, up to capacity, in one read of the
         signalfd; if nothing is, wait up to ``timeout_ms`` (negative
-        blocks) for one signal.  Returns n, also kept in ``nready``.  EINTR (a handled signal arrived) returns
+        blocks; at most 2**31 - 1, a C int) for one signal.  Returns n,
+        also kept in ``nready``.  EINTR (a handled signal arrived) returns
         0, so that its handler runs now; the caller loops."""
+        if timeout_ms > _INT_MAX:
+            raise ValueError(f"timeout_ms must be at most {_INT_MAX}")
+        timeout_ms = max(timeout_ms, -1)
         self._foreign()
         with self._lock:
             self._bind()

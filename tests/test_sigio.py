@@ -399,3 +399,11 @@ def test_two_threads_binding_at_once_one_wins_cleanly(pair):
         assert [type(e) for e in errors] == [RuntimeError], errors
         q.close()                       # its thread has ended: disarms
         assert signals_to(fd) == (False, 0)
+
+
+def test_bad_capacity_and_timeout_are_value_errors(queue):
+    for capacity in (0, 2**31, 2**64):  # refused before any allocation
+        with pytest.raises(ValueError, match="capacity"):
+            SignalQueue(capacity=capacity)
+    with pytest.raises(ValueError, match="timeout"):
+        queue.wait(2**31)               # not the C int's OverflowError
