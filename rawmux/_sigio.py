@@ -113,17 +113,29 @@ problem.cache_clear = _probe.cache_clear  # type: ignore[attr-defined]
 
 
 def refuses(fd: int) -> str:
-    """Why ``fd`` cannot raise signals, or "" if its file type can: only
-    files with a fasync method do (sockets, pipes, character devices);
-    a regular file or a directory never signals."""
+    """Why ``fd`` is not armed, or "" for a socket or a pipe (FIFO), the
+    file types rawmux arms: every one has a fasync method, so arm() takes
+    it.  Anything else is refused: a regular file or a directory never
+    signals, and among the rest (character devices, anon inodes) some do
+    (a tty, inotify) and some take O_ASYNC silently and never signal
+    (/dev/null, an eventfd), which only arming would tell."""
     try:
         mode = os.fstat(fd).st_mode
     except OSError as exc:
         return f"fd {fd}: {exc.strerror}"
-    if stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
+    if stat.S_ISSOCK(mode) or stat.S_ISFIFO(mode):
         return ""
-    return (f"fd {fd} is a {'regular file' if stat.S_ISREG(mode) else 'file'}"
-            f", which never raises SIGIO (no fasync method)")
+    if stat.S_ISREG(mode):
+        return (f"fd {fd} is a regular file, which never raises SIGIO "
+                f"(no fasync method)")
+    kind = ("directory" if stat.S_ISDIR(mode) else
+            "character device" if stat.S_ISCHR(mode) else "file")
+    return (f"fd {fd} is a {kind}, not a socket or a pipe: only those are "
+            f"armed")
+
+
+_INT_MAX = 2**31 - 1
+_MAX_CAPACITY = _INT_MAX // ffi.sizeof("struct signalfd_siginfo")
 
 
 class SignalQueue(ReadyArrays):
@@ -140,14 +152,21 @@ class SignalQueue(ReadyArrays):
 
     The first ``arm()`` or ``wait()`` binds the queue to the calling
     thread: blocks {SIGNAL, SIGIO} there and opens a signalfd.  ``close()``
-    drains what is queued and restores that thread's mask."""
+    disarms every fd still armed, drains what is queued and restores that
+    thread's mask -- in that order: an fd left armed, or a signal left
+    queued, once the mask is restored is delivered with the default
+    action, which terminates the process.  A closed queue is closed for
+    good: arm(), wait() and drain() raise ValueError."""
 
-    __slots__ = ("_w", "_arrays", "signos", "sig", "_tid", "_owner")
+    __slots__ = ("_w", "_arrays", "signos", "sig", "_tid", "_owner",
+                 "_armed", "_closed", "_lock")
     signos: array[int]
 
     def __init__(self, capacity: int = 1024, sig: int = SIGNAL) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be at least 1")
+        # Checked before anything is allocated: the waiter's cap is a C
+        # int, and one read(2) of capacity siginfos must fit in an int.
+        if not 1 <= capacity <= _MAX_CAPACITY:
+            raise ValueError(f"capacity must be 1 to {_MAX_CAPACITY}")
         if not lib.rawmux_sigio_rtmin() <= sig <= lib.rawmux_sigio_rtmax():
             raise ValueError(f"signal {sig} is not a real-time signal")
         w: Struct = ffi.new("struct rawmux_sigio_waiter *")
@@ -165,6 +184,15 @@ class SignalQueue(ReadyArrays):
         self.nready = 0
         self._tid = 0
         self._owner: threading.Thread | None = None
+        self._armed: set[int] = set()   # to disarm at close()
+        self._closed = False
+        # Held while binding and across every C call on the waiter (the
+        # GIL is released in them): two threads binding at once would
+        # both pass the owner check and open two signalfds, and a close()
+        # from another thread could free the signalfd's number between a
+        # wait's check and its read().  Reentrant: a signal handler in the
+        # owner may close the queue as a wait returns.
+        self._lock = threading.RLock()
 
     @property
     def overflows(self) -> int:
@@ -181,43 +209,76 @@ class SignalQueue(ReadyArrays):
         """The signalfd (-1 before the queue is bound to a thread)."""
         return int(self._w.sigfd)
 
-    def _bind(self) -> None:
-        me = threading.current_thread()
-        if self._owner is me:
-            return
-        if self._owner is not None:
+    def _foreign(self) -> None:
+        # Before taking the lock, so that another thread is told at once
+        # rather than after the owner's wait (_owner, once set, stays).
+        owner = self._owner
+        if owner is not None and owner is not threading.current_thread():
             raise RuntimeError("a SignalQueue is used by the thread that "
                                "first armed or waited on it only")
+
+    def _bind(self) -> None:
+        """With self._lock held."""
+        if self._closed:
+            raise ValueError("I/O operation on a closed SignalQueue")
+        if self._owner is not None:
+            self._foreign()
+            return
         err = lib.rawmux_sigio_open(self._w)
         if err:
             raise _error(-err)
-        self._owner, self._tid = me, lib.rawmux_sigio_gettid()
+        self._owner = threading.current_thread()
+        self._tid = lib.rawmux_sigio_gettid()
 
     def arm(self, fd: int) -> None:
         """Make ``fd`` signal this queue on every change; also sets it
         O_NONBLOCK.  OSError(EINVAL) for a file that cannot signal."""
         if type(fd) is not int or fd < 0:
             raise ValueError(f"bad file descriptor {fd!r}")
-        self._bind()
-        err = lib.rawmux_sigio_arm(fd, self.sig, self._tid)
+        self._foreign()
+        with self._lock:
+            self._bind()
+            self._armed.add(fd)     # even if refused: close() checks first
+            err = lib.rawmux_sigio_arm(fd, self.sig, self._tid)
         if err:
             raise _error(-err)
 
     def disarm(self, fd: int) -> None:
         """No new signals from ``fd``; those already queued stay."""
+        self._armed.discard(fd)
         err = lib.rawmux_sigio_disarm(fd)
         if err:
             raise _error(-err)
 
+    def _disarm_all(self) -> None:
+        """Disarm what arm() armed and no one disarmed -- if it still
+        signals this queue: the number may since have been closed (its
+        fasync entry went with the file) and even reused by a file that
+        is none of ours.  F_GETOWN_EX names an ended thread 0."""
+        owner: Struct = ffi.new("struct f_owner_ex *")
+        for fd in self._armed:
+            if (lib.fcntl(fd, lib.F_GETSIG) == self.sig
+                    and lib.fcntl(fd, lib.F_GETOWN_EX, owner) == 0
+                    and owner.type == lib.F_OWNER_TID
+                    and owner.pid in (self._tid, 0)):   # 0: it ended
+                lib.rawmux_sigio_disarm(fd)
+        self._armed.clear()
+
     def wait(self, timeout_ms: int = -1) -> int:
         """Dequeue what is queued, up to capacity, in one read of the
         signalfd; if nothing is, wait up to ``timeout_ms`` (negative
-        blocks) for one signal.  Returns n, also kept in ``nready``.  EINTR (a handled signal arrived) returns
+        blocks; at most 2**31 - 1, a C int) for one signal.  Returns n,
+        also kept in ``nready``.  EINTR (a handled signal arrived) returns
         0, so that its handler runs now; the caller loops."""
-        self._bind()
-        w = self._w
-        w.timeout_ms = timeout_ms
-        n = lib.rawmux_sigio_wait(w)
+        if timeout_ms > _INT_MAX:
+            raise ValueError(f"timeout_ms must be at most {_INT_MAX}")
+        timeout_ms = max(timeout_ms, -1)
+        self._foreign()
+        with self._lock:
+            self._bind()
+            w = self._w
+            w.timeout_ms = timeout_ms
+            n = lib.rawmux_sigio_wait(w)
         if n < 0:
             if n != -_errno.EINTR:
                 raise _error(-n)
@@ -227,25 +288,40 @@ class SignalQueue(ReadyArrays):
 
     def drain(self) -> int:
         """Drop every signal queued; returns how many."""
-        self._bind()
-        n = lib.rawmux_sigio_drain(self._w)
+        self._foreign()
+        with self._lock:
+            self._bind()
+            n = lib.rawmux_sigio_drain(self._w)
         if n < 0:
             raise _error(-n)
         return int(n)
 
     def close(self) -> None:
-        """Drain and restore the thread's mask.  From another thread (the
-        bound one may have exited) only the signalfd is closed: a thread's
-        mask is its own, and its queue leaves with it."""
-        w = self._w
-        if w.sigfd < 0:
-            return
-        if self._owner is not threading.current_thread():
-            fd, w.sigfd = w.sigfd, -1
-            os.close(fd)
-            return
-        lib.rawmux_sigio_drain(w)
-        lib.rawmux_sigio_close(w)
+        """Disarm what is still armed, drain and restore the thread's
+        mask.  From another thread (the bound one may have exited) the fds
+        are disarmed and the signalfd closed: a thread's mask is its own,
+        and its queue leaves with it; RuntimeError if that thread is in a
+        call on the queue (a wait) just then."""
+        owner = self._owner
+        mine = owner is None or owner is threading.current_thread()
+        if not self._lock.acquire(blocking=mine):
+            assert owner is not None
+            raise RuntimeError(f"SignalQueue busy in {owner.name}: close "
+                               f"it there, or once that thread has ended")
+        try:
+            w = self._w
+            self._closed = True
+            self._disarm_all()
+            if w.sigfd < 0:
+                return
+            if owner is not threading.current_thread():
+                fd, w.sigfd = w.sigfd, -1
+                os.close(fd)
+                return
+            lib.rawmux_sigio_drain(w)
+            lib.rawmux_sigio_close(w)
+        finally:
+            self._lock.release()
 
     def __enter__(self) -> SignalQueue:
         return self

@@ -25,6 +25,9 @@ import pytest
 from echoing import (BACKENDS, SUMMARY, URING, connect, echo_server,
                      echoed_among, fd_limit, summary_of)
 
+# sigio skipped, with why, where signal-driven I/O is unavailable.
+SIGIO = next(param for param in BACKENDS if param.id == "sigio")
+
 # Subprocesses run from here: "-m" puts the cwd first on sys.path, and the
 # source tree's rawmux/ has no compiled extension (the installed one has).
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -401,7 +404,8 @@ def test_max_conns_leaves_the_rest_in_the_backlog(backend):
         server.stop()
 
 
-@pytest.mark.parametrize("backend", ["select", "poll", "epoll", "epoll-et"])
+@pytest.mark.parametrize("backend", ["select", "poll", "epoll", "epoll-et",
+                                     SIGIO, "nonblocking"])
 def test_no_event_dispatched_for_an_fd_closed_in_the_same_iteration(backend):
     """In-process: two connections are ready in one wakeup; handling the
     first closes the second and accepts a new connection, which gets the
@@ -472,7 +476,8 @@ def recording(backend):
                 {"mechanism": Recording}), calls
 
 
-@pytest.mark.parametrize("backend", ["select", "poll", "epoll", "epoll-et"])
+@pytest.mark.parametrize("backend", ["select", "poll", "epoll", "epoll-et",
+                                     SIGIO, "nonblocking"])
 def test_the_server_tells_a_mechanism_new_fds_once_and_forgets_them_first(
         backend):
     """In-process: the server, not the backend, knows whether an fd is new
@@ -505,7 +510,9 @@ def test_the_server_tells_a_mechanism_new_fds_once_and_forgets_them_first(
 
 @pytest.mark.parametrize("backend, unit", [("select", 1e-6), ("poll", 1e-3),
                                            ("epoll", 1e-3),
-                                           ("epoll-et", 1e-3)])
+                                           ("epoll-et", 1e-3),
+                                           pytest.param("sigio", 1e-3,
+                                                        marks=SIGIO.marks)])
 def test_wait_rounds_its_timeout_up_to_the_unit_of_the_call(backend, unit):
     from rawmux.echo import backend_class
     mechanism = backend_class(backend).mechanism()
@@ -521,7 +528,8 @@ def test_wait_rounds_its_timeout_up_to_the_unit_of_the_call(backend, unit):
     assert asked == [0, 1, 1, 2, round(1.0 / unit)]
 
 
-@pytest.mark.parametrize("backend", ["select", "poll", "epoll", "epoll-et"])
+@pytest.mark.parametrize("backend", ["select", "poll", "epoll", "epoll-et",
+                                     SIGIO, "nonblocking"])
 def test_a_mechanism_that_cannot_start_leaves_no_fd_open(backend):
     # The autouse fixture fails the test if the listener or the reserve fd
     # stays open.

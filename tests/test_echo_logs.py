@@ -77,3 +77,41 @@ def test_the_writer_is_born_with_sigint_and_sigterm_blocked(monkeypatch):
         handler.close(timeout=0.1)      # its queue is never emptied
     for sig in (signal.SIGINT, signal.SIGTERM):
         assert blocked & (1 << (sig - 1)), f"{sig!r} not blocked: {blocked:x}"
+
+
+def test_a_handler_raising_as_the_writer_starts_leaves_the_mask_alone(
+        monkeypatch):
+    """pthread_sigmask() runs pending Python handlers after it changed the
+    mask; one that raises (SIGINT's KeyboardInterrupt) while the writer is
+    being started must leave the creator's mask as it was and no
+    never-started writer behind.  The signal cannot be made to arrive in
+    that window on demand, so the call that blocks SIGINT/SIGTERM is made
+    to raise after doing its work, as the handler would."""
+    import pytest
+
+    from rawmux.echo import logs
+    real = signal.pthread_sigmask
+
+    def interrupted(how, mask):
+        old = real(how, mask)
+        if how == signal.SIG_BLOCK and set(mask) == logs.STOP_SIGNALS:
+            raise KeyboardInterrupt
+        return old
+    stream = io.StringIO()
+    handler = QueueHandler(stream)
+    logger = logging.Logger("test")
+    logger.addHandler(handler)
+    before = real(signal.SIG_BLOCK, ())
+    try:
+        monkeypatch.setattr(signal, "pthread_sigmask", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            logger.info("first")
+        monkeypatch.setattr(signal, "pthread_sigmask", real)
+        assert real(signal.SIG_BLOCK, ()) == before
+        assert writers() == []
+        logger.info("second")           # starts the writer after all
+        assert len(writers()) == 1
+    finally:
+        real(signal.SIG_SETMASK, before)
+        handler.close()
+    assert stream.getvalue() == "first\nsecond\n"

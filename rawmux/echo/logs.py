@@ -122,7 +122,7 @@ class QueueHandler(logging.Handler):
             self._queue.append(line)
             self._ready.notify()
             if self._writer is None:
-                self._writer = threading.Thread(
+                writer = threading.Thread(
                     target=self._write_forever, name="rawmux-log",
                     daemon=True)
                 # SIGINT/SIGTERM are for the thread that runs the loop: one
@@ -133,9 +133,22 @@ class QueueHandler(logging.Handler):
                 # own first line left a window (until it first got the GIL,
                 # which can take a while among many threads) in which a
                 # signal could land there and be lost.
-                mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+                #
+                # The old mask is read first, changing nothing, and the
+                # block is inside the try: pthread_sigmask() runs pending
+                # handlers after changing the mask, and one that raises
+                # (KeyboardInterrupt) would otherwise leave the mask
+                # changed with nothing to restore it.  _writer is set only
+                # for a thread that started, so the next line retries.
+                mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
                 try:
-                    self._writer.start()
+                    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+                    self._writer = writer
+                    writer.start()
+                except BaseException:
+                    if writer.ident is None:        # it never started
+                        self._writer = None
+                    raise
                 finally:
                     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 

@@ -93,7 +93,10 @@ class SpinArrays(ReadyArrays):
         self._holes += 1
 
     def compact(self) -> None:
-        """Close the holes, keeping the order of the rest."""
+        """Close the holes, keeping the order of the rest (none: nothing
+        to do, the usual turn)."""
+        if not self._holes:
+            return
         fds, events, index = self.ready_fds, self.ready_events, self._index
         j = 0
         for i in range(len(fds)):
@@ -139,8 +142,7 @@ class NonblockingMechanism(Mechanism):
         clock every turn anyway).  Every watched fd, as ready for what it
         is watched for; no system call."""
         na = self.native
-        if na._holes:
-            na.compact()
+        na.compact()
         na.nready = n = len(na.ready_fds)
         return n
 

@@ -14,13 +14,14 @@ The pitfalls, handled here and counted:
   send_sigio_to_task()).  Then the queue is drained, and every watched fd
   asked with poll(2) -- in that order, so that a change after the drain
   raises a new signal and one before it is seen by poll.  ``fallbacks``
-  counts these; the first logs a warning, and the count is logged at exit.
+  counts these; the first logs a warning, and the count is logged at exit
+  (a warning too; with no fallback, the stale count is only info).
 * **Stale signals.**  A signal queued before its fd was closed arrives
   after: for an fd not watched it is dropped (and counted, ``stale``); for
   a reused number it reaches the new connection, whose nonblocking read
   takes the EAGAIN.
 * **File types.**  Only files with a fasync method signal: ``refuses()``
-  says so for anything but a socket, pipe or character device.
+  refuses anything but a socket or a pipe, which all have one.
 * The wakeup socket of ``signal.set_wakeup_fd`` is armed like the rest, so
   SIGTERM's byte ends the wait; and the wait itself returns on EINTR.
 """
@@ -79,12 +80,15 @@ class SigioMechanism(Mechanism):
         self.queue.disarm(fd)
 
     def wait(self, timeout: float) -> int:
+        # native is the queue, except after a wait that fell back: then
+        # the poll array, whose answers the loop has read by now.
+        if self.native is self.everyone:
+            self.native = self.queue
         queue = self.queue
         overflows = queue.overflows
-        n = queue.wait(ceil(timeout * 1000))    # milliseconds
+        n = self.native.wait(ceil(timeout * 1000))      # milliseconds
         if queue.overflows != overflows:
             return self._fall_back()
-        self.native = queue
         watched = self.everyone
         fds = queue.ready_fds
         for i in range(n):
@@ -104,9 +108,13 @@ class SigioMechanism(Mechanism):
         return self.everyone.wait(0)
 
     def close(self) -> None:
+        # Stale signals are routine (data and FIN raise one each; what is
+        # queued when a connection closes comes after): worth a warning
+        # only beside fallbacks, which mean the limit was reached.
         if self.fallbacks or self.stale:
-            log.warning("%s: %d queue overflows (poll fallbacks), %d stale "
-                        "signals", self.name, self.fallbacks, self.stale)
+            log.log(logging.WARNING if self.fallbacks else logging.INFO,
+                    "%s: %d queue overflows (poll fallbacks), %d stale "
+                    "signals", self.name, self.fallbacks, self.stale)
         self.queue.close()
 
 
