@@ -46,9 +46,8 @@ give its idle CPU and idle runnable, fractions of one CPU: on a shared
 machine a spinning server gets less than it wants.  (The sigio backend
 dequeues with one read of its signalfd, and sigtimedwait only when nothing
 is queued: for it, read counts as a wait.)  Then the connections close and
-the C
-load generator (rawmux.harness.drive) drives the same server at the same
-count, one message in flight per connection, for ``seconds``: p50/p99
+the C load generator (rawmux.harness.drive) drives the same server at the
+same count, one message in flight per connection, for ``seconds``: p50/p99
 round trip and server CPU per message.  ``select`` runs only at counts whose
 fds fit under FD_SETSIZE (SELECT_MAX connections).  A backend this machine
 cannot run (rawmux.echo.unavailable, or not in this rawmux's
