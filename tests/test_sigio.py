@@ -360,6 +360,60 @@ def test_forced_overflow_serves_every_byte():
     assert kernel >= CONNS - 8
 
 
+
+def test_a_writable_signal_leaves_an_unfinished_read_on_the_list(
+        monkeypatch):
+    """Edge-triggered, a connection whose read budget ran out is served
+    again next iteration.  A sigio event carries only its own band: a
+    POLL_OUT says nothing of the input still queued, and must not take the
+    connection off that list (it did: the last bytes were never read, and
+    the client, waiting for their echo, never sent the edge to read
+    them).  Budget and chunk made tiny, so that 12 bytes spend it."""
+    import io
+
+    import rawmux.echo.server as server_mod
+    from rawmux.echo.sigio_server import SigioServer
+    monkeypatch.setattr(server_mod, "READ_CHUNK", 4)
+    monkeypatch.setattr(server_mod, "EDGE_READS", 2)
+    server = SigioServer(rawmux.echo.Config(port=0), out=io.StringIO())
+    client = socket.socket()
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    client.settimeout(2)
+    try:
+        server._watch_input(server.listen_fd)
+        client.connect(server.listener.getsockname())
+        for _ in range(20):             # accept, then its first again
+            if server.conns and not server._again:
+                break
+            server._run_once(0.1)
+        (conn,) = server.conns.values()
+        client.sendall(b"abcdefghijkl")
+        for _ in range(20):             # one POLL_IN: 2 reads of 4 bytes
+            if server._again:
+                break
+            server._run_once(0.1)
+        assert server._again == {conn.fd}
+        assert client.recv(8, socket.MSG_WAITALL) == b"abcdefgh"
+        # A POLL_OUT: a send that fails with EAGAIN arms it
+        # (SOCKWQ_ASYNC_NOSPACE), the client reading it all fires it.
+        conn.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        filler = 0
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                filler += conn.sock.send(bytes(4096))
+        while filler:
+            filler -= len(client.recv(65536))
+        server._run_once(0)
+        q = server.mech.queue
+        bands = [q.ready_events[i] for i in range(q.nready)
+                 if q.ready_fds[i] == conn.fd]
+        assert bands == [select.POLLOUT | select.POLLWRNORM
+                         | select.POLLWRBAND]
+        assert client.recv(4) == b"ijkl"
+    finally:
+        server.close()
+        client.close()
+
 def test_a_queue_closed_from_another_thread_leaves_no_fd(pair):
     import threading
     q = SignalQueue()

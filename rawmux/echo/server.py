@@ -426,8 +426,8 @@ class ReadinessServer(EchoServer):
         number may already belong to a connection accepted since.
         Edge-triggered, the fds left from the last iteration (``_again``,
         see the module doc) are served after the events, by the same code,
-        as if everything had happened to them, unless an event served them
-        already."""
+        as if everything had happened to them, unless an event's read
+        served them already (a writable-only event does not)."""
         closed, conns, again = self._closed_now, self.conns, self._again
         closed.clear()
         edge = self._edge
@@ -459,9 +459,13 @@ class ReadinessServer(EchoServer):
                     elif fd == self._wake_fd:
                         self.on_wakeup()
                 elif edge:
-                    again.discard(fd)   # served now, not again below
                     if ev & readable:
+                        again.discard(fd)   # read now, not again below
                         self._read_edge(conn, ev & hangup)
+                    # Otherwise it stays on the list: an event that says
+                    # only "writable" (sigio's POLL_OUT band, unlike an
+                    # epoll event, which carries the whole current state)
+                    # says nothing of the input the list is there for.
                     # One send: if it is short, the socket is full, and the
                     # next writable edge brings us back.
                     if ev & writable and conn.out and fd not in closed:
