@@ -204,7 +204,6 @@ class SignalQueue(ReadyArrays):
         """Signals dequeued, of either kind."""
         return int(self._w.signals)
 
-    @property
     def fileno(self) -> int:
         """The signalfd (-1 before the queue is bound to a thread)."""
         return int(self._w.sigfd)

@@ -425,11 +425,11 @@ def test_a_queue_closed_from_another_thread_leaves_no_fd(pair):
     t = threading.Thread(target=q.arm, args=(pair[0].fileno(),))
     t.start()
     t.join()
-    assert q.fileno >= 0
+    assert q.fileno() >= 0
     with pytest.raises(RuntimeError):
         q.wait(0)                       # not the thread it is bound to
     q.close()                           # the autouse fixture checks fds
-    assert q.fileno == -1
+    assert q.fileno() == -1
 
 
 def test_two_threads_binding_at_once_one_wins_cleanly(pair):

@@ -24,16 +24,37 @@ covered without its call sites knowing:
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import os
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from typing import IO
 
 WINDOW = 1.0            # seconds over which repeats of a warning are counted
 QUEUE_LINES = 1000      # lines waiting for the writer before lines are dropped
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}   # never the writer's
+# Signals for the thread that runs the loop, never for a helper thread:
+# one the kernel gave a helper would leave a main thread blocked in accept()
+# (the threads backend) unaware of it.
+STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def stop_signals_blocked() -> Iterator[None]:
+    """STOP_SIGNALS blocked in the calling thread for the block: a thread
+    created in it starts with them blocked, from its first instruction (it
+    inherits its creator's mask).  The old mask is read first, changing
+    nothing, and the block is inside the try: pthread_sigmask() runs
+    pending handlers after changing the mask, and one that raises
+    (KeyboardInterrupt) would otherwise leave it changed for good."""
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
+    try:
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 class _Repeats:
@@ -125,32 +146,19 @@ class QueueHandler(logging.Handler):
                 writer = threading.Thread(
                     target=self._write_forever, name="rawmux-log",
                     daemon=True)
-                # SIGINT/SIGTERM are for the thread that runs the loop: one
-                # the kernel gave the writer would leave a main thread
-                # blocked in accept() (the threads backend) unaware of it.
-                # A thread starts with its creator's signal mask, so the
-                # writer is created with them blocked: blocking them in its
+                # Created with STOP_SIGNALS blocked: blocking them in its
                 # own first line left a window (until it first got the GIL,
                 # which can take a while among many threads) in which a
-                # signal could land there and be lost.
-                #
-                # The old mask is read first, changing nothing, and the
-                # block is inside the try: pthread_sigmask() runs pending
-                # handlers after changing the mask, and one that raises
-                # (KeyboardInterrupt) would otherwise leave the mask
-                # changed with nothing to restore it.  _writer is set only
-                # for a thread that started, so the next line retries.
-                mask = signal.pthread_sigmask(signal.SIG_BLOCK, ())
-                try:
-                    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+                # signal could land there and be lost.  _writer is kept
+                # only for a thread that started, so the next line retries.
+                with stop_signals_blocked():
                     self._writer = writer
-                    writer.start()
-                except BaseException:
-                    if writer.ident is None:        # it never started
-                        self._writer = None
-                    raise
-                finally:
-                    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+                    try:
+                        writer.start()
+                    except BaseException:
+                        if writer.ident is None:    # it never started
+                            self._writer = None
+                        raise
 
     def _expired(self, every: bool = False) -> None:
         """Summaries of windows that ended without a new record (``every``:

@@ -68,13 +68,13 @@ from types import FrameType
 from typing import Any, Callable, TextIO
 
 from rawmux._timeval import timeval
+from rawmux.echo.logs import stop_signals_blocked
 from rawmux.echo.server import READ_CHUNK, Config, EchoServer
 
 log = logging.getLogger("rawmux.echo")
 
 SWITCH_INTERVAL = 1.0   # seconds: sys.setswitchinterval() while serving
 CLOSE_WAIT = 5.0        # after the grace period: for woken threads to close
-STOP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
 
 # prctl(2) options of Linux 6.16+ (include/uapi/linux/prctl.h; this
 # system's headers predate them): the size of the process's own futex hash.
@@ -178,9 +178,9 @@ class ThreadsServer(EchoServer):
         # the main thread and interrupts its accept().  _thread, not
         # threading.Thread, whose start() waits for the new thread to run:
         # one more wait for the GIL.
-        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            _thread.start_new_thread(self._serve_connection, (sock,))
+            with stop_signals_blocked():
+                _thread.start_new_thread(self._serve_connection, (sock,))
         except RuntimeError as exc:
             # "can't start new thread": pthread_create() failed (no memory
             # for a stack, a pids limit).  Refuse this connection as the
@@ -189,8 +189,6 @@ class ThreadsServer(EchoServer):
             self._forget(sock, refused=True)
             log.warning("threads: %s; refused a connection", exc)
             return
-        finally:
-            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         log.info("threads: fd %d connected from %s", fd, peer)
 
     def _serve_connection(self, sock: socket.socket) -> None:
