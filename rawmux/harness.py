@@ -10,8 +10,9 @@ tests, the tour, the bench and the experiments share.
   another CPU (``cpu_pair``, ``pin``) while the server's CPU time is read
   over the measured window; ``where``/``placement`` say where the two really
   ran.
-* ``proc_stat``, ``proc_status``, ``cpu_seconds``, ``open_fds``,
-  ``children``: what /proc says about a process, parsed in one place.
+* ``proc_stat``, ``proc_status``, ``blocked_syscall``, ``cpu_seconds``,
+  ``open_fds``, ``children``: what /proc says about a process, parsed in
+  one place.
 """
 
 from __future__ import annotations
@@ -44,6 +45,29 @@ def proc_stat(pid: int) -> list[str]:
     may itself hold spaces and parentheses."""
     with open(f"/proc/{pid}/stat") as f:
         return f.read().rsplit(")", 1)[1].split()
+
+
+def blocked_syscall(pid: int) -> tuple[int, ...] | None:
+    """The system call PID's (only or main) thread is asleep in, as
+    /proc/PID/syscall gives it: (number, then its six arguments); (-1,)
+    asleep outside any system call; None while it runs.
+
+    Use this, not state 'S', to know that a task is asleep.  A task shows
+    'S' from set_current_state() on, still on its CPU and about to test its
+    condition once more: data that arrives then is found without sleeping,
+    and no wake-up (sched_wakeup) ever happens.  The kernel answers here
+    only for a task that is off its CPU and not runnable, the same before
+    and after it reads the registers (task_current_syscall(),
+    wait_task_inactive()), so one that can go on only when woken.  Raises
+    FileNotFoundError where the kernel lacks the file
+    (CONFIG_HAVE_ARCH_TRACEHOOK) or the process is gone."""
+    with open(f"/proc/{pid}/syscall") as f:
+        fields = f.read().split()
+    if not fields or fields[0] == "running":
+        return None
+    if fields[0] == "-1":
+        return (-1,)
+    return tuple(int(x, 0) for x in fields[:7])
 
 
 def proc_status(pid: int, field: str) -> int:

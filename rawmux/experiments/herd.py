@@ -16,8 +16,8 @@ at a time, each waiting as its configuration says (``CONFIGS``) and asleep
 in epoll_wait before the next is forked, so that child 0 registered first;
 a child loops: epoll_wait, accept once, send its index to the client,
 close.  The parent makes one connection at a time and, before the next,
-waits until every child sleeps in epoll_wait again (``/proc/PID/stat``
-state S, ``/proc/PID/wchan`` in epoll), so that the wakeups of two
+waits until every child sleeps in epoll_wait again (``/proc/PID/syscall``
+answers, ``/proc/PID/wchan`` in epoll), so that the wakeups of two
 connections never mix.  Before each connection it re-queues two children
 chosen at random, one after the other: SIGUSR2 ends a child's epoll_wait
 with EINTR, its handler writes a byte back, and the child waits again, so
@@ -72,7 +72,7 @@ from rawmux._poll import PollArray
 from rawmux.experiments.options import Options, integer, names
 from rawmux.experiments.report import pyplot, save
 from rawmux.experiments.shape import Judgement, Table, runs
-from rawmux.harness import proc_stat, proc_status
+from rawmux.harness import blocked_syscall, proc_stat, proc_status
 
 SUMMARY = "count the processes woken per connection on a shared listener"
 CLAIM = ("every process waiting in epoll_wait on a shared listening socket "
@@ -196,9 +196,17 @@ def _fork_child(index, listener, ep, mask, report_fd, ack_fd,
 # ---- watching the children from the parent ----------------------------------
 
 def _asleep_in_epoll(pid):
-    """True if the process sleeps (state S) inside epoll_wait."""
-    if proc_stat(pid)[0] != "S":
-        return False
+    """True if the process is asleep inside epoll_wait: off its CPU and not
+    runnable (``blocked_syscall``; state S alone also shows a child still
+    on its CPU, about to test for events once more, whose sleep would then
+    count against the next connection)."""
+    try:
+        if blocked_syscall(pid) in (None, (-1,)):
+            return False
+    except FileNotFoundError:
+        # No /proc/PID/syscall on this kernel: state S must do.
+        if proc_stat(pid)[0] != "S":
+            return False
     with open(f"/proc/{pid}/wchan") as f:
         wchan = f.read()
     # "0" where the kernel hides symbol names: state S must do.
