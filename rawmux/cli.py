@@ -117,8 +117,10 @@ def _command(commands, name, summary, example, details="", fill=None):
 def _parser():
     parser = argparse.ArgumentParser(
         prog="python -m rawmux",
-        description="select, poll and epoll at the level of the raw "
-                    "syscalls.",
+        description="select, poll, epoll, io_uring and signal-driven I/O at "
+                    "the raw syscall level.\n\nThe five I/O models of "
+                    "Stevens's UNP 6.2, measured side by side:\n"
+                    "python -m rawmux experiment models.",
         epilog="example:\n  python -m rawmux tour",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=_version(),
