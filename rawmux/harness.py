@@ -55,7 +55,7 @@ def blocked_syscall(pid: int) -> tuple[int, ...] | None:
     Use this, not state 'S', to know that a task is asleep.  A task shows
     'S' from set_current_state() on, still on its CPU and about to test its
     condition once more: data that arrives then is found without sleeping,
-    and no wake-up (sched_wakeup) ever happens.  The kernel answers here
+    and no wake-up (no sched_waking) ever happens.  The kernel answers here
     only for a task that is off its CPU and not runnable, the same before
     and after it reads the registers (task_current_syscall(),
     wait_task_inactive()), so one that can go on only when woken.  Raises

@@ -11,8 +11,8 @@ import os
 import signal
 import sys
 import tempfile
-import time
 import threading
+import time
 
 import pytest
 

@@ -209,7 +209,7 @@ def _asleep_in_epoll(pid):
             return False
     with open(f"/proc/{pid}/wchan") as f:
         wchan = f.read()
-    # "0" where the kernel hides symbol names: state S must do.
+    # "0" where the kernel hides symbol names: asleep must do.
     return "epoll" in wchan or wchan in ("", "0")
 
 
